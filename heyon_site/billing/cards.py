@@ -1,0 +1,174 @@
+"""Cards: number normalisation, argon2id passwords, creation, and throttled authentication."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from sqlalchemy import delete, select
+
+from ..database import in_write_transaction, insert
+from ..extensions import db
+from ..models import Card, LoginThrottle, utcnow
+from .ledger import credit
+
+_SEPARATORS = re.compile(r"[\s\-_.·/]+")
+_CARD_NUMBER = re.compile(r"\d{10,19}")
+MAX_PASSWORD_LENGTH = 64
+
+
+class CardNumberError(ValueError):
+    """Not a card number."""
+
+
+def normalise_card_number(text: str) -> str:
+    """Digits only: full-width digits, spaces and dashes as typed on a phone are accepted."""
+    digits = _SEPARATORS.sub("", unicodedata.normalize("NFKC", text or ""))
+    if not _CARD_NUMBER.fullmatch(digits) or not digits.isascii():
+        raise CardNumberError(text)
+    return digits
+
+
+def normalise_password(text: str) -> str:
+    """The PIN as printed: full-width characters from a Chinese IME become ASCII."""
+    return unicodedata.normalize("NFKC", text or "").strip()
+
+
+def mask(number: str) -> str:
+    """What a receipt or log may show of a card number: the last four digits."""
+    return "**** " + number[-4:]
+
+
+@lru_cache(maxsize=4)
+def _hasher(time_cost: int, memory_cost: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID)
+
+
+def hasher() -> PasswordHasher:
+    c = current_app.config
+    return _hasher(c["ARGON2_TIME_COST"], c["ARGON2_MEMORY_COST"], c["ARGON2_PARALLELISM"])
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(h: PasswordHasher) -> str:
+    return h.hash("not-a-card-password")
+
+
+def hash_password(password: str) -> str:
+    return hasher().hash(normalise_password(password))
+
+
+def create_card(number: str, password: str, balance_fen: int = 0) -> Card:
+    """Add a card; an opening balance goes through the ledger like any other money."""
+    card = Card(number=normalise_card_number(number), password_hash=hash_password(password), balance_fen=0)
+    db.session.add(card)
+    db.session.flush()
+    if balance_fen:
+        credit(card.id, balance_fen, "opening", key=f"card:{card.id}:opening")
+    return card
+
+
+def find_card(number: str) -> Card | None:
+    return db.session.scalar(select(Card).where(Card.number == number))
+
+
+# ------------------------------------------------------------------ throttled authentication
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """``card`` is set only when the number and password match an active card."""
+
+    card_id: int | None = None
+    refused: str | None = None  # "credentials" | "throttled" | "locked" | "blocked"
+    retry_after: int = 0  # seconds, when throttled
+
+    @property
+    def ok(self) -> bool:
+        return self.card_id is not None
+
+
+def throttle_key(number: str) -> str:
+    """A keyed hash, so the table neither stores card numbers nor can be matched offline."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, b"card-throttle:" + number.encode(), hashlib.sha256).hexdigest()
+
+
+def delay_after(failures: int) -> int:
+    """Seconds to wait after ``failures`` consecutive failures: free tries, then doubling."""
+    c = current_app.config
+    free = c["HEYON_CARD_FREE_ATTEMPTS"]
+    if failures <= free:
+        return 0
+    return int(min(2 ** min(failures - free, 30), c["HEYON_CARD_MAX_DELAY_SECONDS"]))
+
+
+def _reserve_attempt(key: str, now: datetime) -> AuthResult | None:
+    """Count the attempt before checking the password, unless the card is waiting out a delay.
+
+    Counting first means parallel guesses each use up an attempt: nobody gets extra tries
+    by sending them at once. Returns a refusal, or None when the attempt may go ahead.
+    """
+    lock_after = current_app.config["HEYON_CARD_LOCK_AFTER"]
+    row = db.session.get(LoginThrottle, key, populate_existing=True)
+    if row is not None:
+        if row.failures >= lock_after:
+            return AuthResult(refused="locked")
+        if row.blocked_until is not None and row.blocked_until > now:
+            return AuthResult(refused="throttled", retry_after=max(1, int((row.blocked_until - now).total_seconds() + 0.999)))
+    stmt = (
+        insert(LoginThrottle)
+        .values(key=key, failures=1, updated_at=now)
+        .on_conflict_do_update(index_elements=["key"], set_={"failures": LoginThrottle.failures + 1, "updated_at": now})
+        .returning(LoginThrottle.failures)
+    )
+    failures = db.session.execute(stmt).scalar_one()
+    wait = delay_after(failures)
+    db.session.query(LoginThrottle).filter_by(key=key).update(
+        {"blocked_until": now + timedelta(seconds=wait) if wait else None}, synchronize_session=False
+    )
+    return None
+
+
+def authenticate(number: str, password: str, now: datetime | None = None) -> AuthResult:
+    """Check a normalised card number and a password, throttled per card number.
+
+    Unknown numbers cost the same argon2 work and are throttled the same way as real ones, so
+    neither the answer nor its timing tells whether a number exists.
+    """
+    now = now or utcnow()
+    key = throttle_key(number)
+    refusal = in_write_transaction(lambda: _reserve_attempt(key, now))
+    if refusal is not None:
+        return refusal
+
+    card = find_card(number)
+    h = hasher()
+    try:
+        h.verify(card.password_hash if card else _dummy_hash(h), normalise_password(password)[:MAX_PASSWORD_LENGTH])
+        matched = card is not None
+    except (VerificationError, InvalidHashError):
+        matched = False
+    if not matched or card is None:
+        db.session.rollback()
+        return AuthResult(refused="credentials")
+
+    card_id, status, stored = card.id, card.status, card.password_hash
+    db.session.rollback()
+
+    def success() -> None:
+        db.session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+        if h.check_needs_rehash(stored):
+            db.session.query(Card).filter_by(id=card_id).update({"password_hash": h.hash(normalise_password(password))})
+
+    in_write_transaction(success)
+    if status != "active":
+        return AuthResult(refused="blocked")
+    return AuthResult(card_id=card_id)

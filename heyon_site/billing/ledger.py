@@ -1,0 +1,132 @@
+"""The ledger: the only code that writes money movements, and the proof that the books balance."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select, update
+
+from ..database import insert
+from ..extensions import db
+from ..models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
+
+
+def credit(card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
+    """Add one ledger entry and raise the card's cached balance by the same amount.
+
+    Idempotent by ``key``: the insert is ``ON CONFLICT (key) DO NOTHING``, so a second call
+    with the same key (even from a concurrent transaction, which waits for the first to
+    commit) writes nothing and returns False. The caller commits; this only flushes.
+    """
+    if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen == 0:
+        raise ValueError(f"a credit is a non-zero int of fen, not {amount_fen!r}")
+    stmt = (
+        insert(LedgerEntry)
+        .values(card_id=card_id, order_id=order_id, kind=kind, amount_fen=amount_fen, key=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(LedgerEntry.id)
+    )
+    if db.session.execute(stmt).scalar_one_or_none() is None:
+        return False
+    # Relative update: concurrent credits to one card cannot overwrite each other.
+    db.session.execute(update(Card).where(Card.id == card_id).values(balance_fen=Card.balance_fen + amount_fen))
+    return True
+
+
+def balance_of(card_id: int) -> int:
+    total = db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(LedgerEntry.card_id == card_id))
+    return int(total or 0)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cards: int
+    entries: int
+    total_fen: int
+    credited_orders: int
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def verify(limit: int = 50) -> Verdict:
+    """Check every invariant of the books; report at most ``limit`` violations of each kind."""
+    s = db.session
+    problems: list[str] = []
+
+    sums = select(LedgerEntry.card_id, func.sum(LedgerEntry.amount_fen).label("total")).group_by(LedgerEntry.card_id).subquery()
+    mismatched = s.execute(
+        select(Card.number, Card.balance_fen, func.coalesce(sums.c.total, 0))
+        .outerjoin(sums, sums.c.card_id == Card.id)
+        .where(Card.balance_fen != func.coalesce(sums.c.total, 0))
+        .limit(limit)
+    ).all()
+    problems += [f"card *{num[-4:]}: cached balance {bal} fen != ledger sum {total} fen" for num, bal, total in mismatched]
+
+    negative = s.scalars(select(Card.number).where(Card.balance_fen < 0).limit(limit)).all()
+    problems += [f"card *{num[-4:]}: negative balance" for num in negative]
+
+    # Each credited order: exactly one recharge entry of its amount, one bonus entry iff it has a
+    # bonus, both on the order's own card; no entries at all on orders that are not credited.
+    entry_stats = (
+        select(
+            LedgerEntry.order_id,
+            func.sum(case((LedgerEntry.kind == "recharge", 1), else_=0)).label("n_recharge"),
+            func.sum(case((LedgerEntry.kind == "bonus", 1), else_=0)).label("n_bonus"),
+            func.sum(LedgerEntry.amount_fen).label("total"),
+            func.max(LedgerEntry.card_id).label("max_card"),
+            func.min(LedgerEntry.card_id).label("min_card"),
+        )
+        .where(LedgerEntry.order_id.is_not(None))
+        .group_by(LedgerEntry.order_id)
+        .subquery()
+    )
+    rows = s.execute(
+        select(RechargeOrder.order_no, RechargeOrder.status, RechargeOrder.card_id, RechargeOrder.amount_fen,
+               RechargeOrder.bonus_fen, entry_stats.c.n_recharge, entry_stats.c.n_bonus, entry_stats.c.total,
+               entry_stats.c.min_card, entry_stats.c.max_card)
+        .outerjoin(entry_stats, entry_stats.c.order_id == RechargeOrder.id)
+        .where((RechargeOrder.status == "credited") | entry_stats.c.order_id.is_not(None))
+    ).all()
+    credited = 0
+    for no, status, card_id, amount, bonus, n_rec, n_bonus, total, min_card, max_card in rows:
+        if status != "credited":
+            problems.append(f"order {no}: status {status} but has ledger entries")
+            continue
+        credited += 1
+        want_bonus = 1 if bonus else 0
+        if n_rec != 1 or n_bonus != want_bonus or total != amount + bonus:
+            problems.append(f"order {no}: entries ({n_rec} recharge, {n_bonus} bonus, {total} fen) "
+                            f"do not match the order ({amount} + {bonus} fen)")
+        elif min_card != card_id or max_card != card_id:
+            problems.append(f"order {no}: entries on another card")
+        if len(problems) > 4 * limit:
+            break
+
+    # Each credited order was paid: a verified payment event of the amount the customer paid.
+    unpaid = s.scalars(
+        select(RechargeOrder.order_no).where(
+            RechargeOrder.status == "credited",
+            ~select(PaymentEvent.id).where(
+                PaymentEvent.order_id == RechargeOrder.id,
+                PaymentEvent.kind == "paid",
+                PaymentEvent.amount_fen == RechargeOrder.pay_fen,
+            ).exists(),
+        ).limit(limit)
+    ).all()
+    problems += [f"order {no}: credited without a matching verified payment" for no in unpaid]
+
+    kinds_without_order = s.scalar(
+        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))
+    )
+    if kinds_without_order:
+        problems.append(f"{kinds_without_order} recharge/bonus entries belong to no order")
+
+    return Verdict(
+        cards=s.scalar(select(func.count()).select_from(Card)) or 0,
+        entries=s.scalar(select(func.count()).select_from(LedgerEntry)) or 0,
+        total_fen=int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0))) or 0),
+        credited_orders=credited,
+        violations=problems,
+    )

@@ -1,0 +1,58 @@
+"""What a receipt says, computed once for the page and every print layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import segno
+
+from ..models import RechargeOrder
+from .cards import mask
+
+PAPERS = ("58", "80", "a4")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    order_no: str
+    provider: str
+    provider_txn_id: str
+    card_masked: str
+    amount_fen: int
+    pay_fen: int
+    bonus_fen: int
+    credited_fen: int
+    status: str
+    created_local: str
+    finalized_local: str
+    timezone: str
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> str:
+    if moment is None:
+        return ""
+    return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build(order: RechargeOrder, timezone: str) -> Receipt:
+    tz = ZoneInfo(timezone)
+    return Receipt(
+        order_no=order.order_no,
+        provider=order.provider,
+        provider_txn_id=order.provider_txn_id or "",
+        card_masked=mask(order.card.number),
+        amount_fen=order.amount_fen,
+        pay_fen=order.pay_fen,
+        bonus_fen=order.bonus_fen,
+        credited_fen=order.credited_fen if order.status == "credited" else 0,
+        status=order.status,
+        created_local=_local(order.created_at, tz),
+        finalized_local=_local(order.finalized_at, tz),
+        timezone=timezone,
+    )
+
+
+def qr_svg(url: str) -> str:
+    """An inline SVG QR code (no image request, no script), sized for 58 mm paper."""
+    return segno.make(url, error="m").svg_inline(scale=3, border=2, omitsize=True, title="QR")

@@ -1,0 +1,210 @@
+"""Recharge orders: creation, the guarded state machine, and applying provider events.
+
+The state machine is enforced by conditional UPDATEs (``... WHERE status = 'pending'``): of any
+number of concurrent transactions only one can move an order out of ``pending``, on SQLite
+(one writer at a time) and on PostgreSQL (the row lock makes the others re-check the WHERE).
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ..database import insert
+from ..extensions import db
+from ..models import PaymentEvent, ProviderCallback, RechargeOrder, utcnow
+from ..providers.base import ProviderEvent
+from .ledger import credit
+from .money import AmountError, parse_amount
+
+
+class AmountOutOfRange(ValueError):
+    def __init__(self, min_fen: int, max_fen: int) -> None:
+        super().__init__(f"amount must be within {min_fen}..{max_fen} fen")
+        self.min_fen, self.max_fen = min_fen, max_fen
+
+
+@dataclass(frozen=True)
+class AmountRules:
+    presets_fen: tuple[int, ...]
+    min_fen: int
+    max_fen: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AmountRules:
+        presets = tuple(parse_amount(p) for p in str(config["HEYON_PRESET_AMOUNTS"]).split(",") if p.strip())
+        return cls(presets, parse_amount(str(config["HEYON_MIN_AMOUNT"])), parse_amount(str(config["HEYON_MAX_AMOUNT"])))
+
+    def check(self, amount_fen: int, channel_min_fen: int = 0) -> int:
+        """The amount, if a preset or within the limits (and the channel's own minimum)."""
+        low = max(self.min_fen, channel_min_fen)
+        if amount_fen in self.presets_fen and amount_fen >= channel_min_fen:
+            return amount_fen
+        if not low <= amount_fen <= self.max_fen:
+            raise AmountOutOfRange(low, self.max_fen)
+        return amount_fen
+
+    def parse(self, text: str, channel_min_fen: int = 0) -> int:
+        """Parse and check; raises AmountError or AmountOutOfRange."""
+        return self.check(parse_amount(text), channel_min_fen)
+
+
+def new_order_no(now: datetime) -> str:
+    """16 digits: the date (so support can find it by day) and 10 random digits."""
+    return now.strftime("%y%m%d") + f"{secrets.randbelow(10**10):010d}"
+
+
+def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None) -> RechargeOrder:
+    """A pending order for ``amount_fen``; the caller commits."""
+    now = now or utcnow()
+    order = RechargeOrder(
+        order_no=new_order_no(now),
+        token=secrets.token_urlsafe(18),
+        card_id=card_id,
+        provider=provider,
+        status="pending",
+        amount_fen=amount_fen,
+        pay_fen=amount_fen,
+        bonus_fen=0,
+        locale=locale,
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(order)
+    db.session.flush()
+    return order
+
+
+def find_order(order_no: str) -> RechargeOrder | None:
+    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True))
+
+
+def find_by_token(token: str) -> RechargeOrder | None:
+    if not token or len(token) > 32:
+        return None
+    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
+
+
+def _move(order_id: int, sources: Iterable[str], target: str, now: datetime, **values: Any) -> bool:
+    """The only way an order changes state: succeeds for exactly one of concurrent callers."""
+    final = {"finalized_at": now} if target in ("credited", "failed", "expired") else {}
+    result = db.session.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, RechargeOrder.status.in_(tuple(sources)))
+        .values(status=target, updated_at=now, **final, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _record_event(event: ProviderEvent, order_id: int, now: datetime) -> int | None:
+    """Insert the event under its unique key; None when it was recorded before (a duplicate)."""
+    stmt = (
+        insert(PaymentEvent)
+        .values(provider=event.provider, provider_txn_id=event.txn_id, kind=event.kind, order_id=order_id,
+                amount_fen=event.amount_fen, outcome="processing", created_at=now)
+        .on_conflict_do_nothing(index_elements=["provider", "provider_txn_id", "kind"])
+        .returning(PaymentEvent.id)
+    )
+    return db.session.execute(stmt).scalar_one_or_none()
+
+
+def apply_event(event: ProviderEvent, now: datetime | None = None) -> str:
+    """Apply a verified provider event inside the caller's write transaction; return the outcome.
+
+    Outcomes: credited, duplicate, unknown_order, amount_mismatch, paid_again, review,
+    failed, ignored. Only "credited" moves money, and only once per order.
+    """
+    now = now or utcnow()
+    order = find_order(event.order_no)
+    if order is None or order.provider != event.provider:
+        return "unknown_order"
+    event_id = _record_event(event, order.id, now)
+    if event_id is None:
+        return "duplicate"
+    outcome = _paid(order, event, now) if event.kind == "paid" else _closed(order, now)
+    db.session.execute(update(PaymentEvent).where(PaymentEvent.id == event_id).values(outcome=outcome))
+    return outcome
+
+
+def _paid(order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
+    if event.amount_fen != order.pay_fen:
+        _move(order.id, ("pending", "failed", "expired"), "review", now, paid_fen=event.amount_fen,
+              provider_txn_id=event.txn_id, status_reason="amount_mismatch")
+        return "amount_mismatch"
+    if _move(order.id, ("pending",), "credited", now, paid_fen=event.amount_fen, provider_txn_id=event.txn_id):
+        credit(order.card_id, order.amount_fen, "recharge", key=f"order:{order.id}:recharge", order_id=order.id)
+        if order.bonus_fen:
+            credit(order.card_id, order.bonus_fen, "bonus", key=f"order:{order.id}:bonus", order_id=order.id)
+        return "credited"
+    # Someone else moved it first. A second, different payment of a credited order, or a payment
+    # of an order we already gave up on, is real money that needs a person: never credit blindly.
+    if _move(order.id, ("failed", "expired"), "review", now, paid_fen=event.amount_fen,
+             provider_txn_id=event.txn_id, status_reason="paid_after_close"):
+        return "review"
+    current = db.session.scalar(select(RechargeOrder.status).where(RechargeOrder.id == order.id))
+    return "paid_again" if current == "credited" else "review"
+
+
+def _closed(order: RechargeOrder, now: datetime) -> str:
+    if _move(order.id, ("pending",), "failed", now, status_reason="closed_by_provider"):
+        return "failed"
+    return "ignored"
+
+
+def expire_stale(older_than: timedelta, now: datetime | None = None) -> int:
+    """Expire orders pending longer than ``older_than``; returns how many."""
+    now = now or utcnow()
+    result = db.session.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.status == "pending", RechargeOrder.created_at < now - older_than)
+        .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pending_orders(older_than: timedelta, now: datetime | None = None, limit: int = 500) -> list[tuple[str, str]]:
+    """(order_no, provider) of orders pending longer than ``older_than``, oldest first."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        select(RechargeOrder.order_no, RechargeOrder.provider)
+        .where(RechargeOrder.status == "pending", RechargeOrder.created_at < now - older_than)
+        .order_by(RechargeOrder.created_at)
+        .limit(limit)
+    ).all()
+    return [(no, provider) for no, provider in rows]
+
+
+# ------------------------------------------------------------------ the raw callback log
+
+MAX_STORED_BODY = 16 * 1024
+
+
+def record_callback(provider: str, body: bytes, content_type: str | None, remote_addr: str | None) -> ProviderCallback:
+    """Keep the callback as received before trusting any of it; the caller commits."""
+    row = ProviderCallback(
+        provider=provider[:20],
+        body=body[:MAX_STORED_BODY].decode("utf-8", errors="replace").replace("\x00", "\\x00"),
+        content_type=(content_type or "")[:200],
+        remote_addr=(remote_addr or "")[:64],
+        received_at=utcnow(),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def set_callback_outcome(callback_id: int, outcome: str, detail: str = "", order_no: str | None = None) -> None:
+    db.session.execute(
+        update(ProviderCallback)
+        .where(ProviderCallback.id == callback_id)
+        .values(outcome=outcome, detail=detail[:255] or None, order_no=(order_no or None) and order_no[:24])
+    )
+
+
+__all__ = ["AmountError", "AmountOutOfRange", "AmountRules", "apply_event", "expire_stale", "start_recharge"]

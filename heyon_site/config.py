@@ -1,0 +1,89 @@
+"""Configuration, read once from the environment.
+
+Every setting has a safe embedded default (SQLite in ``instance/``, no payment provider) so
+``flask`` commands work on a fresh checkout; production sets the environment variables the
+README lists. Tests pass a dict of overrides to ``create_app``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url(raw: str | None, instance_path: Path) -> str:
+    """Normalise a database URL: default SQLite file, and psycopg 3 for ``postgresql://``.
+
+    SQLAlchemy reads a bare ``postgresql://`` as psycopg2, which is not installed; the URL as an
+    operator writes it (``postgresql:///heyon``) should still work.
+    """
+    if not raw:
+        return f"sqlite:///{instance_path / 'heyon.db'}"
+    for prefix in ("postgresql://", "postgres://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix):]
+    return raw
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings taken from ``env`` (``os.environ`` by default)."""
+    env = dict(os.environ if env is None else env)
+    return {
+        "SECRET_KEY": env.get("SECRET_KEY"),
+        "DATABASE_URL": env.get("DATABASE_URL"),
+        "HEYON_PROVIDERS": _csv(env.get("HEYON_PROVIDERS", "")),
+        "HEYON_SANDBOX_SECRET": env.get("HEYON_SANDBOX_SECRET", ""),
+        # Where the sandbox gateway posts its notifications; by default the site's own URL.
+        "HEYON_SANDBOX_NOTIFY_URL": env.get("HEYON_SANDBOX_NOTIFY_URL", ""),
+        "HEYON_TIMEZONE": env.get("HEYON_TIMEZONE", "Asia/Shanghai"),
+        "HEYON_PRESET_AMOUNTS": env.get("HEYON_PRESET_AMOUNTS", "50,100,200"),
+        "HEYON_MIN_AMOUNT": env.get("HEYON_MIN_AMOUNT", "10"),
+        "HEYON_MAX_AMOUNT": env.get("HEYON_MAX_AMOUNT", "2000"),
+        "HEYON_ORDER_EXPIRY_MINUTES": _int(env, "HEYON_ORDER_EXPIRY_MINUTES", 120),
+        "HEYON_SUPPORT_PHONE": env.get("HEYON_SUPPORT_PHONE", "400-000-0000"),
+        "HEYON_SUPPORT_EMAIL": env.get("HEYON_SUPPORT_EMAIL", "support@heyon.example"),
+        "HEYON_SUPPORT_HOURS": env.get("HEYON_SUPPORT_HOURS", "09:00-21:00"),
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "HEYON_IP_LIMIT": env.get("HEYON_IP_LIMIT", "30 per minute;300 per hour"),
+        "HEYON_IP_FAILURE_LIMIT": env.get("HEYON_IP_FAILURE_LIMIT", "20 per hour"),
+        "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
+    }
+
+
+class Defaults:
+    """Values that do not come from the environment."""
+
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    # A 1 MB form is refused by Werkzeug with 413 before any view runs.
+    MAX_CONTENT_LENGTH = 64 * 1024
+    MAX_FORM_MEMORY_SIZE = 64 * 1024
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = 6 * 3600
+    BABEL_DEFAULT_LOCALE = "zh_Hans"
+    BABEL_TRANSLATION_DIRECTORIES = str(PROJECT_ROOT / "translations")
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STRATEGY = "moving-window"
+    # argon2id parameters (RFC 9106, second recommended option); tests lower them.
+    ARGON2_TIME_COST = 3
+    ARGON2_MEMORY_COST = 64 * 1024
+    ARGON2_PARALLELISM = 2
+    # Card password throttle: free attempts, then doubling delays up to the cap; after
+    # HEYON_CARD_LOCK_AFTER consecutive failures the card is locked until support unlocks it.
+    HEYON_CARD_FREE_ATTEMPTS = 3
+    HEYON_CARD_MAX_DELAY_SECONDS = 3600
+    HEYON_CARD_LOCK_AFTER = 100
+    # Retry schedule of the sandbox gateway's notifications (seconds), shortened from Alipay's.
+    HEYON_SANDBOX_RETRY_SCHEDULE = (0, 1, 2, 5, 15, 60)
+    HEYON_PENDING_HELP_MINUTES = 30

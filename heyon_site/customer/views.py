@@ -1,0 +1,101 @@
+"""Customer pages: home, recharge, order status, receipt, FAQ."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, Response, abort, current_app, request, url_for
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+
+from ..billing import receipts
+from ..billing.cards import AuthResult, authenticate
+from ..billing.recharge import find_by_token, start_recharge
+from ..database import in_write_transaction
+from ..extensions import limiter
+from ..htmx import redirect_to, render
+from ..models import utcnow
+from ..providers import get as get_provider
+from ..providers.base import OrderRef
+from .forms import RechargeForm
+
+bp = Blueprint("customer", __name__)
+
+
+def ip_limit() -> str:
+    return current_app.config["HEYON_IP_LIMIT"]
+
+
+def ip_failure_limit() -> str:
+    return current_app.config["HEYON_IP_FAILURE_LIMIT"]
+
+
+def refusal_message(auth: AuthResult) -> tuple[object, int]:
+    """One message for a wrong number and a wrong password: nothing tells which one it was."""
+    if auth.refused == "throttled":
+        minutes = max(1, (auth.retry_after + 59) // 60)
+        return _l("Too many wrong attempts for this card. Try again in %(n)s minute(s).", n=minutes), 429
+    if auth.refused == "locked":
+        return _l("Too many wrong attempts: this card is locked. Please contact support."), 429
+    if auth.refused == "blocked":
+        return _l("This card cannot be recharged online. Please contact support."), 403
+    return _l("The card number or password is wrong. Check both and try again."), 403
+
+
+@bp.get("/")
+def home() -> Response:
+    return render("customer/home.html", form=RechargeForm(formdata=None))
+
+
+@bp.get("/recharge")
+def recharge() -> Response:
+    return render("customer/recharge.html", form=RechargeForm(formdata=None))
+
+
+@bp.post("/recharge")
+@limiter.limit(ip_limit)
+@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+def recharge_submit() -> Response:
+    form = RechargeForm()
+    if not form.validate():
+        return render("customer/recharge.html", "recharge_form", 422, form=form)
+    auth = authenticate(form.card_no, form.password.data or "")
+    if auth.card_id is None:
+        message, status = refusal_message(auth)
+        form.form_errors.append(message)
+        return render("customer/recharge.html", "recharge_form", status, form=form)
+    provider = get_provider(form.method.data or "") or abort(400)
+    card_id, locale = auth.card_id, str(get_locale())
+    order = in_write_transaction(lambda: start_recharge(card_id, form.amount_fen, provider.name, locale))
+    checkout = provider.checkout(OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
+                                          url_for("customer.order", token=order.token, _external=True)))
+    return redirect_to(checkout.redirect_url)
+
+
+@bp.get("/orders/<token>")
+def order(token: str) -> Response:
+    found = find_by_token(token) or abort(404)
+    waited = utcnow() - found.created_at
+    response = render(
+        "customer/order.html", "order_status", order=found,
+        overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/orders/<token>/receipt")
+def receipt(token: str) -> Response:
+    found = find_by_token(token) or abort(404)
+    paper = request.args.get("paper", "80")
+    if paper not in receipts.PAPERS:
+        paper = "80"
+    response = render("receipts/receipt.html", receipt=receipts.build(found, current_app.config["HEYON_TIMEZONE"]),
+                      paper=paper, papers=receipts.PAPERS,
+                      qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/faq")
+def faq() -> Response:
+    return render("customer/faq.html")

@@ -1,0 +1,94 @@
+"""Transactions that behave the same on SQLite and PostgreSQL.
+
+SQLite allows one writer. A deferred transaction that reads first and writes later fails at
+once with "database is locked" when another writer got in between, whatever busy_timeout says;
+so every transaction that will write starts with ``BEGIN IMMEDIATE`` (it waits for the lock up
+to busy_timeout instead). pysqlite's own implicit transactions are switched off so the
+``BEGIN`` we send is the one that counts. PostgreSQL runs at READ COMMITTED; the money code
+uses conditional updates and ``ON CONFLICT`` so that is enough there.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import Insert
+
+from .extensions import db
+
+T = TypeVar("T")
+_WRITE = "heyon_write"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    dbapi_connection.isolation_level = None  # we send BEGIN ourselves, below
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cur.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn: Any) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def begin_write() -> None:
+    """Start the session's transaction as a writer (``BEGIN IMMEDIATE`` on SQLite).
+
+    Must come before the transaction's first statement: a transaction already begun is
+    committed first, so call it at the top of a unit of work, never in the middle of one.
+    """
+    if db.session().in_transaction():
+        db.session.commit()
+    db.session.connection(execution_options={_WRITE: True})
+
+
+def _transient(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
+
+
+def in_write_transaction(work: Callable[[], T], attempts: int = 4) -> T:
+    """Run ``work`` in a write transaction and commit it; retry on lock contention.
+
+    ``work`` must be safe to run again (it is: every money step is guarded or keyed).
+    """
+    for attempt in range(1, attempts + 1):
+        begin_write()
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except OperationalError as exc:
+            db.session.rollback()
+            if attempt == attempts or not _transient(exc):
+                raise
+            time.sleep(0.05 * 2**attempt)
+        except BaseException:
+            db.session.rollback()
+            raise
+    raise AssertionError("unreachable")
+
+
+def insert(model: type) -> Insert:
+    """A dialect-specific INSERT that supports ``on_conflict_do_nothing`` / ``_do_update``."""
+    dialect = db.session.get_bind().dialect.name
+    table = model.__table__  # type: ignore[attr-defined]
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database {dialect}")

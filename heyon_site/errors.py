@@ -1,0 +1,47 @@
+"""Error pages in the visitor's language, with a 4xx status; machine endpoints get plain text."""
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from .htmx import render
+
+MESSAGES = {
+    400: (_l("Something in the request was not right"), _l("Please go back, reload the page and try again.")),
+    403: (_l("Not allowed"), _l("You do not have access to this page.")),
+    404: (_l("Page not found"), _l("Check the address, or start again from the home page.")),
+    405: (_l("Not allowed"), _l("This page cannot be used that way. Start again from the home page.")),
+    413: (_l("Too much data"), _l("What you sent is too large. Please check it and try again.")),
+    429: (_l("Too many attempts"), _l("Please wait a few minutes before trying again.")),
+    500: (_l("Something went wrong on our side"), _l("Please try again in a few minutes. If it keeps happening, contact support.")),
+}
+
+
+def _page(code: int, title: object, detail: object) -> Response:
+    if request.blueprint == "payments":
+        return Response("fail", status=code, content_type="text/plain")
+    response = render("errors/error.html", "content", status=code, code=code, title=title, detail=detail)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(_e: CSRFError) -> Response:
+        return _page(400, _l("This page has expired"), _l("For your safety, forms expire. Reload the page and submit it again."))
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        code = e.code or 500
+        title, detail = MESSAGES.get(code, MESSAGES[400] if code < 500 else MESSAGES[500])
+        response = _page(code, title, detail)
+        if code == 429 and (retry := getattr(e, "retry_after", None)):
+            response.headers["Retry-After"] = str(retry)
+        return response
+
+    @app.errorhandler(Exception)
+    def server_error(e: Exception) -> Response:
+        app.logger.exception("unhandled error")
+        return _page(500, *MESSAGES[500])

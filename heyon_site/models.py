@@ -1,0 +1,178 @@
+"""Thin typed models. Money is always integer fen (``BigInteger``), never Decimal or float.
+
+Rules that protect money live in the schema, not only in Python: unique idempotency keys on
+ledger entries and payment events, CHECK constraints on states and signs, and triggers (created
+by the migration) that make ``ledger_entries`` append-only.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
+FINAL_STATES = frozenset({"credited", "failed", "expired"})
+LEDGER_KINDS = ("opening", "recharge", "bonus", "adjustment")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no time zone, so every stored time is UTC by convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Card(db.Model):
+    __tablename__ = "cards"
+    __table_args__ = (
+        CheckConstraint(_in("status", ("active", "locked", "blocked")), name="status"),
+        # A prepaid card never owes money; a credit can only raise the balance.
+        CheckConstraint("balance_fen >= 0", name="balance_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(19), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    # A cache of SUM(ledger_entries.amount_fen), updated in the same transaction as each entry;
+    # `flask ledger verify` proves the two agree.
+    balance_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+
+class LoginThrottle(db.Model):
+    """Consecutive failed password attempts per card number, shared by all workers.
+
+    Keyed by a keyed hash of the typed card number, so unknown numbers are throttled exactly
+    like real ones (nothing tells an attacker which numbers exist) and no raw number is stored.
+    """
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RechargeOrder(db.Model):
+    __tablename__ = "recharge_orders"
+    __table_args__ = (
+        CheckConstraint(_in("status", ORDER_STATES), name="status"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("pay_fen > 0", name="pay_positive"),
+        CheckConstraint("bonus_fen >= 0", name="bonus_not_negative"),
+        Index("ix_recharge_orders_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # What the customer reads to support; 16 digits, date first.
+    order_no: Mapped[str] = mapped_column(String(24), unique=True)
+    # What the order and receipt URLs carry: unguessable, unlike a number read over the phone.
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # face value credited to the card
+    pay_fen: Mapped[int] = mapped_column(BigInteger)  # what the customer pays
+    bonus_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    promo_snapshot: Mapped[str | None] = mapped_column(Text, default=None)
+    provider_txn_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    paid_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    status_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    locale: Mapped[str] = mapped_column(String(10), default="zh_Hans")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finalized_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    card: Mapped[Card] = relationship(lazy="joined")
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def credited_fen(self) -> int:
+        return self.amount_fen + self.bonus_fen
+
+
+class LedgerEntry(db.Model):
+    """One immutable money movement. Only ``billing.ledger.credit`` writes these."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        CheckConstraint("amount_fen <> 0", name="amount_nonzero"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("recharge_orders.id"), index=True, default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    # The idempotency key: "order:<id>:recharge", "card:<id>:opening" ... A second credit with
+    # the same key is refused by the database, whatever the application does.
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PaymentEvent(db.Model):
+    """One verified provider notification, unique per provider, transaction and kind."""
+
+    __tablename__ = "payment_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_txn_id", "kind", name="uq_payment_events_txn"),
+        CheckConstraint(_in("kind", ("paid", "closed")), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_txn_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(10))
+    order_id: Mapped[int] = mapped_column(ForeignKey("recharge_orders.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderCallback(db.Model):
+    """Every raw callback as received, stored before it is trusted, with what became of it."""
+
+    __tablename__ = "provider_callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    remote_addr: Mapped[str | None] = mapped_column(String(64), default=None)
+    content_type: Mapped[str | None] = mapped_column(String(200), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    order_no: Mapped[str | None] = mapped_column(String(24), index=True, default=None)
+    outcome: Mapped[str] = mapped_column(String(32), default="received")
+    detail: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class SandboxPayment(db.Model):
+    """The sandbox gateway's own book of what a tester did on its payment page.
+
+    It plays the provider's database: the site never reads it to credit, only the sandbox
+    adapter's order query does (as a real provider's query API would answer).
+    """
+
+    __tablename__ = "sandbox_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_no: Mapped[str] = mapped_column(String(24), unique=True)
+    trade_no: Mapped[str] = mapped_column(String(64), unique=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # TRADE_SUCCESS | TRADE_CLOSED
+    notify: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,84 @@
+"""The sandbox provider: a built-in stand-in for a hosted payment page, shaped like Alipay.
+
+Notifications are form-encoded and signed with HMAC-SHA256 (key ``HEYON_SANDBOX_SECRET``) over
+the fields other than ``sign`` and ``sign_type``, sorted by name, joined as ``k=v`` with ``&``,
+empty values left out. Anyone can "pay" on its page, so it is only on when configured.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from flask import url_for
+from sqlalchemy import select
+
+from ..billing.money import AmountError, parse_amount
+from ..extensions import db
+from ..models import SandboxPayment
+from .base import Acknowledgement, Checkout, InvalidSignature, MalformedCallback, OrderRef, ProviderEvent
+
+PAID_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
+CLOSED_STATUSES = frozenset({"TRADE_CLOSED"})
+
+
+def sign(fields: Mapping[str, str], secret: str) -> str:
+    message = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type") and v != "")
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+class SandboxProvider:
+    name = "sandbox"
+    min_fen = 1
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("HEYON_SANDBOX_SECRET is empty")
+        self._secret = secret
+
+    def checkout(self, order: OrderRef) -> Checkout:
+        return Checkout(redirect_url=url_for("sandbox.gateway", order_no=order.order_no))
+
+    def sign(self, fields: Mapping[str, str]) -> str:
+        return sign(fields, self._secret)
+
+    def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=40)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidSignature("not a form-encoded body") from exc
+        fields = dict(pairs)
+        if len(fields) != len(pairs):
+            raise InvalidSignature("a field is repeated")
+        given = fields.get("sign", "")
+        if fields.get("sign_type") != "HMAC-SHA256" or not hmac.compare_digest(given.encode(), self.sign(fields).encode()):
+            raise InvalidSignature("signature does not verify")
+        status = fields.get("trade_status", "")
+        if status in PAID_STATUSES:
+            kind = "paid"
+        elif status in CLOSED_STATUSES:
+            kind = "closed"
+        else:
+            raise MalformedCallback(f"trade_status {status[:20]!r}")
+        order_no, txn_id = fields.get("out_trade_no", ""), fields.get("trade_no", "")
+        if not order_no or not txn_id or len(order_no) > 24 or len(txn_id) > 64:
+            raise MalformedCallback("out_trade_no or trade_no missing or too long")
+        try:
+            amount_fen = parse_amount(fields.get("total_amount", ""))
+        except AmountError as exc:
+            raise MalformedCallback("total_amount") from exc
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=txn_id, kind=kind, amount_fen=amount_fen)
+
+    def acknowledge(self) -> Acknowledgement:
+        return Acknowledgement("success")
+
+    def reject(self) -> Acknowledgement:
+        return Acknowledgement("fail", status=400)
+
+    def query(self, order_no: str) -> ProviderEvent | None:
+        row = db.session.scalar(select(SandboxPayment).where(SandboxPayment.order_no == order_no))
+        if row is None:
+            return None
+        kind = "paid" if row.status in PAID_STATUSES else "closed"
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=row.trade_no, kind=kind, amount_fen=row.amount_fen)

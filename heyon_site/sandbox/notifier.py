@@ -1,0 +1,44 @@
+"""The sandbox gateway's asynchronous notification, sent the way Alipay sends its own:
+in the background, retried on a schedule until the site answers exactly ``success``."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlencode
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str, Mapping[str, str]], str]
+
+
+def post_form(url: str, fields: Mapping[str, str]) -> str:
+    """POST the fields form-encoded; return the answer's body (or an error description)."""
+    data = urlencode(fields).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310 - our own notify URL
+            return response.read(200).decode("utf-8", errors="replace").strip()
+    except (urllib.error.URLError, OSError) as exc:
+        return f"error: {exc}"
+
+
+def deliver_with_retries(url: str, fields: Mapping[str, str], schedule: Sequence[float], deliver: Deliver = post_form) -> bool:
+    """Send until ``success``; ``schedule`` holds the wait before each try."""
+    for attempt, wait in enumerate(schedule, start=1):
+        time.sleep(wait)
+        answer = deliver(url, fields)
+        if answer == "success":
+            return True
+        log.warning("sandbox notification for %s, try %d: answered %r", fields.get("out_trade_no"), attempt, answer[:60])
+    return False
+
+
+def send_in_background(url: str, fields: Mapping[str, str], schedule: Sequence[float]) -> threading.Thread:
+    thread = threading.Thread(target=deliver_with_retries, args=(url, dict(fields), tuple(schedule)),
+                              name="sandbox-notify", daemon=True)
+    thread.start()
+    return thread

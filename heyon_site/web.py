@@ -1,0 +1,75 @@
+"""What every page shares: template helpers, cache-busted static URLs, security headers, health."""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, url_for
+from sqlalchemy import text
+
+from .billing.money import yuan
+from .extensions import db
+
+health = Blueprint("health", __name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+YEAR = 365 * 24 * 3600
+
+
+@health.get("/healthz")
+def healthz() -> tuple[str, int, dict[str, str]]:
+    """Liveness: the process answers. Touches nothing else, so a slow database never restarts it."""
+    return "ok", 200, {"Content-Type": "text/plain", "Cache-Control": "no-store"}
+
+
+@health.get("/readyz")
+def readyz() -> tuple[str, int, dict[str, str]]:
+    """Readiness: the database answers."""
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.rollback()
+    except Exception:  # any failure means "not ready"; the reason goes to the log
+        current_app.logger.exception("readiness check failed")
+        return "database unavailable", 503, {"Content-Type": "text/plain", "Cache-Control": "no-store"}
+    return "ok", 200, {"Content-Type": "text/plain", "Cache-Control": "no-store"}
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
+def static_url(filename: str) -> str:
+    """A URL that changes whenever the file does, so it can be cached for a year."""
+    folder = current_app.static_folder or ""
+    return url_for("static", filename=filename, v=_digest(str(Path(folder) / filename)))
+
+
+def _headers(response: Response) -> Response:
+    h = response.headers
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("X-Frame-Options", "DENY")
+    # Keeps the same-origin Referer that Flask-WTF checks on HTTPS, sends only the origin elsewhere.
+    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(health)
+    app.after_request(_headers)
+    app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", YEAR)  # static URLs carry their digest
+    app.jinja_env.filters["yuan"] = yuan
+    app.jinja_env.globals.update(
+        static_url=static_url,
+        sandbox_mode=lambda: "sandbox" in app.extensions.get("heyon.providers", {}),
+        support=lambda: {
+            "phone": app.config["HEYON_SUPPORT_PHONE"],
+            "email": app.config["HEYON_SUPPORT_EMAIL"],
+            "hours": app.config["HEYON_SUPPORT_HOURS"],
+        },
+    )
