@@ -1,0 +1,138 @@
+"""Fixtures in the flaskr manner: ``app``, ``client``, ``hx`` (an htmx client) and ``runner``.
+
+Every test that takes ``app`` runs once per database: SQLite always, PostgreSQL when
+``TEST_DATABASE_URL`` is set. The schema is built by the real migrations once per session;
+each test then gets an empty database (a copied SQLite file, or truncated PostgreSQL tables).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from heyon_site import create_app
+from heyon_site.config import database_url
+from heyon_site.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX_SECRET = "test-sandbox-secret"
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+TEST_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key",
+    "HEYON_PROVIDERS": ("sandbox",),
+    "HEYON_SANDBOX_SECRET": SANDBOX_SECRET,
+    "SERVER_NAME": "heyon.test",
+    # Cheap argon2id for speed; the parameters live in each hash, so verification still works.
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_COST": 1024,
+    "ARGON2_PARALLELISM": 1,
+    "RATELIMIT_ENABLED": False,
+}
+
+
+def _migrate(url: str) -> None:
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": url})
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of our own on the server TEST_DATABASE_URL names, dropped at the end."""
+    admin_url = make_url(database_url(os.environ["TEST_DATABASE_URL"], ROOT))
+    name = f"heyon_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    _migrate(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))]
+        # The ledger refuses TRUNCATE by design; tests set it aside for the reset only.
+        conn.execute(text("ALTER TABLE ledger_entries DISABLE TRIGGER USER"))
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        conn.execute(text("ALTER TABLE ledger_entries ENABLE TRIGGER USER"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated database of the parametrised kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "heyon.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def app(database: str) -> Iterator[Flask]:
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": database})
+    sent: list[tuple[str, dict[str, str]]] = []
+    # The sandbox gateway's notifications are collected here instead of sent over the network;
+    # tests deliver them with `deliver_sandbox_notifications`.
+    app.extensions["heyon.sandbox_sender"] = lambda url, fields, schedule: sent.append((url, dict(fields)))
+    app.extensions["heyon.test_outbox"] = sent
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def hx(app: Flask) -> FlaskClient:
+    """A client that asks as htmx does."""
+    c = app.test_client()
+    c.environ_base["HTTP_HX_REQUEST"] = "true"
+    return c
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+def flask_cli(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `flask` command of this checkout against a database, as an operator would."""
+    full_env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": url, "SECRET_KEY": "test-secret-key",
+                "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=120)

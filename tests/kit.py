@@ -1,0 +1,156 @@
+"""Test helpers: cards, orders, the signed sandbox notification, and a live gunicorn site."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from heyon_site.billing.cards import create_card
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import Card, RechargeOrder
+from heyon_site.providers.sandbox import sign
+
+from .conftest import ROOT, SANDBOX_SECRET
+
+CARD, PIN = "8600000000001234", "246810"
+
+
+def make_card(number: str = CARD, pin: str = PIN, balance_fen: int = 0) -> int:
+    return in_write_transaction(lambda: create_card(number, pin, balance_fen).id)
+
+
+def balance(number: str = CARD) -> int:
+    db.session.rollback()
+    return db.session.scalar(select(Card.balance_fen).where(Card.number == number)) or 0
+
+
+def order(order_no: str) -> RechargeOrder:
+    db.session.rollback()
+    found = db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no))
+    assert found is not None, order_no
+    return found
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"', html)
+    assert match, "no csrf_token in the page"
+    return match.group(1) or match.group(2)
+
+
+def recharge_form(client: FlaskClient, **fields: str) -> dict[str, str]:
+    page = client.get("/recharge?lang=en")
+    data = {"csrf_token": csrf_from(page.get_data(as_text=True)), "card_number": CARD, "password": PIN,
+            "amount": "100", "custom_amount": "", "method": "sandbox"}
+    data.update(fields)
+    return data
+
+
+def start_order(client: FlaskClient, **fields: str) -> str:
+    """Submit the recharge form as a browser; return the new order number."""
+    r = client.post("/recharge", data=recharge_form(client, **fields))
+    assert r.status_code == 303, (r.status_code, r.get_data(as_text=True)[:500])
+    match = re.fullmatch(r".*/pay/sandbox/(\d+)", r.headers["Location"])
+    assert match, r.headers["Location"]
+    return match.group(1)
+
+
+def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", trade_no: str | None = None,
+                 secret: str = SANDBOX_SECRET, **extra: str) -> dict[str, str]:
+    fields = {
+        "out_trade_no": order_no,
+        "trade_no": trade_no or "SBX" + uuid.uuid4().hex[:20].upper(),
+        "total_amount": yuan,
+        "trade_status": status,
+        "notify_id": uuid.uuid4().hex,
+        "notify_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "sign_type": "HMAC-SHA256",
+        **extra,
+    }
+    fields["sign"] = sign(fields, secret)
+    return fields
+
+
+def deliver_outbox(app: Flask, client: FlaskClient) -> list[str]:
+    """Deliver the sandbox gateway's queued notifications; return the site's answers."""
+    outbox: list[tuple[str, dict[str, str]]] = app.extensions["heyon.test_outbox"]
+    answers = []
+    while outbox:
+        url, fields = outbox.pop(0)
+        answers.append(client.post(url, data=fields).get_data(as_text=True))
+    return answers
+
+
+# ------------------------------------------------------------------ a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveSite:
+    url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def live_site(database_url: str, tmp: Path, workers: int = 4, extra_env: dict[str, str] | None = None) -> Iterator[LiveSite]:
+    """gunicorn serving this checkout's wsgi:app on 127.0.0.1, stopped afterwards."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
+           "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1",
+           **(extra_env or {})}
+    log = tmp / f"gunicorn-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    site = LiveSite(f"http://127.0.0.1:{port}", database_url, proc, log)
+    try:
+        _wait_until_up(site)
+        yield site
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _wait_until_up(site: LiveSite, seconds: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if site.process.poll() is not None:
+            raise RuntimeError("gunicorn exited: " + site.log_text()[-2000:])
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(site.url + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not come up: " + site.log_text()[-2000:])
+
