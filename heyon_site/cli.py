@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -85,22 +86,26 @@ def cards_import(path: Path) -> None:
     rows: list[tuple[str, str, int]] = []
     errors: list[str] = []
     seen: set[str] = set()
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"number", "password"} <= set(reader.fieldnames):
-            raise click.ClickException("the first line must name the columns: number,password[,balance]")
-        for line, row in enumerate(reader, start=2):
-            try:
-                digits = normalise_card_number(row.get("number") or "")
-                pin = _valid_password(row.get("password") or "")
-                fen = _amount((row.get("balance") or "0").strip() or "0")
-            except (CardNumberError, click.BadParameter) as exc:
-                errors.append(f"line {line}: {getattr(exc, 'message', None) or 'not a card number'}")
-                continue
-            if digits in seen or find_card(digits):
-                errors.append(f"line {line}: card {mask(digits)} is listed twice or exists already")
-            seen.add(digits)
-            rows.append((digits, pin, fen))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.ClickException("the file is not UTF-8 (save it as 'CSV UTF-8'); nothing imported") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or not {"number", "password"} <= set(reader.fieldnames):
+        raise click.ClickException("the first line must name the columns: number,password[,balance]")
+    for row in reader:
+        line = reader.line_num
+        try:
+            digits = normalise_card_number(row.get("number") or "")
+            pin = _valid_password(row.get("password") or "")
+            fen = _amount((row.get("balance") or "0").strip() or "0")
+        except (CardNumberError, click.BadParameter) as exc:
+            errors.append(f"line {line}: {getattr(exc, 'message', None) or 'not a card number'}")
+            continue
+        if digits in seen or find_card(digits):
+            errors.append(f"line {line}: card {mask(digits)} is listed twice or exists already")
+        seen.add(digits)
+        rows.append((digits, pin, fen))
     if errors:
         click.echo("\n".join(errors[:50]), err=True)
         raise click.ClickException(f"{len(errors)} line(s) refused; nothing imported")
@@ -117,7 +122,10 @@ def cards_import(path: Path) -> None:
 @click.argument("number")
 def cards_unblock(number: str) -> None:
     """Set a blocked card active again (after support has checked who is asking)."""
-    digits = normalise_card_number(number)
+    try:
+        digits = normalise_card_number(number)
+    except CardNumberError:
+        raise click.BadParameter("a card number has 10 to 19 digits") from None
     done = in_write_transaction(lambda: db.session.execute(
         update(Card).where(Card.number == digits).values(status="active")).rowcount)  # type: ignore[attr-defined]
     if not done:

@@ -14,13 +14,14 @@ MESSAGES = {
     404: (_l("Page not found"), _l("Check the address, or start again from the home page.")),
     405: (_l("Not allowed"), _l("This page cannot be used that way. Start again from the home page.")),
     413: (_l("Too much data"), _l("What you sent is too large. Please check it and try again.")),
+    415: (_l("Not a form"), _l("This page only accepts its own form. Please go back and use it.")),
     429: (_l("Too many attempts"), _l("Please wait a few minutes before trying again.")),
     500: (_l("Something went wrong on our side"), _l("Please try again in a few minutes. If it keeps happening, contact support.")),
 }
 
 
 def _page(code: int, title: object, detail: object) -> Response:
-    if request.blueprint == "payments":
+    if request.blueprint == "payments" or request.path.startswith("/pay/notify/"):
         return Response("fail", status=code, content_type="text/plain")
     response = render("errors/error.html", "content", status=code, code=code, title=title, detail=detail)
     response.headers["Cache-Control"] = "no-store"
@@ -37,8 +38,9 @@ def init_app(app: Flask) -> None:
         code = e.code or 500
         title, detail = MESSAGES.get(code, MESSAGES[400] if code < 500 else MESSAGES[500])
         response = _page(code, title, detail)
-        if code == 429 and (retry := getattr(e, "retry_after", None)):
-            response.headers["Retry-After"] = str(retry)
+        for name, value in e.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)

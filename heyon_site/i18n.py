@@ -43,7 +43,8 @@ def _remember_choice(response: Response) -> Response:
     if choice:
         response.set_cookie(COOKIE, choice, max_age=365 * 86400, samesite="Lax", httponly=True,
                             secure=request.is_secure)
-    response.vary.update(("Accept-Language", "Cookie"))
+    if request.endpoint != "static":  # static files are the same in every language
+        response.vary.update(("Accept-Language", "Cookie"))
     return response
 
 

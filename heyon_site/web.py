@@ -5,7 +5,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
 from sqlalchemy import text
 
 from .billing.money import yuan
@@ -59,10 +59,27 @@ def _headers(response: Response) -> Response:
     return response
 
 
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _forms_only() -> None:
+    """Every page form is a plain form: refuse other bodies (JSON, files) before any view runs.
+
+    Provider callbacks are exempt: they are machine-facing and each adapter reads its own format.
+    """
+    if request.method != "POST" or request.blueprint == "payments":
+        return
+    if request.mimetype not in FORM_TYPES:
+        abort(415)
+    if request.files:
+        abort(400)
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(health)
+    app.before_request(_forms_only)
     app.after_request(_headers)
-    app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", YEAR)  # static URLs carry their digest
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = YEAR  # static URLs carry their digest
     app.jinja_env.filters["yuan"] = yuan
     app.jinja_env.globals.update(
         static_url=static_url,

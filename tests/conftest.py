@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -98,9 +99,23 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+class ServerLikeClient(FlaskClient):
+    """Runs every request in its own app context, as a real server does.
+
+    The ``app`` fixture keeps one context pushed for the whole test (so tests can use the
+    database directly), and Flask would reuse it for test requests: ``g`` would then carry
+    Flask-Babel's locale and Flask-WTF's CSRF token from one request, or client, into the next.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(database: str) -> Iterator[Flask]:
     app = create_app({**TEST_CONFIG, "DATABASE_URL": database})
+    app.test_client_class = ServerLikeClient
     sent: list[tuple[str, dict[str, str]]] = []
     # The sandbox gateway's notifications are collected here instead of sent over the network;
     # tests deliver them with `deliver_sandbox_notifications`.
@@ -112,17 +127,22 @@ def app(database: str) -> Iterator[Flask]:
         db.engine.dispose()
 
 
+def new_client(app: Flask, htmx: bool = False) -> FlaskClient:
+    """A fresh browser (its own cookies); with ``htmx``, one that asks as htmx does."""
+    c = app.test_client()
+    if htmx:
+        c.environ_base["HTTP_HX_REQUEST"] = "true"
+    return c
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return new_client(app)
 
 
 @pytest.fixture
 def hx(app: Flask) -> FlaskClient:
-    """A client that asks as htmx does."""
-    c = app.test_client()
-    c.environ_base["HTTP_HX_REQUEST"] = "true"
-    return c
+    return new_client(app, htmx=True)
 
 
 @pytest.fixture

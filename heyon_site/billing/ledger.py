@@ -96,7 +96,9 @@ def verify(limit: int = 50) -> Verdict:
             continue
         credited += 1
         want_bonus = 1 if bonus else 0
-        if n_rec != 1 or n_bonus != want_bonus or total != amount + bonus:
+        if n_rec is None:
+            problems.append(f"order {no}: credited but has no ledger entries")
+        elif n_rec != 1 or n_bonus != want_bonus or total != amount + bonus:
             problems.append(f"order {no}: entries ({n_rec} recharge, {n_bonus} bonus, {total} fen) "
                             f"do not match the order ({amount} + {bonus} fen)")
         elif min_card != card_id or max_card != card_id:

@@ -5,9 +5,12 @@ import re
 import unicodedata
 from decimal import Decimal
 
-# At most 9 integer digits: far beyond any limit, and well inside BIGINT.
-_AMOUNT = re.compile(r"(\d{1,9})(?:\.(\d{1,2}))?")
-_CURRENCY_MARKS = ("¥", "￥", "元", "yuan", "rmb", "cny")
+# At most 9 integer digits (far beyond any limit, well inside BIGINT); commas only as thousands
+# separators; a currency mark only before or after the number, never inside it ("1元5").
+_AMOUNT = re.compile(
+    r"(?:¥|rmb|cny)?\s*(?P<int>\d{1,3}(?:,\d{3}){1,2}|\d{1,9})(?:\.(?P<dec>\d{1,2}))?\s*(?:元|yuan|rmb|cny)?",
+    re.ASCII,
+)
 
 
 class AmountError(ValueError):
@@ -26,14 +29,11 @@ def parse_amount(text: str) -> int:
     """
     if not isinstance(text, str):
         raise AmountError("not text")
-    cleaned = normalise_digits(text).strip().lower().replace(",", "")
-    for mark in _CURRENCY_MARKS:
-        cleaned = cleaned.replace(mark, "")
-    cleaned = cleaned.strip()
-    match = _AMOUNT.fullmatch(cleaned)
+    # NFKC turns full-width digits and "￥" into ASCII; re.ASCII keeps other scripts' digits out.
+    match = _AMOUNT.fullmatch(normalise_digits(text).strip().lower())
     if match is None:
         raise AmountError(text)
-    fen = Decimal(cleaned) * 100
+    fen = Decimal(match["int"].replace(",", "") + "." + (match["dec"] or "0")) * 100
     assert fen == fen.to_integral_value()  # the regex allows at most two decimals
     return int(fen)
 

@@ -6,6 +6,7 @@ number of concurrent transactions only one can move an order out of ``pending``,
 """
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,12 +80,19 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
     return order
 
 
+ORDER_NO = re.compile(r"\d{16}")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
+
+
 def find_order(order_no: str) -> RechargeOrder | None:
+    """The order with this number; None for anything not shaped like one (never a query)."""
+    if not ORDER_NO.fullmatch(order_no or ""):
+        return None
     return db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True))
 
 
 def find_by_token(token: str) -> RechargeOrder | None:
-    if not token or len(token) > 32:
+    if not TOKEN.fullmatch(token or ""):
         return None
     return db.session.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
 

@@ -59,10 +59,11 @@ class RechargeForm(CardForm):
         super().__init__(*args, **kwargs)
         self.rules = AmountRules.from_config(current_app.config)
         self.amount.choices = [(yuan(p).removesuffix(".00"), f"¥{yuan(p).removesuffix('.00')}") for p in self.rules.presets_fen]
-        if not self.amount.data and self.amount.choices:
+        blank = not self.is_submitted()  # defaults are for a new page, never for what was sent
+        if blank and self.amount.choices:
             self.amount.data = self.amount.choices[len(self.amount.choices) // 2][0]
         self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in enabled()]
-        if not self.method.data and self.method.choices:
+        if blank and self.method.choices:
             self.method.data = self.method.choices[0][0]
 
     def validate_custom_amount(self, field: StringField) -> None:

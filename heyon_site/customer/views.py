@@ -55,7 +55,7 @@ def recharge() -> Response:
 @limiter.limit(ip_limit)
 @limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
 def recharge_submit() -> Response:
-    form = RechargeForm()
+    form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
     if not form.validate():
         return render("customer/recharge.html", "recharge_form", 422, form=form)
     auth = authenticate(form.card_no, form.password.data or "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
@@ -19,6 +20,8 @@ from ..extensions import db
 from ..models import SandboxPayment
 from .base import Acknowledgement, Checkout, InvalidSignature, MalformedCallback, OrderRef, ProviderEvent
 
+_ORDER_NO = re.compile(r"\d{1,24}")
+_TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAID_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
 CLOSED_STATUSES = frozenset({"TRADE_CLOSED"})
 
@@ -62,8 +65,8 @@ class SandboxProvider:
         else:
             raise MalformedCallback(f"trade_status {status[:20]!r}")
         order_no, txn_id = fields.get("out_trade_no", ""), fields.get("trade_no", "")
-        if not order_no or not txn_id or len(order_no) > 24 or len(txn_id) > 64:
-            raise MalformedCallback("out_trade_no or trade_no missing or too long")
+        if not _ORDER_NO.fullmatch(order_no) or not _TXN_ID.fullmatch(txn_id):
+            raise MalformedCallback("out_trade_no or trade_no missing or not of its form")
         try:
             amount_fen = parse_amount(fields.get("total_amount", ""))
         except AmountError as exc:

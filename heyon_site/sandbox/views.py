@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from flask import Blueprint, Response, abort, current_app, url_for
+from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms.validators import AnyOf
@@ -31,7 +31,7 @@ class GatewayForm(FlaskForm):
 
 @bp.get("/<order_no>")
 def gateway(order_no: str) -> Response:
-    order = find_order(order_no[:24])
+    order = find_order(order_no)
     if order is None or order.provider != "sandbox":
         abort(404)
     response = render("sandbox/gateway.html", order=order)
@@ -41,8 +41,8 @@ def gateway(order_no: str) -> Response:
 
 @bp.post("/<order_no>")
 def pay(order_no: str) -> Response:
-    order = find_order(order_no[:24])
-    form = GatewayForm()
+    order = find_order(order_no)
+    form = GatewayForm(formdata=request.form)
     if order is None or order.provider != "sandbox":
         abort(404)
     if not form.validate():

@@ -1,0 +1,262 @@
+"""Operator commands: cards, demo data and payment housekeeping, through the real `flask` command
+(`flask_cli`, a subprocess as an operator runs it) or the in-process runner where that is enough."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import func, select, update
+
+from heyon_site.billing import ledger
+from heyon_site.billing.cards import authenticate
+from heyon_site.cli import DEMO_CARDS
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import Card, RechargeOrder, utcnow
+
+from .conftest import flask_cli
+from .kit import CARD, PIN, balance, make_card, order, start_order
+from .test_notifications import pay_on_gateway
+
+AMOUNT = re.compile(r"\d+\.\d{2}")
+
+
+# ------------------------------------------------------------------ helpers (could move to kit.py)
+
+
+def cli(runner: FlaskCliRunner, *args: str) -> Result:
+    """Invoke a command in-process; a failure must be a clean exit, never a traceback."""
+    result: Result = runner.invoke(args=list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    return result
+
+
+def card_numbers() -> list[str]:
+    db.session.rollback()
+    return list(db.session.scalars(select(Card.number).order_by(Card.number)))
+
+
+def age_order(order_no: str, minutes: int) -> None:
+    """Pretend the order was created `minutes` ago (orders, unlike the ledger, may be updated)."""
+    in_write_transaction(lambda: db.session.execute(
+        update(RechargeOrder).where(RechargeOrder.order_no == order_no)
+        .values(created_at=utcnow() - timedelta(minutes=minutes))))
+
+
+def write_csv(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "cards.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ cards create / show
+
+
+def test_create_and_show_through_the_real_command(database: str, app: Flask) -> None:
+    created = flask_cli(database, "cards", "create", CARD, "--password", PIN, "--balance", "12.34")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip() == f"created card **** {CARD[-4:]} with balance 12.34"
+    shown = flask_cli(database, "cards", "show", CARD)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [f"card:    **** {CARD[-4:]}", "status:  active", "balance: 12.34"]
+    assert AMOUNT.findall(shown.stdout)[-1] == "12.34"  # scripts read the last amount
+    assert CARD not in created.stdout + created.stderr + shown.stdout + shown.stderr  # only ever masked
+    assert balance() == 1234 and ledger.verify().ok
+
+
+def test_create_books_the_opening_balance_in_the_ledger(runner: FlaskCliRunner) -> None:
+    assert cli(runner, "cards", "create", "8600 0000 0000 1234", "--password", PIN, "--balance", "¥1,280.50").exit_code == 0
+    assert balance() == 128050
+    verdict = ledger.verify()
+    assert verdict.ok and verdict.entries == 1
+
+
+def test_creating_the_same_card_twice_fails(runner: FlaskCliRunner) -> None:
+    assert cli(runner, "cards", "create", CARD, "--password", PIN, "--balance", "1").exit_code == 0
+    again = cli(runner, "cards", "create", CARD, "--password", "999999", "--balance", "500")
+    assert again.exit_code == 1
+    assert f"card **** {CARD[-4:]} exists already" in again.stderr
+    assert card_numbers() == [CARD] and balance() == 100
+
+
+@pytest.mark.parametrize("amount", ["12.345", "-1", "abc", "1e2", "NaN", "", "1,2.3.4"])
+def test_a_bad_balance_is_refused_clearly(runner: FlaskCliRunner, amount: str) -> None:
+    result = cli(runner, "cards", "create", CARD, "--password", PIN, f"--balance={amount}")
+    assert result.exit_code == 2
+    assert f"{amount!r} is not an amount like 12.34" in result.stderr
+    assert card_numbers() == []
+
+
+@pytest.mark.parametrize("number", ["123", "abc", "8600-0000-0000-12345678", "８６ab００００００００１２３４"])
+def test_a_bad_number_is_refused_clearly(runner: FlaskCliRunner, number: str) -> None:
+    result = cli(runner, "cards", "create", number, "--password", PIN, "--balance", "1")
+    assert result.exit_code == 2
+    assert "a card number has 10 to 19 digits" in result.stderr
+    assert card_numbers() == []
+
+
+@pytest.mark.parametrize("pin", ["123", "x" * 65])
+def test_a_bad_password_is_refused_clearly(runner: FlaskCliRunner, pin: str) -> None:
+    result = cli(runner, "cards", "create", CARD, "--password", pin)
+    assert result.exit_code == 2 and "4 to 64 characters" in result.stderr
+    assert card_numbers() == []
+
+
+@pytest.mark.parametrize("number", ["8600000000009999", "not a number"])
+def test_show_an_unknown_card_fails(runner: FlaskCliRunner, number: str) -> None:
+    make_card()
+    result = cli(runner, "cards", "show", number)
+    assert result.exit_code == 1 and "no such card" in result.stderr
+
+
+def test_unblock_sets_a_blocked_card_active(runner: FlaskCliRunner) -> None:
+    card_id = make_card()
+    in_write_transaction(lambda: db.session.execute(update(Card).where(Card.id == card_id).values(status="blocked")))
+    result = cli(runner, "cards", "unblock", CARD)
+    assert result.exit_code == 0 and result.stdout.strip() == f"card **** {CARD[-4:]} is active"
+    assert "status:  active" in cli(runner, "cards", "show", CARD).stdout
+
+
+def test_unblock_with_a_bad_number_fails_cleanly(runner: FlaskCliRunner) -> None:
+    result = cli(runner, "cards", "unblock", "12")
+    assert result.exit_code != 0
+
+
+# ------------------------------------------------------------------ cards import
+
+GOOD_ROWS = ("8600000000000101,1111,1.00", "8600000000000102,2222,", "8600 0000 0000 0103,3333,１２．５０")
+
+
+def test_import_a_csv_through_the_real_command(database: str, app: Flask, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "number,password,balance", *GOOD_ROWS)
+    result = flask_cli(database, "cards", "import", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported 3 card(s), total opening balance 13.50"
+    assert card_numbers() == ["8600000000000101", "8600000000000102", "8600000000000103"]
+    assert [balance(n) for n in card_numbers()] == [100, 0, 1250]
+    assert ledger.verify().ok
+
+
+def test_import_without_a_balance_column(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "number,password", "8600000000000101,1111")
+    assert cli(runner, "cards", "import", str(path)).exit_code == 0
+    assert card_numbers() == ["8600000000000101"] and balance("8600000000000101") == 0
+
+
+BAD_LINES = {
+    "bad balance": ("8600000000000104,4444,12.345", "line 3: '12.345' is not an amount like 12.34"),
+    "negative balance": ("8600000000000104,4444,-1", "line 3: '-1' is not an amount like 12.34"),
+    "bad number": ("86000001,4444,1.00", "line 3: not a card number"),
+    "short password": ("8600000000000104,44,1.00", "line 3: a card password has 4 to 64 characters"),
+    "missing password": ("8600000000000104", "line 3: a card password has 4 to 64 characters"),
+    "listed twice": ("8600000000000101,4444,1.00", "line 3: card **** 0101 is listed twice or exists already"),
+    "exists already": (f"{CARD},4444,1.00", f"line 3: card **** {CARD[-4:]} is listed twice or exists already"),
+}
+
+
+@pytest.mark.parametrize(("bad_line", "message"), BAD_LINES.values(), ids=BAD_LINES.keys())
+def test_one_bad_line_imports_nothing(runner: FlaskCliRunner, tmp_path: Path, bad_line: str, message: str) -> None:
+    make_card(balance_fen=700)  # already there before the import
+    path = write_csv(tmp_path, "number,password,balance", GOOD_ROWS[0], bad_line, GOOD_ROWS[2])
+    result = cli(runner, "cards", "import", str(path))
+    assert result.exit_code == 1
+    assert message in result.stderr.splitlines()
+    assert "1 line(s) refused; nothing imported" in result.stderr
+    assert card_numbers() == [CARD] and balance() == 700
+    assert ledger.verify().ok
+
+
+def test_import_without_the_header_imports_nothing(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, *GOOD_ROWS)
+    result = cli(runner, "cards", "import", str(path))
+    assert result.exit_code == 1 and "the first line must name the columns" in result.stderr
+    assert card_numbers() == []
+
+
+def test_the_error_names_the_file_line_even_after_a_blank_line(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "number,password,balance", GOOD_ROWS[0], "", "8600000000000104,4444,12.345")
+    result = cli(runner, "cards", "import", str(path))
+    assert "line 4: '12.345' is not an amount like 12.34" in result.stderr.splitlines()
+
+
+def test_a_file_that_is_not_utf8_is_refused_cleanly(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "cards.csv"
+    path.write_bytes("number,password,balance\n8600000000000101,密码1234,1.00\n".encode("gbk"))
+    result = cli(runner, "cards", "import", str(path))
+    assert result.exit_code == 1 and card_numbers() == []
+
+
+# ------------------------------------------------------------------ seed-demo
+
+
+def test_seed_demo_creates_the_demo_cards_once(runner: FlaskCliRunner) -> None:
+    first = cli(runner, "seed-demo")
+    assert first.exit_code == 0
+    demo = sorted(number for number, _, _ in DEMO_CARDS)
+    assert card_numbers() == demo
+    assert [balance(n) for n, _, _ in DEMO_CARDS] == [5000, 0, 128050]  # 50.00, 0.00, 1280.50
+    second = cli(runner, "seed-demo")
+    assert second.exit_code == 0
+    assert second.stdout.splitlines() == [f"demo card **** {n[-4:]} exists" for n, _, _ in DEMO_CARDS]
+    assert card_numbers() == demo
+    verdict = ledger.verify()
+    assert verdict.ok and verdict.entries == 2  # the 0.00 card has no opening entry
+
+
+def test_seed_demo_passwords_open_the_cards(runner: FlaskCliRunner) -> None:
+    cli(runner, "seed-demo")
+    for number, pin, _ in DEMO_CARDS:
+        assert authenticate(number, pin).ok, number
+
+
+# ------------------------------------------------------------------ payments reconcile
+
+
+def test_reconcile_credits_a_payment_whose_notification_was_lost(database: str, app: Flask, client: FlaskClient) -> None:
+    make_card(balance_fen=500)
+    order_no = start_order(client)
+    pay_on_gateway(client, order_no, "silent")
+    assert order(order_no).status == "pending"
+
+    untouched = flask_cli(database, "payments", "reconcile")  # default: only orders pending 5+ minutes
+    assert untouched.returncode == 0, untouched.stderr
+    assert untouched.stdout.strip() == "reconcile: expired 0"
+    assert order(order_no).status == "pending"
+
+    result = flask_cli(database, "payments", "reconcile", "--older-than", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "reconcile: credited 1, expired 0"
+    assert order(order_no).status == "credited"
+    assert balance() == 500 + 10000
+
+    again = flask_cli(database, "payments", "reconcile", "--older-than", "0")
+    assert again.stdout.strip() == "reconcile: expired 0"  # nothing pending is left
+    assert balance() == 500 + 10000
+    assert ledger.verify().ok
+
+
+def test_reconcile_expires_orders_pending_past_the_expiry(app: Flask, client: FlaskClient, runner: FlaskCliRunner) -> None:
+    app.config["HEYON_ORDER_EXPIRY_MINUTES"] = 30
+    make_card()
+    stale, fresh, paid = start_order(client), start_order(client), start_order(client)
+    pay_on_gateway(client, paid, "silent")
+    age_order(stale, 31)
+    age_order(fresh, 29)
+    age_order(paid, 90)  # paid long ago but never notified: credited, not expired
+
+    result = cli(runner, "payments", "reconcile")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == "reconcile: credited 1, expired 1, still_pending 2"
+    assert (order(stale).status, order(stale).status_reason) == ("expired", "timeout")
+    assert order(stale).finalized_at is not None
+    assert order(fresh).status == "pending"
+    assert order(paid).status == "credited"
+    assert balance() == 10000
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(RechargeOrder).where(RechargeOrder.status == "expired")) == 1
+    assert ledger.verify().ok

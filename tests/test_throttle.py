@@ -1,0 +1,100 @@
+"""Card password attempts are throttled per card (in the database) and per client IP."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+
+from heyon_site.billing.cards import authenticate, delay_after, throttle_key
+from heyon_site.extensions import db
+from heyon_site.models import LoginThrottle, RechargeOrder, utcnow
+
+from .conftest import new_client
+from .kit import CARD, PIN, make_card, recharge_form
+
+OTHER = "8600000000005678"
+
+
+def attempt(client: FlaskClient, password: str, card: str = CARD) -> int:
+    return client.post("/recharge", data=recharge_form(client, card_number=card, password=password)).status_code
+
+
+def wait_out(number: str) -> None:
+    """Move the card's delay into the past, as if the customer had waited."""
+    db.session.execute(update(LoginThrottle).where(LoginThrottle.key == throttle_key(number))
+                       .values(blocked_until=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+
+def test_delays_grow_and_are_capped(app: Flask) -> None:
+    free = app.config["HEYON_CARD_FREE_ATTEMPTS"]
+    delays = [delay_after(n) for n in range(1, 40)]
+    assert delays[:free] == [0] * free
+    assert delays[free:free + 3] == [2, 4, 8]
+    assert delays == sorted(delays) and max(delays) == app.config["HEYON_CARD_MAX_DELAY_SECONDS"]
+
+
+def test_after_the_free_attempts_even_the_right_password_waits_for_that_card_only(app: Flask, client: FlaskClient) -> None:
+    make_card()
+    make_card(OTHER)
+    free = app.config["HEYON_CARD_FREE_ATTEMPTS"]
+    assert [attempt(client, "000000") for _ in range(free + 1)] == [403] * (free + 1)
+    refused = client.post("/recharge", data=recharge_form(client, password=PIN))
+    assert refused.status_code == 429 and "Too many wrong attempts" in refused.get_data(as_text=True)
+    assert attempt(client, PIN, OTHER) == 303  # another card is not affected
+    wait_out(CARD)
+    assert attempt(client, PIN) == 303  # the delay has passed: the right password works again...
+    assert db.session.get(LoginThrottle, throttle_key(CARD)) is None  # ...and resets the count
+    assert db.session.query(RechargeOrder).count() == 2
+
+
+def test_unknown_numbers_are_throttled_exactly_like_real_ones(app: Flask) -> None:
+    make_card()
+    free = app.config["HEYON_CARD_FREE_ATTEMPTS"]
+    real = [authenticate(CARD, "000000").refused for _ in range(free + 2)]
+    unknown = [authenticate("8600000000009999", "000000").refused for _ in range(free + 2)]
+    assert real == unknown == ["credentials"] * (free + 1) + ["throttled"]
+
+
+def test_a_card_locks_after_the_configured_consecutive_failures(app: Flask) -> None:
+    make_card()
+    app.config["HEYON_CARD_LOCK_AFTER"] = 6
+    for _ in range(6):
+        assert authenticate(CARD, "000000").refused == "credentials"
+        wait_out(CARD)
+    assert authenticate(CARD, PIN).refused == "locked"  # never a 7th try, not even the right one
+    row = db.session.get(LoginThrottle, throttle_key(CARD))
+    assert row is not None and row.failures == 6
+
+
+def test_the_throttle_stores_no_card_number(app: Flask) -> None:
+    make_card()
+    authenticate(CARD, "000000")
+    keys = [k for (k,) in db.session.query(LoginThrottle.key)]
+    assert keys == [throttle_key(CARD)] and CARD not in keys[0]
+
+
+@pytest.fixture
+def limited(app: Flask) -> Flask:
+    app.config["RATELIMIT_ENABLED"] = True
+    app.config["HEYON_IP_FAILURE_LIMIT"] = "3 per hour"
+    from heyon_site.extensions import limiter
+
+    limiter.init_app(app)  # re-read the settings: the fixture's app had limits switched off
+    limiter.reset()
+    return app
+
+
+def test_failed_attempts_are_limited_per_client_ip(limited: Flask) -> None:
+    make_card()
+    # Different card numbers from one address: the per-card throttle alone would never trigger.
+    numbers = [f"86000000000{n:05d}" for n in range(1, 5)]
+    c = new_client(limited)
+    assert [attempt(c, "000000", n) for n in numbers[:3]] == [403, 403, 403]
+    assert attempt(c, "000000", numbers[3]) == 429
+    other_ip = new_client(limited)
+    other_ip.environ_base["REMOTE_ADDR"] = "127.0.0.9"
+    assert attempt(other_ip, PIN) == 303
