@@ -11,9 +11,12 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as cfg
-from . import errors, i18n, providers, web
+from . import cli, errors, i18n, providers, web
+from .customer.views import bp as customer_bp
 from .extensions import csrf, db, limiter, migrate
 from .extensions import htmx as htmx_ext
+from .payments.views import bp as payments_bp
+from .sandbox.views import bp as sandbox_bp
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     providers.init_app(app)
     web.init_app(app)
     errors.init_app(app)
-
-    from . import cli
-    from .customer.views import bp as customer_bp
-    from .payments.views import bp as payments_bp
-    from .sandbox.views import bp as sandbox_bp
 
     app.register_blueprint(customer_bp)
     app.register_blueprint(payments_bp)

@@ -120,6 +120,7 @@ def test_receipt_masks_the_card_and_prints_on_three_papers(app: Flask, client: F
         assert f'class="paper-{paper}"' in body
         assert order_no in body and "**** 1234" in body and CARD not in re.sub(r"\D", "", body)
         assert "<svg" in body and "100.00" in body and "Asia/Shanghai" in body
+        assert "TEST MODE" in body  # a sandbox receipt says so, on paper too
         txn = order(order_no).provider_txn_id
         assert txn and txn in body
 
