@@ -87,3 +87,5 @@ class Defaults:
     # Retry schedule of the sandbox gateway's notifications (seconds), shortened from Alipay's.
     HEYON_SANDBOX_RETRY_SCHEDULE = (0, 1, 2, 5, 15, 60)
     HEYON_PENDING_HELP_MINUTES = 30
+    # Below this balance the balance page suggests recharging before service is cut off.
+    HEYON_LOW_BALANCE_FEN = 1000

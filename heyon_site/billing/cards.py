@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from ..database import in_write_transaction, insert
 from ..extensions import db
-from ..models import Card, LoginThrottle, utcnow
+from ..models import Card, LoginThrottle, RechargeOrder, utcnow
 from .ledger import credit
 
 _SEPARATORS = re.compile(r"[\s\-_.·/]+")
@@ -172,3 +172,23 @@ def authenticate(number: str, password: str, now: datetime | None = None) -> Aut
     if status != "active":
         return AuthResult(refused="blocked")
     return AuthResult(card_id=card_id)
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    last4: str
+    status: str
+    balance_fen: int
+    recent: list[RechargeOrder]
+
+
+def summary(card_id: int, recent: int = 10) -> CardSummary:
+    """What a customer sees after opening a card: its balance and its latest recharge orders."""
+    card = db.session.get(Card, card_id, populate_existing=True)
+    if card is None:
+        raise LookupError(card_id)
+    orders = db.session.scalars(
+        select(RechargeOrder).where(RechargeOrder.card_id == card_id)
+        .order_by(RechargeOrder.created_at.desc(), RechargeOrder.id.desc()).limit(recent)
+    ).all()
+    return CardSummary(card.number[-4:], card.status, card.balance_fen, list(orders))

@@ -45,6 +45,10 @@ class CardForm(FlaskForm):
             raise ValidationError(_l("A card number has 10 to 19 digits; check the number printed on your card.")) from None
 
 
+class BalanceForm(CardForm):
+    """Card number and password only: the balance is shown after a POST, never in a URL."""
+
+
 class RechargeForm(CardForm):
     amount = RadioField(_l("Amount"), validate_choice=False)
     custom_amount = StringField(

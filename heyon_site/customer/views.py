@@ -8,7 +8,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
 from ..billing import receipts
-from ..billing.cards import AuthResult, authenticate
+from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.recharge import find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import limiter
@@ -16,7 +16,7 @@ from ..htmx import redirect_to, render
 from ..models import utcnow
 from ..providers import get as get_provider
 from ..providers.base import OrderRef
-from .forms import RechargeForm
+from .forms import BalanceForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
 
@@ -27,6 +27,12 @@ def ip_limit() -> str:
 
 def ip_failure_limit() -> str:
     return current_app.config["HEYON_IP_FAILURE_LIMIT"]
+
+
+def no_store(response: Response) -> Response:
+    """Balances, orders and receipts stay out of every cache, shared or the browser's."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def refusal_message(auth: AuthResult) -> tuple[object, int]:
@@ -71,16 +77,36 @@ def recharge_submit() -> Response:
     return redirect_to(checkout.redirect_url)
 
 
+@bp.get("/balance")
+def balance() -> Response:
+    return no_store(render("customer/balance.html", form=BalanceForm(formdata=None)))
+
+
+@bp.post("/balance")
+@limiter.limit(ip_limit)
+@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+def balance_submit() -> Response:
+    form = BalanceForm(formdata=request.form)
+    if not form.validate():
+        return no_store(render("customer/balance.html", "balance_lookup", 422, form=form))
+    auth = authenticate(form.card_no, form.password.data or "")
+    if auth.card_id is None:
+        message, status = refusal_message(auth)
+        form.form_errors.append(message)
+        return no_store(render("customer/balance.html", "balance_lookup", status, form=form))
+    # A fresh, empty form below the result: the password is never sent back to the page.
+    return no_store(render("customer/balance.html", "balance_lookup", form=BalanceForm(formdata=None),
+                           card=summary(auth.card_id), low_balance_fen=current_app.config["HEYON_LOW_BALANCE_FEN"]))
+
+
 @bp.get("/orders/<token>")
 def order(token: str) -> Response:
     found = find_by_token(token) or abort(404)
     waited = utcnow() - found.created_at
-    response = render(
+    return no_store(render(
         "customer/order.html", "order_status", order=found,
         overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    ))
 
 
 @bp.get("/orders/<token>/receipt")
@@ -89,11 +115,9 @@ def receipt(token: str) -> Response:
     paper = request.args.get("paper", "80")
     if paper not in receipts.PAPERS:
         paper = "80"
-    response = render("receipts/receipt.html", receipt=receipts.build(found, current_app.config["HEYON_TIMEZONE"]),
-                      paper=paper, papers=receipts.PAPERS,
-                      qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True)))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return no_store(render("receipts/receipt.html", receipt=receipts.build(found, current_app.config["HEYON_TIMEZONE"]),
+                           paper=paper, papers=receipts.PAPERS,
+                           qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True))))
 
 
 @bp.get("/faq")
