@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as cfg
 from . import cli, errors, i18n, providers, web
+from .customer import faq as _faq_routes  # noqa: F401 - registers /faq on the customer blueprint
 from .customer.views import bp as customer_bp
 from .extensions import csrf, db, limiter, migrate
 from .extensions import htmx as htmx_ext

@@ -176,3 +176,60 @@ class SandboxPayment(db.Model):
     status: Mapped[str] = mapped_column(String(16))  # TRADE_SUCCESS | TRADE_CLOSED
     notify: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+PROMO_KINDS = ("fixed_bonus", "percent_bonus", "discount")
+
+
+class Promotion(db.Model):
+    """A time-limited rule that changes what a recharge earns or costs. It is copied onto each
+    order it applies to (``RechargeOrder.promo_snapshot``), so later edits change no promise."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (
+        CheckConstraint(_in("kind", PROMO_KINDS), name="kind"),
+        CheckConstraint("threshold_fen >= 0", name="threshold_not_negative"),
+        CheckConstraint("value_fen >= 0", name="value_not_negative"),
+        CheckConstraint("percent_bp >= 0 AND percent_bp <= 10000", name="percent_range"),
+        CheckConstraint("cap_fen IS NULL OR cap_fen > 0", name="cap_positive"),
+        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        Index("ix_promotions_window", "published", "starts_at", "ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title_zh: Mapped[str] = mapped_column(String(120))
+    title_en: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(16))
+    # The order amount (face value, fen) from which the promotion applies.
+    threshold_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    # fixed_bonus: the bonus in fen.
+    value_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    # percent_bonus / discount: basis points of the amount (1000 = 10 %), rounded down to the fen.
+    percent_bp: Mapped[int] = mapped_column(Integer, default=0)
+    cap_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    starts_at: Mapped[datetime] = mapped_column()  # UTC; staff type them in the site's time zone
+    ends_at: Mapped[datetime] = mapped_column()
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # highest wins; they never stack
+    published: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaqEntry(db.Model):
+    """One question and answer in one language; answers are Markdown, sanitised when rendered."""
+
+    __tablename__ = "faq_entries"
+    __table_args__ = (
+        CheckConstraint(_in("locale", ("zh_Hans", "en")), name="locale"),
+        Index("ix_faq_entries_listing", "locale", "published", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    locale: Mapped[str] = mapped_column(String(10))
+    category: Mapped[str] = mapped_column(String(80))
+    question: Mapped[str] = mapped_column(String(300))
+    answer_md: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    published: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -118,8 +118,3 @@ def receipt(token: str) -> Response:
     return no_store(render("receipts/receipt.html", receipt=receipts.build(found, current_app.config["HEYON_TIMEZONE"]),
                            paper=paper, papers=receipts.PAPERS,
                            qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True))))
-
-
-@bp.get("/faq")
-def faq() -> Response:
-    return render("customer/faq.html")
