@@ -22,7 +22,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	HEYON_PROVIDERS=$${HEYON_PROVIDERS-sandbox} HEYON_SANDBOX_SECRET=$${HEYON_SANDBOX_SECRET-local-sandbox-secret} \
-	  sh -c '$(BIN)/flask db upgrade && $(BIN)/flask seed-demo && \
+	  sh -c '$(BIN)/flask db upgrade && $(BIN)/flask seed-demo && $(BIN)/flask faq seed && \
 	  echo "Serving on http://127.0.0.1:$(PORT)" && \
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py -b 127.0.0.1:$(PORT) wsgi:app'
 
@@ -32,7 +32,7 @@ test: $(VENV)/.dev
 # After changing user-visible text: extract it, merge into the catalog, translate, compile.
 translations: $(VENV)/.dev
 	$(BIN)/pybabel extract -F babel.cfg -k _l --omit-header --no-location -o translations/messages.pot .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d translations
 
 clean:

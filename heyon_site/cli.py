@@ -18,7 +18,9 @@ from .billing.money import AmountError, parse_amount, yuan
 from .billing.recharge import apply_event, expire_stale, pending_orders
 from .database import in_write_transaction
 from .extensions import db
+from .faq_cli import faq_cli
 from .models import Card
+from .promos_cli import promos_cli
 from .providers import get as get_provider
 
 cards = AppGroup("cards", help="Create, import and inspect Heyon cards.")
@@ -176,5 +178,5 @@ def payments_reconcile(older_than: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (cards, ledger_cli, payments, seed_demo):
+    for command in (cards, ledger_cli, payments, seed_demo, faq_cli, promos_cli):
         app.cli.add_command(command)

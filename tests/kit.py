@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from click.testing import Result
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 
 from heyon_site.billing.cards import create_card
@@ -92,6 +93,13 @@ def deliver_outbox(app: Flask, client: FlaskClient) -> list[str]:
         url, fields = outbox.pop(0)
         answers.append(client.post(url, data=fields).get_data(as_text=True))
     return answers
+
+
+def cli(runner: FlaskCliRunner, *args: str) -> Result:
+    """Invoke a command in-process; a failure must be a clean exit, never a traceback."""
+    result: Result = runner.invoke(args=list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    return result
 
 
 # ------------------------------------------------------------------ a real server

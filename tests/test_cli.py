@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select, update
@@ -20,20 +19,13 @@ from heyon_site.extensions import db
 from heyon_site.models import Card, RechargeOrder, utcnow
 
 from .conftest import flask_cli
-from .kit import CARD, PIN, balance, make_card, order, start_order
+from .kit import CARD, PIN, balance, cli, make_card, order, start_order
 from .test_notifications import pay_on_gateway
 
 AMOUNT = re.compile(r"\d+\.\d{2}")
 
 
 # ------------------------------------------------------------------ helpers (could move to kit.py)
-
-
-def cli(runner: FlaskCliRunner, *args: str) -> Result:
-    """Invoke a command in-process; a failure must be a clean exit, never a traceback."""
-    result: Result = runner.invoke(args=list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
-    return result
 
 
 def card_numbers() -> list[str]:

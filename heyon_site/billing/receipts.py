@@ -29,7 +29,8 @@ class Receipt:
     timezone: str
 
 
-def _local(moment: datetime | None, tz: ZoneInfo) -> str:
+def local_time(moment: datetime | None, tz: ZoneInfo) -> str:
+    """A stored (naive UTC) time as the site's clock shows it; "" for none."""
     if moment is None:
         return ""
     return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -47,8 +48,8 @@ def build(order: RechargeOrder, timezone: str) -> Receipt:
         bonus_fen=order.bonus_fen,
         credited_fen=order.credited_fen if order.status == "credited" else 0,
         status=order.status,
-        created_local=_local(order.created_at, tz),
-        finalized_local=_local(order.finalized_at, tz),
+        created_local=local_time(order.created_at, tz),
+        finalized_local=local_time(order.finalized_at, tz),
         timezone=timezone,
     )
 

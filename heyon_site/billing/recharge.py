@@ -21,6 +21,7 @@ from ..models import PaymentEvent, ProviderCallback, RechargeOrder, utcnow
 from ..providers.base import ProviderEvent
 from .ledger import credit
 from .money import AmountError, parse_amount
+from .promos import Quote
 
 
 class AmountOutOfRange(ValueError):
@@ -59,9 +60,15 @@ def new_order_no(now: datetime) -> str:
     return now.strftime("%y%m%d") + f"{secrets.randbelow(10**10):010d}"
 
 
-def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None) -> RechargeOrder:
-    """A pending order for ``amount_fen``; the caller commits."""
+def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None,
+                   terms: Quote | None = None) -> RechargeOrder:
+    """A pending order for ``amount_fen`` on the quoted ``terms`` (none: pay the face value, no
+    bonus); the caller commits. The terms are copied onto the order, so the promise it carries
+    outlives any later change to the promotion."""
     now = now or utcnow()
+    terms = terms or Quote.face_value(amount_fen)
+    if terms.amount_fen != amount_fen:
+        raise ValueError(f"terms quoted for {terms.amount_fen} fen, not {amount_fen}")
     order = RechargeOrder(
         order_no=new_order_no(now),
         token=secrets.token_urlsafe(18),
@@ -69,8 +76,9 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
         provider=provider,
         status="pending",
         amount_fen=amount_fen,
-        pay_fen=amount_fen,
-        bonus_fen=0,
+        pay_fen=terms.pay_fen,
+        bonus_fen=terms.bonus_fen,
+        promo_snapshot=terms.snapshot_json(),
         locale=locale,
         created_at=now,
         updated_at=now,

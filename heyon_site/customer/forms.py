@@ -59,11 +59,12 @@ class RechargeForm(CardForm):
     method = RadioField(_l("Payment method"), [InputRequired(_l("Choose a payment method."))], validate_choice=False)
     amount_fen: int = 0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, formdata: Any, **kwargs: Any) -> None:
+        super().__init__(formdata=formdata, **kwargs)
         self.rules = AmountRules.from_config(current_app.config)
         self.amount.choices = [(yuan(p).removesuffix(".00"), f"¥{yuan(p).removesuffix('.00')}") for p in self.rules.presets_fen]
-        blank = not self.is_submitted()  # defaults are for a new page, never for what was sent
+        # Defaults are for a new page, never for what was sent (a POST, or the quote's GET).
+        blank = formdata is None
         if blank and self.amount.choices:
             self.amount.data = self.amount.choices[len(self.amount.choices) // 2][0]
         self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in enabled()]
@@ -71,13 +72,18 @@ class RechargeForm(CardForm):
             self.method.data = self.method.choices[0][0]
 
     def validate_custom_amount(self, field: StringField) -> None:
+        self.amount_fen = self.chosen_amount()
+
+    def chosen_amount(self) -> int:
+        """The amount in fen, or a ValidationError saying what is wrong with it. Also used alone,
+        for the quote shown before the card is typed in."""
         # A typed amount wins over the preset, since on a phone the preset is usually untouched.
-        text = (field.data or "").strip() or (self.amount.data or "")
+        text = (self.custom_amount.data or "").strip() or (self.amount.data or "")
         if not text:
             raise ValidationError(_l("Choose an amount."))
         provider = enabled().get(self.method.data or "")
         try:
-            self.amount_fen = self.rules.parse(text, provider.min_fen if provider else 0)
+            return self.rules.parse(text, provider.min_fen if provider else 0)
         except AmountError:
             raise ValidationError(_l("Enter an amount in yuan, like 100 or 88.50.")) from None
         except AmountOutOfRange as e:

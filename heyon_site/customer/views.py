@@ -6,9 +6,12 @@ from datetime import timedelta
 from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
+from werkzeug.datastructures import MultiDict
+from wtforms.validators import ValidationError
 
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
+from ..billing.promos import active_promotions, current_quote, quote
 from ..billing.recharge import find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import limiter
@@ -19,6 +22,8 @@ from ..providers.base import OrderRef
 from .forms import BalanceForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
+
+QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
 
 
 def ip_limit() -> str:
@@ -47,14 +52,38 @@ def refusal_message(auth: AuthResult) -> tuple[object, int]:
     return _l("The card number or password is wrong. Check both and try again."), 403
 
 
+def recharge_page(form: RechargeForm, block: str | None = None, status: int = 200,
+                  template: str = "customer/recharge.html") -> Response:
+    """A page with the recharge form: the running promotions, and what the chosen amount earns,
+    computed here so that a phone without JavaScript sees it too."""
+    now = utcnow()
+    running = active_promotions(now)
+    offer, problem = None, None
+    if running:
+        try:
+            offer = quote(form.chosen_amount(), running, now)
+        except ValidationError as e:
+            problem = str(e)
+    return render(template, block, status, form=form, promotions=running, quote=offer, amount_problem=problem)
+
+
 @bp.get("/")
 def home() -> Response:
-    return render("customer/home.html", form=RechargeForm(formdata=None))
+    return recharge_page(RechargeForm(formdata=None), template="customer/home.html")
 
 
 @bp.get("/recharge")
 def recharge() -> Response:
-    return render("customer/recharge.html", form=RechargeForm(formdata=None))
+    return recharge_page(RechargeForm(formdata=None))
+
+
+@bp.get("/recharge/quote")
+def recharge_quote() -> Response:
+    """What the amount picked so far earns: the line under the amounts for htmx, the page with
+    that amount chosen otherwise."""
+    # Only the amount fields: nothing about the card is read from a URL, or echoed into the page.
+    asked = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k in QUOTE_FIELDS])
+    return recharge_page(RechargeForm(formdata=asked), "quote")
 
 
 @bp.post("/recharge")
@@ -63,15 +92,17 @@ def recharge() -> Response:
 def recharge_submit() -> Response:
     form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
     if not form.validate():
-        return render("customer/recharge.html", "recharge_form", 422, form=form)
+        return recharge_page(form, "recharge_form", 422)
     auth = authenticate(form.card_no, form.password.data or "")
     if auth.card_id is None:
         message, status = refusal_message(auth)
         form.form_errors.append(message)
-        return render("customer/recharge.html", "recharge_form", status, form=form)
+        return recharge_page(form, "recharge_form", status)
     provider = get_provider(form.method.data or "") or abort(400)
-    card_id, locale = auth.card_id, str(get_locale())
-    order = in_write_transaction(lambda: start_recharge(card_id, form.amount_fen, provider.name, locale))
+    card_id, amount_fen, locale = auth.card_id, form.amount_fen, str(get_locale())
+    # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
+    order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
+                                                        terms=current_quote(amount_fen)))
     checkout = provider.checkout(OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
                                           url_for("customer.order", token=order.token, _external=True)))
     return redirect_to(checkout.redirect_url)

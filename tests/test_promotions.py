@@ -1,0 +1,510 @@
+"""Promotions: each kind's arithmetic exact in fen, one promotion at most per order, the window,
+the promise kept on the order whatever later happens to the promotion, the quote on the recharge
+form (both faces, hostile input) and `flask promos`."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
+from sqlalchemy import func, select, update
+from werkzeug.test import TestResponse
+
+from heyon_site.billing import ledger
+from heyon_site.billing.promos import Quote, active_promotions, current_quote, end_promotion, quote, snapshot
+from heyon_site.billing.recharge import start_recharge
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
+
+from .conftest import flask_cli, new_client
+from .kit import CARD, PIN, balance, cli, deliver_outbox, make_card, notification, order, recharge_form, start_order
+from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
+from .test_notifications import pay_on_gateway, post_notify
+
+NOW = datetime(2026, 12, 1, 4, 0)  # naive UTC, like every stored time
+DAY = timedelta(days=1)
+TRIGGER = "change from:closest form, keyup changed delay:400ms from:#custom_amount"
+QUOTE = re.compile(r'<p id="quote"([^>]*)>(.*?)</p>', re.S)
+
+
+def promo(now: datetime = NOW, **fields: Any) -> Promotion:
+    """A published promotion running from a day before ``now`` to a day after; unsaved, as
+    ``quote()`` needs no database."""
+    values: dict[str, Any] = {
+        "id": 1, "title_zh": "充值有礼", "title_en": "Recharge bonus", "kind": "fixed_bonus", "threshold_fen": 0,
+        "value_fen": 0, "percent_bp": 0, "cap_fen": None, "priority": 0, "published": True,
+        "starts_at": now - DAY, "ends_at": now + DAY,
+    }
+    return Promotion(**{**values, **fields})
+
+
+def save(now: datetime | None = None, **fields: Any) -> int:
+    """A promotion in the database (running now unless told otherwise); returns its id."""
+    def add() -> int:
+        row = promo(now or utcnow(), **{"id": None, **fields})
+        db.session.add(row)
+        db.session.flush()
+        return row.id
+
+    return in_write_transaction(add)
+
+
+def quote_line(r: TestResponse) -> str:
+    """The text of the quote line in a page or fragment ("" when there is none)."""
+    found = QUOTE.search(r.get_data(as_text=True))
+    return re.sub(r"<[^>]+>", "", found.group(2)).strip() if found else ""
+
+
+# ------------------------------------------------------------------ the arithmetic
+
+
+@pytest.mark.parametrize(("fields", "amount", "pay", "bonus"), [
+    pytest.param({"kind": "fixed_bonus", "value_fen": 1000}, 10000, 10000, 1000, id="fixed"),
+    pytest.param({"kind": "fixed_bonus", "value_fen": 1}, 1000, 1000, 1, id="fixed-one-fen"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 1000}, 12345, 12345, 1234, id="percent-1234.5-down"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 333}, 9999, 9999, 332, id="percent-332.97-down"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 1}, 1000, 1000, 0, id="percent-under-a-fen"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 1000, "cap_fen": 1500}, 14999, 14999, 1499, id="percent-under-cap"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 1000, "cap_fen": 1500}, 20000, 20000, 1500, id="percent-capped"),
+    # A discount is rounded down too: the customer pays 95.00, not 94.9995.
+    pytest.param({"kind": "discount", "percent_bp": 500}, 9999, 9500, 0, id="discount-499.95-down"),
+    pytest.param({"kind": "discount", "percent_bp": 1000, "cap_fen": 500}, 10000, 9500, 0, id="discount-capped"),
+    pytest.param({"kind": "discount", "percent_bp": 10000}, 5000, 1, 0, id="discount-never-below-a-fen"),
+])
+def test_each_kind_is_exact_in_fen(fields: dict[str, Any], amount: int, pay: int, bonus: int) -> None:
+    p = promo(**fields)
+    q = quote(amount, [p], NOW)
+    assert q == Quote(amount, pay, bonus, snapshot(p))
+    assert all(type(v) is int for v in (q.amount_fen, q.pay_fen, q.bonus_fen))
+
+
+def test_the_threshold_is_inclusive() -> None:
+    p = promo(kind="fixed_bonus", value_fen=1000, threshold_fen=10000)
+    assert quote(9999, [p], NOW) == Quote.face_value(9999)
+    assert quote(10000, [p], NOW).bonus_fen == 1000
+
+
+@pytest.mark.parametrize("amount", [0, -1, 100.0, True, None])
+def test_quote_refuses_anything_but_a_positive_int(amount: Any) -> None:
+    with pytest.raises(ValueError, match="positive int of fen"):
+        quote(amount, [], NOW)
+
+
+# ------------------------------------------------------------------ priority: one promotion, never two
+
+
+def test_the_highest_priority_wins_even_when_it_gives_less() -> None:
+    small = promo(id=1, kind="fixed_bonus", value_fen=500, priority=5)
+    big = promo(id=2, kind="percent_bonus", percent_bp=2000, priority=1)
+    for order_ in ([small, big], [big, small]):  # the order of the list does not matter
+        q = quote(10000, order_, NOW)
+        assert (q.pay_fen, q.bonus_fen, q.promo and q.promo["id"]) == (10000, 500, 1)
+
+
+def test_a_tie_goes_to_the_older_promotion() -> None:
+    older, newer = promo(id=3, value_fen=100), promo(id=4, value_fen=900)
+    assert quote(10000, [newer, older], NOW).bonus_fen == 100
+
+
+def test_a_higher_priority_out_of_reach_leaves_the_next_one() -> None:
+    high = promo(id=1, kind="fixed_bonus", value_fen=5000, threshold_fen=50000, priority=9)
+    low = promo(id=2, kind="discount", percent_bp=1000, priority=1)
+    assert quote(10000, [high, low], NOW) == Quote(10000, 9000, 0, snapshot(low))
+    assert quote(50000, [high, low], NOW) == Quote(50000, 50000, 5000, snapshot(high))
+
+
+def test_a_bonus_and_a_discount_never_stack() -> None:
+    bonus = promo(id=1, kind="fixed_bonus", value_fen=1000)
+    discount = promo(id=2, kind="discount", percent_bp=1000, priority=1)
+    assert quote(10000, [bonus, discount], NOW) == Quote(10000, 9000, 0, snapshot(discount))
+
+
+# ------------------------------------------------------------------ the window and `published`
+
+
+def test_the_window_starts_inclusive_and_ends_exclusive(app: Flask) -> None:
+    start, end = NOW, NOW + DAY
+    pid = save(kind="fixed_bonus", value_fen=100, starts_at=start, ends_at=end)
+    tick = timedelta(microseconds=1)
+    running = {when: [p.id for p in active_promotions(when)] for when in (start - tick, start, end - tick, end)}
+    assert running == {start - tick: [], start: [pid], end - tick: [pid], end: []}
+    p = db.session.get(Promotion, pid)
+    assert p is not None
+    # quote() checks the window itself: a list fetched a moment ago may hold one that has ended.
+    assert quote(10000, [p], end) == Quote.face_value(10000)
+    assert quote(10000, [p], start).bonus_fen == 100
+
+
+def test_drafts_never_run_and_the_running_come_by_priority_then_age(app: Flask) -> None:
+    draft = save(NOW, published=False, priority=9)
+    first, second, third = save(NOW, priority=1), save(NOW, priority=5), save(NOW, priority=1)
+    assert [p.id for p in active_promotions(NOW)] == [second, first, third]
+    assert draft not in [p.id for p in active_promotions(NOW)]
+    assert quote(10000, [promo(id=draft, published=False, value_fen=100)], NOW) == Quote.face_value(10000)
+
+
+# ------------------------------------------------------------------ the property, over every amount
+
+PROMOTIONS = st.lists(
+    st.builds(
+        dict,
+        kind=st.sampled_from(PROMO_KINDS),
+        threshold_fen=st.integers(0, 250_000),
+        value_fen=st.integers(0, 100_000),
+        percent_bp=st.integers(0, 10_000),
+        cap_fen=st.none() | st.integers(1, 100_000),
+        priority=st.integers(-3, 3),
+        published=st.booleans(),
+    ),
+    max_size=5,
+)
+
+
+def expected_benefit(fields: dict[str, Any], amount: int) -> int:
+    """The bonus or discount, computed apart from the code: exact rationals, then the floor."""
+    raw = fields["value_fen"] if fields["kind"] == "fixed_bonus" else math.floor(Fraction(amount * fields["percent_bp"], 10_000))
+    return raw if fields["cap_fen"] is None else min(raw, fields["cap_fen"])
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(amount=st.integers(1000, 200_000), drawn=PROMOTIONS)
+@example(amount=1000, drawn=[{"kind": "discount", "threshold_fen": 0, "value_fen": 0, "percent_bp": 10_000,
+                              "cap_fen": None, "priority": 0, "published": True}])
+@example(amount=200_000, drawn=[{"kind": "percent_bonus", "threshold_fen": 200_000, "value_fen": 0,
+                                 "percent_bp": 9_999, "cap_fen": None, "priority": 0, "published": True}])
+def test_every_amount_gets_whole_fen_within_bounds(amount: int, drawn: list[dict[str, Any]]) -> None:
+    promotions = [promo(id=i + 1, **fields) for i, fields in enumerate(drawn)]
+    q = quote(amount, promotions, NOW)
+    assert all(type(v) is int for v in (q.amount_fen, q.pay_fen, q.bonus_fen))
+    assert q.amount_fen == amount and q.bonus_fen >= 0 and 1 <= q.pay_fen <= amount
+    assert q.bonus_fen == 0 or q.pay_fen == amount  # never both a bonus and a discount
+    applicable = [(i + 1, f) for i, f in enumerate(drawn) if f["published"] and f["threshold_fen"] <= amount]
+    if not applicable:
+        assert q == Quote.face_value(amount)
+        return
+    chosen_id, chosen = min(applicable, key=lambda pair: (-pair[1]["priority"], pair[0]))
+    assert q.promo is not None and q.promo["id"] == chosen_id
+    assert json.loads(q.snapshot_json() or "") == q.promo
+    benefit = expected_benefit(chosen, amount)
+    if chosen["cap_fen"] is not None:
+        assert q.bonus_fen <= chosen["cap_fen"] and amount - q.pay_fen <= chosen["cap_fen"]
+    if chosen["kind"] == "discount":
+        assert (q.pay_fen, q.bonus_fen) == (max(1, amount - benefit), 0)
+    else:
+        assert (q.pay_fen, q.bonus_fen) == (amount, benefit)
+
+
+# ------------------------------------------------------------------ the promise on the order
+
+CHANGES = {
+    "edited": lambda pid: db.session.execute(update(Promotion).where(Promotion.id == pid).values(
+        value_fen=5000, title_en="Changed", threshold_fen=0)),
+    "ended": lambda pid: end_promotion(pid),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_an_order_keeps_its_bonus_whatever_happens_to_the_promotion(app: Flask, client: FlaskClient, change: str) -> None:
+    make_card(balance_fen=500)
+    pid = save(kind="fixed_bonus", value_fen=1000, threshold_fen=10000, title_en="Get 10 more", priority=2)
+    order_no = start_order(client)  # 100.00
+    made = order(order_no)
+    assert (made.amount_fen, made.pay_fen, made.bonus_fen) == (10000, 10000, 1000)
+    promised = json.loads(made.promo_snapshot or "")
+    assert {k: promised[k] for k in ("id", "title_en", "title_zh", "kind", "threshold_fen", "value_fen", "percent_bp",
+                                     "cap_fen", "priority")} == {
+        "id": pid, "title_en": "Get 10 more", "title_zh": "充值有礼", "kind": "fixed_bonus", "threshold_fen": 10000,
+        "value_fen": 1000, "percent_bp": 0, "cap_fen": None, "priority": 2}
+    assert datetime.fromisoformat(promised["starts_at"]) < made.created_at < datetime.fromisoformat(promised["ends_at"])
+
+    in_write_transaction(lambda: CHANGES[change](pid))
+    kept = order(order_no)
+    assert (kept.pay_fen, kept.bonus_fen, kept.promo_snapshot) == (10000, 1000, made.promo_snapshot)
+
+    pay_on_gateway(client, order_no)
+    assert deliver_outbox(app, client) == ["success"]
+    assert order(order_no).status == "credited"
+    assert balance() == 500 + 10000 + 1000
+    entries = db.session.execute(select(LedgerEntry.kind, LedgerEntry.amount_fen)
+                                 .where(LedgerEntry.order_id == kept.id).order_by(LedgerEntry.id)).all()
+    assert [tuple(e) for e in entries] == [("recharge", 10000), ("bonus", 1000)]
+    assert ledger.verify().ok
+
+    page = client.get(f"/orders/{kept.token}").get_data(as_text=True)
+    assert re.search(r"<dt>Bonus</dt><dd>¥10\.00</dd>", page) and "¥110.00 has been added" in page
+    receipt = client.get(f"/orders/{kept.token}/receipt").get_data(as_text=True)
+    assert re.search(r"<dt>Bonus</dt><dd>¥10\.00</dd>", receipt)
+    assert re.search(r"<dt>Total credited</dt><dd>¥110\.00</dd>", receipt)
+
+
+def test_the_order_is_quoted_when_it_is_made_not_when_the_form_was_shown(app: Flask, client: FlaskClient) -> None:
+    make_card()
+    pid = save(kind="fixed_bonus", value_fen=1000)
+    data = recharge_form(client)  # the page showed the bonus ...
+    in_write_transaction(lambda: end_promotion(pid))  # ... which ended before the customer pressed Recharge
+    r = client.post("/recharge", data=data)
+    assert r.status_code == 303
+    made = order(r.headers["Location"].rsplit("/", 1)[1])
+    assert (made.amount_fen, made.pay_fen, made.bonus_fen, made.promo_snapshot) == (10000, 10000, 0, None)
+
+
+def test_start_recharge_refuses_terms_quoted_for_another_amount(app: Flask) -> None:
+    card_id = make_card()
+    with pytest.raises(ValueError, match="quoted for 5000 fen, not 10000"):
+        in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "en", terms=Quote.face_value(5000)))
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(RechargeOrder)) == 0
+
+
+# ------------------------------------------------------------------ a discount: paid less, credited in full
+
+
+@pytest.fixture
+def discounted(app: Flask, client: FlaskClient) -> str:
+    """A pending 100.00 order under a 10 % discount, on a card holding 5.00."""
+    make_card(balance_fen=500)
+    save(kind="discount", percent_bp=1000)
+    order_no = start_order(client)
+    assert (order(order_no).amount_fen, order(order_no).pay_fen, order(order_no).bonus_fen) == (10000, 9000, 0)
+    return order_no
+
+
+def test_the_gateway_asks_for_the_discounted_amount_and_its_payment_credits_the_face_value(
+        app: Flask, client: FlaskClient, discounted: str) -> None:
+    gateway = client.get(f"/pay/sandbox/{discounted}").get_data(as_text=True)
+    assert re.search(r"<dd class=\"amount\">¥90\.00</dd>", gateway) and "100.00" not in gateway
+    pay_on_gateway(client, discounted)
+    assert deliver_outbox(app, client) == ["success"]  # the gateway reports 90.00 paid
+    assert (order(discounted).status, order(discounted).paid_fen) == ("credited", 9000)
+    assert balance() == 500 + 10000
+    assert ledger.verify().ok
+
+
+@pytest.mark.parametrize(("paid", "status", "credited"), [("90.00", "credited", 10000), ("100.00", "review", 0)])
+def test_a_discount_order_is_credited_only_for_the_discounted_payment(
+        client: FlaskClient, discounted: str, paid: str, status: str, credited: int) -> None:
+    answer = post_notify(client, notification(discounted, paid))
+    assert (answer.status_code, answer.get_data(as_text=True)) == (200, "success")
+    assert order(discounted).status == status
+    assert balance() == 500 + credited
+    assert ledger.verify().ok
+
+
+# ------------------------------------------------------------------ the pages
+
+
+@pytest.mark.parametrize("path", ["/", "/recharge"])
+@pytest.mark.parametrize(("lang", "shown", "hidden"), [("en", "Get 10 more", "多送10元"), ("zh", "多送10元", "Get 10 more")])
+def test_pages_list_the_running_promotions_in_their_language(app: Flask, path: str, lang: str, shown: str, hidden: str) -> None:
+    save(title_en="Get 10 more", title_zh="多送10元", kind="fixed_bonus", value_fen=1000)
+    save(title_en="A draft", title_zh="草稿", published=False)
+    save(title_en="Long over", title_zh="已结束", starts_at=NOW - 2 * DAY, ends_at=NOW - DAY)
+    body = new_client(app).get(path, headers=HEADERS[lang]).get_data(as_text=True)
+    assert shown in body and hidden not in body
+    assert not any(title in body for title in ("A draft", "草稿", "Long over", "已结束"))
+
+
+@pytest.mark.parametrize("path", ["/", "/recharge"])
+def test_without_javascript_the_page_shows_the_quote_of_the_default_amount(app: Flask, path: str) -> None:
+    save(kind="percent_bonus", percent_bp=1000)
+    r = new_client(app).get(path, headers=HEADERS["en"])
+    body = r.get_data(as_text=True)
+    assert 'value="100" checked' in body  # the default amount
+    assert quote_line(r).startswith("Pay 100.00, receive 110.00")
+    assert body.count("<script") == 1  # only the vendored htmx: the quote needs no script of its own
+
+
+def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
+    save(kind="fixed_bonus", value_fen=1000)
+    found = QUOTE.search(new_client(app).get("/recharge").get_data(as_text=True))
+    assert found
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', found.group(1)))
+    assert attrs["hx-get"] == "/recharge/quote" and attrs["hx-trigger"] == TRIGGER
+    assert attrs["hx-target"] == "this"  # not the form's target: only the line is replaced
+    included = attrs["hx-include"]
+    assert ".amounts" in included and "[name=method]" in included
+    # A GET puts its fields in the URL: never the card number, password or CSRF token.
+    assert not any(secret in included for secret in ("form,", "password", "card_number", "csrf", "closest form"))
+
+
+def test_the_quote_reads_nothing_about_the_card_from_the_address(app: Flask, client: FlaskClient) -> None:
+    save(kind="fixed_bonus", value_fen=1000)
+    r = client.get("/recharge/quote", query_string={"amount": "100", "card_number": CARD, "password": PIN}, headers=HEADERS["en"])
+    body = r.get_data(as_text=True)
+    assert quote_line(r).startswith("Pay 100.00, receive 110.00")
+    assert CARD not in body and PIN not in body
+
+
+def test_no_promotion_means_no_quote_line_and_no_request(app: Flask, hx: FlaskClient) -> None:
+    assert 'id="quote"' not in new_client(app).get("/recharge").get_data(as_text=True)
+    r = hx.get("/recharge/quote?amount=100")
+    assert r.status_code == 200 and r.get_data(as_text=True).strip() == ""
+
+
+@pytest.mark.parametrize(("query", "line"), [
+    ("amount=200", "Pay 200.00, receive 220.00 Ten percent more"),
+    ("amount=50&custom_amount=88.50", "Pay 88.50, receive 97.35 Ten percent more"),  # the typed amount wins
+    ("amount=50&custom_amount=+88.5+", "Pay 88.50, receive 97.35 Ten percent more"),
+    ("amount=100&custom_amount=", "Pay 100.00, receive 110.00 Ten percent more"),
+    ("amount=50", "Pay 50.00, receive 50.00"),  # under the threshold: nothing extra, no title
+])
+def test_the_quote_has_two_faces(app: Flask, client: FlaskClient, hx: FlaskClient, query: str, line: str) -> None:
+    save(kind="percent_bonus", percent_bp=1000, threshold_fen=8000, title_en="Ten percent more")
+    page = client.get(f"/recharge/quote?{query}", headers=HEADERS["en"])
+    fragment = hx.get(f"/recharge/quote?{query}", headers=HEADERS["en"])
+    for r in (page, fragment):
+        assert r.status_code == 200 and "HX-Request" in r.vary
+        assert quote_line(r) == line
+    assert "<html" in page.get_data(as_text=True) and "Card password" in page.get_data(as_text=True)
+    body = fragment.get_data(as_text=True)
+    assert "<html" not in body and "<form" not in body and body.strip().startswith('<p id="quote"')
+
+
+def test_a_discount_is_quoted_as_less_to_pay(app: Flask, hx: FlaskClient) -> None:
+    save(kind="discount", percent_bp=1000, cap_fen=1500)
+    assert quote_line(hx.get("/recharge/quote?amount=100", headers=HEADERS["en"])) == "Pay 90.00, receive 100.00 Recharge bonus"
+    assert quote_line(hx.get("/recharge/quote?amount=200", headers=HEADERS["en"])).startswith("Pay 185.00, receive 200.00")
+
+
+def test_a_refused_form_keeps_the_quote_and_does_not_repeat_the_amount_error(app: Flask, hx: FlaskClient) -> None:
+    make_card()
+    save(kind="fixed_bonus", value_fen=1000)
+    wrong_password = hx.post("/recharge", data=recharge_form(hx, password="000000"))
+    assert wrong_password.status_code == 403 and quote_line(wrong_password).startswith("Pay 100.00, receive 110.00")
+    bad_amount = hx.post("/recharge", data=recharge_form(hx, custom_amount="abc"))
+    body = bad_amount.get_data(as_text=True)
+    assert bad_amount.status_code == 422 and body.count(NOT_AN_AMOUNT) == 1 and quote_line(bad_amount) == ""
+
+
+def hostile_cases() -> list[Any]:
+    cases = [pytest.param(field, name, face, "zh", id=f"{field}-{name}-{face}")
+             for field in ("amount", "custom_amount") for name in CORPUS for face in ("plain", "htmx")]
+    return cases + [pytest.param(field, name, "htmx", "en", id=f"{field}-{name}-htmx-en")
+                    for field in ("amount", "custom_amount") for name in SUBSET]
+
+
+@pytest.mark.parametrize(("field", "name", "face", "lang"), hostile_cases())
+def test_hostile_amounts_get_a_calm_answer(app: Flask, field: str, name: str, face: str, lang: str) -> None:
+    save(kind="percent_bonus", percent_bp=1000)
+    value = CORPUS[name]
+    args = {"amount": "100", "custom_amount": "", field: value}
+    r = new_client(app, face == "htmx").get("/recharge/quote", query_string=args, headers=HEADERS[lang])
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200, body[:300]
+    assert ("<html" in body) is (face == "plain")
+    assert_nothing_unescaped(body, value)
+    if value == FULLWIDTH_AMOUNT:
+        assert re.search(r"100\.50\D+110\.55", quote_line(r))  # typed with a Chinese IME: 100.50
+    elif field == "custom_amount" and not value.strip():
+        assert re.search(r"100\.00\D+110\.00", quote_line(r))  # nothing typed: the preset counts
+    else:
+        message = "Choose an amount." if field == "amount" and value == "" else NOT_AN_AMOUNT
+        assert_in_language(quote_line(r), lang, (message,))
+        if face == "plain" and field == "custom_amount" and value in (CORPUS["script"], CORPUS["img-attr"]):
+            assert str(escape(value)) in body  # kept in the field for correction, escaped
+
+
+# ------------------------------------------------------------------ flask promos
+
+
+def promotions() -> list[Promotion]:
+    db.session.rollback()
+    return list(db.session.scalars(select(Promotion).order_by(Promotion.id)))
+
+
+def test_create_and_list_through_the_real_command(database: str, app: Flask) -> None:
+    created = flask_cli(database, "promos", "create", "--title-zh", "充100送10", "--title-en", "Get 10 more",
+                        "--kind", "fixed_bonus", "--threshold", "100", "--value", "10",
+                        "--starts", "2040-01-01 08:00", "--ends", "2040-02-01", "--priority", "3", "--publish")
+    assert created.returncode == 0, created.stderr
+    line = "1  scheduled  priority 3  fixed_bonus 10.00, from 100.00  2040-01-01 08:00:00 .. 2040-02-01 00:00:00  Get 10 more / 充100送10"
+    assert created.stdout.strip() == f"created {line}"
+    [p] = promotions()
+    # Typed in Asia/Shanghai (UTC+8), kept as naive UTC.
+    assert (p.starts_at, p.ends_at) == (datetime(2040, 1, 1, 0, 0), datetime(2040, 1, 31, 16, 0))
+    assert (p.kind, p.threshold_fen, p.value_fen, p.percent_bp, p.cap_fen, p.published) == ("fixed_bonus", 10000, 1000, 0, None, True)
+    listed = flask_cli(database, "promos", "list")
+    assert listed.returncode == 0 and listed.stdout.strip() == line
+    in_utc = flask_cli(database, "promos", "list", env={"HEYON_TIMEZONE": "UTC"})
+    assert "2040-01-01 00:00:00 .. 2040-01-31 16:00:00" in in_utc.stdout
+
+
+@pytest.mark.parametrize(("options", "stored"), [
+    (["--kind", "percent_bonus", "--percent", "2.5", "--cap", "20"], ("percent_bonus", 0, 250, 2000)),
+    (["--kind", "percent_bonus", "--percent", "10%"], ("percent_bonus", 0, 1000, None)),
+    (["--kind", "discount", "--percent", "１５"], ("discount", 0, 1500, None)),
+    (["--kind", "discount", "--percent", "100"], ("discount", 0, 10000, None)),
+])
+def test_create_reads_percentages_exactly(runner: FlaskCliRunner, options: list[str], stored: tuple[Any, ...]) -> None:
+    result = cli(runner, "promos", "create", "--title-zh", "折扣", "--title-en", "Discount", "--ends", "2040-01-01", *options)
+    assert result.exit_code == 0, result.output
+    [p] = promotions()
+    assert (p.kind, p.value_fen, p.percent_bp, p.cap_fen) == stored
+    assert not p.published and "  draft  " in result.stdout  # a draft unless --publish
+    assert abs(p.starts_at - utcnow()) < timedelta(minutes=1)  # from now by default
+
+
+NO_TITLE = ["--title-zh", " ", "--title-en", "x"]
+REFUSED = {
+    "fixed-without-value": (["--kind", "fixed_bonus"], "a fixed_bonus needs a value above 0"),
+    "fixed-with-percent": (["--kind", "fixed_bonus", "--value", "5", "--percent", "5"], "takes no percent and no cap"),
+    "fixed-with-cap": (["--kind", "fixed_bonus", "--value", "5", "--cap", "5"], "takes no percent and no cap"),
+    "percent-with-value": (["--kind", "percent_bonus", "--percent", "5", "--value", "5"], "takes no value"),
+    "percent-missing": (["--kind", "discount"], "a discount needs a percent above 0 and at most 100"),
+    "percent-over-100": (["--kind", "discount", "--percent", "100.01"], "at most 100"),
+    "percent-not-a-number": (["--kind", "discount", "--percent", "ten"], "'ten' is not a percentage like 10 or 2.5"),
+    "percent-negative": (["--kind", "discount", "--percent", "-5"], "'-5' is not a percentage like 10 or 2.5"),
+    "cap-zero": (["--kind", "discount", "--percent", "5", "--cap", "0"], "a cap must be above 0"),
+    "bad-threshold": (["--kind", "fixed_bonus", "--value", "5", "--threshold", "1e3"], "'1e3' is not an amount like 12.34"),
+    "ends-before-start": (["--kind", "fixed_bonus", "--value", "5", "--starts", "2041-01-01"], "the end must be after the start"),
+    "bad-date": (["--kind", "fixed_bonus", "--value", "5", "--starts", "tomorrow"], "'tomorrow' does not match the formats"),
+    "bad-kind": (["--kind", "cashback", "--value", "5"], "'cashback' is not one of"),
+    "empty-title": (["--kind", "fixed_bonus", "--value", "5", *NO_TITLE], "the Chinese title needs 1 to 120 characters"),
+}
+
+
+@pytest.mark.parametrize(("options", "message"), REFUSED.values(), ids=REFUSED.keys())
+def test_create_refuses_terms_that_make_no_sense(runner: FlaskCliRunner, options: list[str], message: str) -> None:
+    result = cli(runner, "promos", "create", "--title-zh", "促销", "--title-en", "Offer", "--ends", "2040-01-01", *options)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert promotions() == []
+
+
+def test_end_stops_a_running_promotion_at_once(app: Flask, runner: FlaskCliRunner) -> None:
+    pid = save(kind="fixed_bonus", value_fen=1000, title_en="Get 10 more")
+    assert "Get 10 more" in new_client(app).get("/?lang=en").get_data(as_text=True)
+    before = utcnow()
+    result = cli(runner, "promos", "end", str(pid))
+    assert result.exit_code == 0 and result.stdout.strip() == f"promotion {pid} ended"
+    [p] = promotions()
+    assert before <= p.ends_at <= utcnow() and p.published
+    assert "Get 10 more" not in new_client(app).get("/?lang=en").get_data(as_text=True)
+    assert current_quote(10000) == Quote.face_value(10000)
+    again = cli(runner, "promos", "end", str(pid))
+    assert again.exit_code == 0 and again.stdout.strip() == f"promotion {pid} had ended already"
+    assert promotions()[0].ends_at == p.ends_at
+
+
+def test_end_withdraws_a_promotion_that_has_not_started(app: Flask, runner: FlaskCliRunner) -> None:
+    pid = save(starts_at=utcnow() + DAY, ends_at=utcnow() + 2 * DAY)
+    result = cli(runner, "promos", "end", str(pid))
+    assert result.exit_code == 0 and "had not started: withdrawn" in result.stdout
+    [p] = promotions()
+    assert not p.published and p.ends_at > p.starts_at  # the window stays valid; the schema insists
+    assert "  draft  " in cli(runner, "promos", "list").stdout
+
+
+@pytest.mark.parametrize(("ref", "code", "message"), [("99", 1, "no promotion 99"), ("abc", 2, "'abc' is not a valid integer")])
+def test_end_of_an_unknown_promotion_fails_cleanly(runner: FlaskCliRunner, ref: str, code: int, message: str) -> None:
+    result = cli(runner, "promos", "end", ref)
+    assert result.exit_code == code and message in result.stderr
