@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from heyon_site.billing import ledger
 
-from .kit import CARD, balance, deliver_outbox, make_card, order, recharge_form, start_order
+from .kit import balance, deliver_outbox, make_card, order, start_order
 
 
 def test_recharge_page_has_the_english_labels(client: FlaskClient) -> None:

@@ -1,22 +1,21 @@
 """Cards: number normalisation, argon2id passwords, creation, and throttled authentication."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from ..database import in_write_transaction, insert
+from .. import throttle
+from ..database import in_write_transaction
 from ..extensions import db
-from ..models import Card, LoginThrottle, RechargeOrder, utcnow
+from ..models import Card, RechargeOrder, utcnow
 from .ledger import credit
 
 _SEPARATORS = re.compile(r"[\s\-_.·/]+")
@@ -96,45 +95,20 @@ class AuthResult:
 
 
 def throttle_key(number: str) -> str:
-    """A keyed hash, so the table neither stores card numbers nor can be matched offline."""
-    secret = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(secret, b"card-throttle:" + number.encode(), hashlib.sha256).hexdigest()
+    return throttle.key_for("card-throttle", number)
 
 
 def delay_after(failures: int) -> int:
-    """Seconds to wait after ``failures`` consecutive failures: free tries, then doubling."""
+    """Seconds to wait after ``failures`` consecutive failures for one card number."""
     c = current_app.config
-    free = c["HEYON_CARD_FREE_ATTEMPTS"]
-    if failures <= free:
-        return 0
-    return int(min(2 ** min(failures - free, 30), c["HEYON_CARD_MAX_DELAY_SECONDS"]))
+    return throttle.delay_after(failures, c["HEYON_CARD_FREE_ATTEMPTS"], c["HEYON_CARD_MAX_DELAY_SECONDS"])
 
 
 def _reserve_attempt(key: str, now: datetime) -> AuthResult | None:
-    """Count the attempt before checking the password, unless the card is waiting out a delay.
-
-    Counting first means parallel guesses each use up an attempt: nobody gets extra tries
-    by sending them at once. Returns a refusal, or None when the attempt may go ahead.
-    """
-    lock_after = current_app.config["HEYON_CARD_LOCK_AFTER"]
-    row = db.session.get(LoginThrottle, key, populate_existing=True)
-    if row is not None:
-        if row.failures >= lock_after:
-            return AuthResult(refused="locked")
-        if row.blocked_until is not None and row.blocked_until > now:
-            return AuthResult(refused="throttled", retry_after=max(1, int((row.blocked_until - now).total_seconds() + 0.999)))
-    stmt = (
-        insert(LoginThrottle)
-        .values(key=key, failures=1, updated_at=now)
-        .on_conflict_do_update(index_elements=["key"], set_={"failures": LoginThrottle.failures + 1, "updated_at": now})
-        .returning(LoginThrottle.failures)
-    )
-    failures = db.session.execute(stmt).scalar_one()
-    wait = delay_after(failures)
-    db.session.query(LoginThrottle).filter_by(key=key).update(
-        {"blocked_until": now + timedelta(seconds=wait) if wait else None}, synchronize_session=False
-    )
-    return None
+    c = current_app.config
+    refusal, _ = throttle.reserve_attempt(key, now, c["HEYON_CARD_FREE_ATTEMPTS"], c["HEYON_CARD_MAX_DELAY_SECONDS"],
+                                          lock_after=c["HEYON_CARD_LOCK_AFTER"])
+    return AuthResult(refused=refusal.reason, retry_after=refusal.retry_after) if refusal else None
 
 
 def authenticate(number: str, password: str, now: datetime | None = None) -> AuthResult:
@@ -164,7 +138,7 @@ def authenticate(number: str, password: str, now: datetime | None = None) -> Aut
     db.session.rollback()
 
     def success() -> None:
-        db.session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+        throttle.clear(key)
         if h.check_needs_rehash(stored):
             db.session.query(Card).filter_by(id=card_id).update({"password_hash": h.hash(normalise_password(password))})
 

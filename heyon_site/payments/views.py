@@ -30,7 +30,8 @@ def notify(name: str) -> Response:
         event = provider.parse_callback(body, request.headers)
     except (InvalidSignature, MalformedCallback) as exc:
         outcome = "bad_signature" if isinstance(exc, InvalidSignature) else "malformed"
-        in_write_transaction(lambda: set_callback_outcome(callback_id, outcome, str(exc)))
+        detail = str(exc)
+        in_write_transaction(lambda: set_callback_outcome(callback_id, outcome, detail))
         current_app.logger.warning("%s callback %s refused: %s", name, callback_id, outcome)
         return _answer(provider.reject())
 
