@@ -18,6 +18,7 @@ from .extensions import csrf, db, limiter, migrate
 from .extensions import htmx as htmx_ext
 from .payments.views import bp as payments_bp
 from .sandbox.views import bp as sandbox_bp
+from .staff.views import bp as staff_bp
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(customer_bp)
     app.register_blueprint(payments_bp)
+    app.register_blueprint(staff_bp)
     csrf.exempt(payments_bp)  # provider callbacks are authenticated by their signatures
     if "sandbox" in app.extensions["heyon.providers"]:
         app.register_blueprint(sandbox_bp)

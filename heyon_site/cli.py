@@ -21,6 +21,7 @@ from .extensions import db
 from .faq_cli import faq_cli
 from .models import Card
 from .promos_cli import promos_cli
+from .staff.cli import staff_cli
 from .providers import get as get_provider
 
 cards = AppGroup("cards", help="Create, import and inspect Heyon cards.")
@@ -178,5 +179,5 @@ def payments_reconcile(older_than: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (cards, ledger_cli, payments, seed_demo, faq_cli, promos_cli):
+    for command in (cards, ledger_cli, payments, seed_demo, faq_cli, promos_cli, staff_cli):
         app.cli.add_command(command)

@@ -58,6 +58,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_IP_LIMIT": env.get("HEYON_IP_LIMIT", "30 per minute;300 per hour"),
         "HEYON_IP_FAILURE_LIMIT": env.get("HEYON_IP_FAILURE_LIMIT", "20 per hour"),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
+        "HEYON_STAFF_IDLE_MINUTES": _int(env, "HEYON_STAFF_IDLE_MINUTES", 30),
     }
 
 
@@ -86,6 +87,9 @@ class Defaults:
     HEYON_CARD_LOCK_AFTER = 100
     # Retry schedule of the sandbox gateway's notifications (seconds), shortened from Alipay's.
     HEYON_SANDBOX_RETRY_SCHEDULE = (0, 1, 2, 5, 15, 60)
+    # Staff sign-in throttle, per username: free attempts, then doubling delays up to the cap.
+    HEYON_STAFF_FREE_ATTEMPTS = 5
+    HEYON_STAFF_MAX_DELAY_SECONDS = 3600
     HEYON_PENDING_HELP_MINUTES = 30
     # Below this balance the balance page suggests recharging before service is cut off.
     HEYON_LOW_BALANCE_FEN = 1000

@@ -233,3 +233,48 @@ class FaqEntry(db.Model):
     published: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+STAFF_ROLES = ("editor", "cashier", "admin")
+
+
+class StaffUser(db.Model):
+    """A member of staff. ``session_version`` is bumped on logout (and may be on password
+    change): every session cookie carrying an older version is refused."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (
+        CheckConstraint(_in("role", STAFF_ROLES), name="role"),
+        CheckConstraint("failed_logins >= 0", name="failed_logins_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(default=True)
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditLog(db.Model):
+    """Who did what, append-only (triggers made by the migration refuse UPDATE and DELETE).
+
+    ``username`` is copied so a row stays readable whatever happens to the account, and so a
+    failed login by an unknown name is recorded too (``staff_id`` is then empty)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), index=True, default=None)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(String(120), default=None)
+    before_summary: Mapped[str | None] = mapped_column(Text, default=None)
+    after_summary: Mapped[str | None] = mapped_column(Text, default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

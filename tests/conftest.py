@@ -75,15 +75,21 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+APPEND_ONLY = ("ledger_entries", "audit_log")
+
+
 def _empty_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         tables = [r[0] for r in conn.execute(text(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))]
         # The ledger refuses TRUNCATE by design; tests set it aside for the reset only.
-        conn.execute(text("ALTER TABLE ledger_entries DISABLE TRIGGER USER"))
+        # So does the audit log.
+        for table in APPEND_ONLY:
+            conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        conn.execute(text("ALTER TABLE ledger_entries ENABLE TRIGGER USER"))
+        for table in APPEND_ONLY:
+            conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
     engine.dispose()
 
 

@@ -2,7 +2,6 @@
 database itself keeps append-only, and `ledger.verify()` / `flask ledger verify` catching tampering."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any

@@ -1,0 +1,1 @@
+"""Staff back office: sign-in, roles, orders and receipt reprints, the audit log."""

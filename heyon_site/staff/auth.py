@@ -1,0 +1,179 @@
+"""Staff sign-in: argon2id passwords, a per-username throttle in the database, sessions that
+die on logout (``session_version``) or after idle minutes, role checks in the view, the audit log."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import abort, current_app, g, request, session, url_for
+from sqlalchemy import select, update
+
+from .. import throttle
+from ..billing.cards import hasher
+from ..database import in_write_transaction
+from ..extensions import db
+from ..htmx import redirect_to
+from ..models import STAFF_ROLES, AuditLog, StaffUser, utcnow
+
+F = TypeVar("F", bound=Callable[..., Any])
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 128
+SESSION_KEY = "staff"
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(h: PasswordHasher) -> str:
+    return h.hash("not-a-staff-password")
+
+
+def hash_password(password: str) -> str:
+    return hasher().hash(password)
+
+
+def create_staff(username: str, password: str, role: str) -> StaffUser:
+    if role not in STAFF_ROLES:
+        raise ValueError(role)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError("password too short")
+    user = StaffUser(username=username, password_hash=hash_password(password), role=role)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def find_staff(username: str) -> StaffUser | None:
+    return db.session.scalar(select(StaffUser).where(StaffUser.username == username))
+
+
+def audit(action: str, *, staff_id: int | None, username: str, target: str | None = None,
+          before: str | None = None, after: str | None = None) -> None:
+    """Add one audit row to the current transaction (the caller commits)."""
+    db.session.add(AuditLog(staff_id=staff_id, username=username[:64], action=action, target=target,
+                            before_summary=before, after_summary=after, ip=request.remote_addr))
+
+
+# ------------------------------------------------------------------ throttled sign-in
+
+
+@dataclass(frozen=True)
+class SignIn:
+    staff_id: int | None = None
+    refused: str | None = None  # "credentials" | "throttled"
+    retry_after: int = 0
+
+
+def _throttle_key(username: str) -> str:
+    """Keyed by name whether or not the account exists, so the throttle reveals nothing."""
+    return throttle.key_for("staff-throttle", username)
+
+
+def _reserve_attempt(key: str, username: str, now: datetime) -> SignIn | None:
+    c = current_app.config
+    refusal, failures = throttle.reserve_attempt(key, now, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
+    if refusal is not None:
+        return SignIn(refused=refusal.reason, retry_after=refusal.retry_after)
+    # Mirrored on the account, for admins to see; the throttle itself is the shared row.
+    wait = throttle.delay_after(failures, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
+    db.session.execute(update(StaffUser).where(StaffUser.username == username)
+                       .values(failed_logins=failures, blocked_until=now + timedelta(seconds=wait) if wait else None))
+    return None
+
+
+def authenticate(username: str, password: str, now: datetime | None = None) -> SignIn:
+    """Same work, same answer for an unknown name, a wrong password and a disabled account."""
+    now = now or utcnow()
+    key = _throttle_key(username)
+    refusal = in_write_transaction(lambda: _reserve_attempt(key, username, now))
+    if refusal is not None:
+        return refusal
+    user = find_staff(username)
+    h = hasher()
+    try:
+        h.verify(user.password_hash if user else _dummy_hash(h), password[:MAX_PASSWORD_LENGTH])
+        matched = user is not None and user.active
+    except (VerificationError, InvalidHashError):
+        matched = False
+    if not matched or user is None:
+        db.session.rollback()
+        return SignIn(refused="credentials")
+    staff_id, stored = user.id, user.password_hash
+    db.session.rollback()
+
+    def success() -> None:
+        throttle.clear(key)
+        values: dict[str, Any] = {"failed_logins": 0, "blocked_until": None, "last_login_at": now}
+        if h.check_needs_rehash(stored):
+            values["password_hash"] = h.hash(password)
+        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(**values))
+
+    in_write_transaction(success)
+    return SignIn(staff_id=staff_id)
+
+
+# ------------------------------------------------------------------ the session
+
+
+def start_session(user: StaffUser) -> None:
+    """A new session for a new identity: nothing from before sign-in survives (fixation)."""
+    session.clear()
+    session[SESSION_KEY] = {"id": user.id, "v": user.session_version, "seen": int(utcnow().timestamp())}
+    session.permanent = False
+
+
+def current_staff() -> StaffUser | None:
+    """The signed-in staff member, checked on every request: account active, session version
+    current (logout elsewhere ends it), and not idle longer than HEYON_STAFF_IDLE_MINUTES."""
+    if "staff_user" in g:
+        return g.staff_user  # type: ignore[no-any-return]
+    g.staff_user = None
+    data = session.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    now = int(utcnow().timestamp())
+    idle = current_app.config["HEYON_STAFF_IDLE_MINUTES"] * 60
+    try:
+        staff_id, version, seen = int(data["id"]), int(data["v"]), int(data["seen"])
+    except (KeyError, TypeError, ValueError):
+        session.pop(SESSION_KEY, None)
+        return None
+    user = db.session.get(StaffUser, staff_id, populate_existing=True)
+    if user is None or not user.active or user.session_version != version or now - seen > idle:
+        session.pop(SESSION_KEY, None)
+        return None
+    session[SESSION_KEY] = {**data, "seen": now}
+    g.staff_user = user
+    return user
+
+
+def end_session(user: StaffUser) -> None:
+    """Logout: every cookie of this account's current version stops working, even a copy."""
+    staff_id, username = user.id, user.username
+
+    def work() -> None:
+        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
+                           .values(session_version=StaffUser.session_version + 1))
+        audit("logout", staff_id=staff_id, username=username)
+
+    in_write_transaction(work)
+    session.clear()
+
+
+def require_role(*roles: str) -> Callable[[F], F]:
+    """Check the role in the view: a fragment render never runs the page's template checks.
+    An admin may do everything; no role at all means any signed-in staff member."""
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            user = current_staff()
+            if user is None:
+                return redirect_to(url_for("staff.login", next=request.full_path if request.method == "GET" else None))
+            if roles and user.role != "admin" and user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+        return wrapped  # type: ignore[return-value]
+    return decorator

@@ -1,0 +1,137 @@
+"""Staff pages under /staff: sign-in, orders (cashier), the audit log (admin)."""
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, abort, current_app, request, url_for
+from flask_babel import lazy_gettext as _l
+
+from ..billing.receipts import local_time
+from ..customer.views import ip_failure_limit, ip_limit
+from ..database import in_write_transaction
+from ..extensions import limiter
+from ..htmx import redirect_to, render
+from ..models import StaffUser
+from . import queries
+from .auth import audit, authenticate, current_staff, end_session, find_staff, require_role, start_session
+from .forms import LoginForm, LogoutForm, OrderSearchForm, ReceiptForm
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+
+
+@bp.after_request
+def _private(response: Response) -> Response:
+    """Nothing a staff page shows may be cached or indexed."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@bp.app_template_filter("datetime_local")
+def datetime_local(moment: datetime | None) -> str:
+    """A stored UTC time as the site's local time."""
+    return local_time(moment, ZoneInfo(current_app.config["HEYON_TIMEZONE"]))
+
+
+@bp.context_processor
+def _staff_context() -> dict[str, object]:
+    return {"staff": current_staff(), "logout_form": LogoutForm()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of our own staff area: never another host (open redirect)."""
+    if target and target.startswith("/staff/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("staff.dashboard")
+
+
+def _login_page(form: LoginForm, status: int = 200, error: object = None) -> Response:
+    return render("staff/login.html", "login_form", status, form=form, error=error, next=request.args.get("next", ""))
+
+
+@bp.get("/login")
+def login() -> Response:
+    if current_staff() is not None:
+        return redirect_to(_safe_next(request.args.get("next")))
+    return _login_page(LoginForm(formdata=None))
+
+
+@bp.post("/login")
+@limiter.limit(ip_limit)
+@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+def login_submit() -> Response:
+    form = LoginForm(formdata=request.form)
+    if not form.validate():
+        return _login_page(form, 422)
+    username, password = (form.username.data or "").strip(), form.password.data or ""
+    result = authenticate(username, password)
+    in_write_transaction(lambda: audit("login.success" if result.staff_id else f"login.{result.refused}",
+                                       staff_id=result.staff_id, username=username))
+    if result.staff_id is None:
+        if result.refused == "throttled":
+            minutes = max(1, (result.retry_after + 59) // 60)
+            return _login_page(LoginForm(formdata=None), 429,
+                               _l("Too many failed sign-ins. Try again in %(n)s minute(s).", n=minutes))
+        return _login_page(LoginForm(formdata=None), 403, _l("The username or password is wrong."))
+    user = find_staff(username)
+    assert user is not None
+    start_session(user)
+    return redirect_to(_safe_next(request.args.get("next")))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    if not LogoutForm(formdata=request.form).validate():
+        abort(400)
+    user = current_staff()
+    if user is not None:
+        end_session(user)
+    return redirect_to(url_for("staff.login"))
+
+
+@bp.get("/")
+@require_role()
+def dashboard() -> Response:
+    return render("staff/dashboard.html")
+
+
+@bp.get("/orders")
+@require_role("cashier")
+def orders() -> Response:
+    form = OrderSearchForm(formdata=request.args)
+    asked = any(v for k, v in request.args.items() if k in form._fields)
+    found = None
+    if asked and form.validate():
+        found = queries.search_orders(ZoneInfo(current_app.config["HEYON_TIMEZONE"]), form.order_no.data or "",
+                                      form.last4.data or "", form.date_from.data, form.date_to.data, form.status.data or "")
+    return render("staff/orders.html", "results", 422 if asked and form.errors else 200, form=form, orders=found)
+
+
+@bp.get("/orders/<order_no>")
+@require_role("cashier")
+def order(order_no: str) -> Response:
+    detail = queries.order_detail(order_no) or abort(404)
+    return render("staff/order.html", detail=detail, receipt_form=ReceiptForm(formdata=None))
+
+
+@bp.post("/orders/<order_no>/receipt")
+@require_role("cashier")
+def print_receipt(order_no: str) -> Response:
+    detail = queries.order_detail(order_no) or abort(404)
+    form = ReceiptForm(formdata=request.form)
+    if not form.validate():
+        abort(400)
+    user: StaffUser = current_staff()  # type: ignore[assignment]
+    paper, staff_id, username = form.paper.data, user.id, user.username
+    in_write_transaction(lambda: audit("receipt.print", staff_id=staff_id, username=username,
+                                       target=f"order {order_no}", after=f"paper={paper}"))
+    return redirect_to(url_for("customer.receipt", token=detail.order.token, paper=paper))
+
+
+@bp.get("/audit")
+@require_role("admin")
+def audit_log() -> Response:
+    page = request.args.get("page", 1, type=int) or 1
+    return render("staff/audit.html", log=queries.audit_page(page))

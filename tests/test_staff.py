@@ -1,0 +1,333 @@
+"""The staff back office: sign-in, sessions, roles, CSRF, orders, reprints and the audit log."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, text
+from sqlalchemy.exc import DatabaseError
+from werkzeug.test import TestResponse
+
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import AuditLog, ProviderCallback, StaffUser, utcnow
+from heyon_site.staff.auth import create_staff
+
+from .conftest import new_client
+from .kit import CARD, cli, csrf_from, make_card, notification, order, start_order
+
+PASSWORD = "a-long-staff-password"
+ROLES = ("editor", "cashier", "admin")
+
+
+def add_staff(username: str, role: str = "cashier", password: str = PASSWORD) -> int:
+    return in_write_transaction(lambda: create_staff(username, password, role).id)
+
+
+def login_token(client: FlaskClient) -> str:
+    return csrf_from(client.get("/staff/login?lang=en").get_data(as_text=True))
+
+
+def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> TestResponse:
+    return client.post("/staff/login", data={"csrf_token": login_token(client), "username": username, "password": password})
+
+
+def signed_in(app: Flask, role: str, htmx: bool = False) -> FlaskClient:
+    username = f"{role}-user"
+    if db.session.scalar(select(StaffUser).where(StaffUser.username == username)) is None:
+        add_staff(username, role)
+    client = new_client(app, htmx=htmx)
+    r = sign_in(client, username)
+    assert r.status_code in (303, 204), r.get_data(as_text=True)[:500]
+    return client
+
+
+def audit_rows(action: str | None = None) -> list[AuditLog]:
+    db.session.rollback()
+    q = select(AuditLog).order_by(AuditLog.id)
+    if action:
+        q = q.where(AuditLog.action == action)
+    return list(db.session.scalars(q))
+
+
+def session_cookie(client: FlaskClient) -> str | None:
+    cookie = client.get_cookie("session", domain="heyon.test")
+    return cookie.value if cookie else None
+
+
+def without_csrf(html: str) -> str:
+    return re.sub(r"[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}", "TOKEN", html)
+
+
+# ------------------------------------------------------------------ signing in
+
+
+def test_login_page_has_english_labels_and_is_private(client: FlaskClient) -> None:
+    r = client.get("/staff/login?lang=en")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    assert ">Username</label>" in body and ">Password</label>" in body and ">Sign in</button>" in body
+    assert '<meta name="robots" content="noindex' in body
+
+
+def test_login_success_redirects_and_is_audited(app: Flask, client: FlaskClient) -> None:
+    add_staff("alice")
+    r = sign_in(client, "alice")
+    assert r.status_code == 303 and r.headers["Location"].endswith("/staff/")
+    assert client.get("/staff/").status_code == 200
+    rows = audit_rows("login.success")
+    assert [(a.username, a.staff_id is not None) for a in rows] == [("alice", True)]
+
+
+def test_unknown_user_and_wrong_password_look_the_same(app: Flask) -> None:
+    add_staff("alice")
+    wrong = sign_in(new_client(app), "alice", "not-the-password")
+    unknown = sign_in(new_client(app), "nobody", "not-the-password")
+    assert wrong.status_code == unknown.status_code == 403
+    assert without_csrf(wrong.get_data(as_text=True)) == without_csrf(unknown.get_data(as_text=True))
+    assert [a.username for a in audit_rows("login.credentials")] == ["alice", "nobody"]
+
+
+def test_disabled_account_cannot_sign_in(app: Flask, client: FlaskClient) -> None:
+    staff_id = add_staff("gone")
+    in_write_transaction(lambda: db.session.query(StaffUser).filter_by(id=staff_id).update({"active": False}))
+    assert sign_in(client, "gone").status_code == 403
+
+
+def test_throttle_engages_after_five_failures(app: Flask) -> None:
+    add_staff("alice")
+    client = new_client(app)
+    for _ in range(5):
+        assert sign_in(client, "alice", "wrong-password").status_code == 403
+    assert sign_in(client, "alice", "wrong-password").status_code == 403  # the sixth counts, then waits
+    r = sign_in(client, "alice")  # even the right password waits
+    assert r.status_code == 429 and "Try again in" in r.get_data(as_text=True)
+    db.session.rollback()
+    user = db.session.scalar(select(StaffUser).where(StaffUser.username == "alice"))
+    assert user is not None and user.failed_logins == 6 and user.blocked_until is not None
+    # An unknown name is throttled exactly alike.
+    for _ in range(6):
+        sign_in(client, "nobody", "wrong-password")
+    assert sign_in(client, "nobody", "wrong-password").status_code == 429
+
+
+def test_session_is_renewed_on_login(app: Flask, client: FlaskClient) -> None:
+    add_staff("alice")
+    token = login_token(client)
+    before = session_cookie(client)
+    assert before
+    client.post("/staff/login", data={"csrf_token": token, "username": "alice", "password": PASSWORD})
+    after = session_cookie(client)
+    assert after and after != before
+    with client.session_transaction() as s:
+        assert "csrf_token" not in s  # nothing from before sign-in survives
+        assert set(s["staff"]) == {"id", "v", "seen"}
+
+
+def test_logout_ends_the_session_and_an_old_cookie_is_refused(app: Flask, client: FlaskClient) -> None:
+    add_staff("alice")
+    sign_in(client, "alice")
+    stolen = session_cookie(client)
+    assert stolen and client.get("/staff/").status_code == 200
+    token = csrf_from(client.get("/staff/").get_data(as_text=True))
+    r = client.post("/staff/logout", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/staff/login")
+    assert client.get("/staff/").status_code == 303
+    replay = new_client(app)
+    replay.set_cookie("session", stolen, domain="heyon.test")
+    r = replay.get("/staff/")
+    assert r.status_code == 303 and "/staff/login" in r.headers["Location"]
+    assert [a.username for a in audit_rows("logout")] == ["alice"]
+
+
+def test_idle_session_expires(app: Flask, client: FlaskClient) -> None:
+    add_staff("alice")
+    sign_in(client, "alice")
+    assert client.get("/staff/").status_code == 200
+    with client.session_transaction() as s:
+        s["staff"] = {**s["staff"], "seen": int((utcnow() - timedelta(minutes=31)).timestamp())}
+    assert client.get("/staff/").status_code == 303
+    sign_in(client, "alice")
+    with client.session_transaction() as s:
+        s["staff"] = {**s["staff"], "seen": int((utcnow() - timedelta(minutes=29)).timestamp())}
+    assert client.get("/staff/").status_code == 200
+
+
+def test_unauthenticated_htmx_gets_hx_redirect(hx: FlaskClient) -> None:
+    r = hx.get("/staff/orders")
+    assert r.status_code == 204 and "/staff/login" in r.headers["HX-Redirect"]
+
+
+def test_next_never_leaves_the_site(app: Flask, client: FlaskClient) -> None:
+    add_staff("alice")
+    token = login_token(client)
+    r = client.post("/staff/login?next=//evil.example/staff/", data={"csrf_token": token, "username": "alice",
+                                                                     "password": PASSWORD})
+    assert r.status_code == 303 and "evil" not in r.headers["Location"]
+
+
+# ------------------------------------------------------------------ roles
+
+
+PAGES = {"/staff/": set(ROLES), "/staff/orders": {"cashier", "admin"}, "/staff/orders/{no}": {"cashier", "admin"},
+         "/staff/audit": {"admin"}}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_reaches_only_its_pages(app: Flask, role: str) -> None:
+    make_card()
+    order_no = start_order(new_client(app))
+    client = signed_in(app, role)
+    for page, allowed in PAGES.items():
+        r = client.get(page.format(no=order_no))
+        assert r.status_code == (200 if role in allowed else 403), (role, page, r.status_code)
+        assert r.headers["Cache-Control"] == "no-store"
+    hx = signed_in(app, role, htmx=True)
+    r = hx.post(f"/staff/orders/{order_no}/receipt", data={"paper": "80"},
+                headers={"X-CSRFToken": csrf_from(hx.get("/staff/").get_data(as_text=True))})
+    assert r.status_code == (204 if role != "editor" else 403)
+
+
+def test_anonymous_is_sent_to_login_everywhere(client: FlaskClient) -> None:
+    for page in ("/staff/", "/staff/orders", "/staff/orders/1", "/staff/audit"):
+        r = client.get(page)
+        assert r.status_code == 303 and "/staff/login" in r.headers["Location"], page
+    assert client.post("/staff/orders/1/receipt", data={"paper": "80"}).status_code in (400, 303)
+
+
+# ------------------------------------------------------------------ CSRF
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_every_staff_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
+    make_card()
+    order_no = start_order(new_client(app))
+    add_staff("alice")
+    client = signed_in(app, "admin", htmx=htmx)
+    posts = {"/staff/login": {"username": "alice", "password": PASSWORD}, "/staff/logout": {},
+             f"/staff/orders/{order_no}/receipt": {"paper": "80"}}
+    for url, data in posts.items():
+        for token in (None, "forged"):
+            fields = {**data, **({"csrf_token": token} if token else {})}
+            headers = {"X-CSRFToken": token} if token and htmx else {}
+            r = client.post(url, data=fields, headers=headers)
+            assert r.status_code == 400, (url, token, r.status_code)
+    assert client.get("/staff/").status_code == 200  # still signed in: the logout was refused
+    assert audit_rows("receipt.print") == []
+
+
+# ------------------------------------------------------------------ orders
+
+
+def _credited_order(app: Flask, client: FlaskClient) -> str:
+    order_no = start_order(client)
+    r = client.post("/pay/notify/sandbox", data=notification(order_no, "100.00"))
+    assert r.get_data(as_text=True) == "success"
+    return order_no
+
+
+def test_order_search_filters(app: Flask) -> None:
+    make_card()
+    make_card("8600000000005678")
+    customer = new_client(app)
+    paid = _credited_order(app, customer)
+    other = start_order(customer, card_number="8600000000005678")
+    client = signed_in(app, "cashier")
+    hx = signed_in(app, "cashier", htmx=True)
+
+    def found(**args: str) -> set[str]:
+        r = client.get("/staff/orders", query_string=args)
+        assert r.status_code == 200, r.status_code
+        h = hx.get("/staff/orders", query_string=args)
+        assert h.status_code == 200 and h.get_data(as_text=True).lstrip().startswith('<div id="order-results">')
+        return set(re.findall(r"/staff/orders/(\d+)", r.get_data(as_text=True)))
+
+    assert found(order_no=paid) == {paid}
+    assert found(last4="1234") == {paid}
+    assert found(last4="5678") == {other}
+    assert found(status="pending") == {other}
+    assert found(status="credited") == {paid}
+    today = (utcnow() + timedelta(hours=8)).date()  # Asia/Shanghai
+    assert found(date_from=today.isoformat(), date_to=today.isoformat()) == {paid, other}
+    assert found(date_to=(today - timedelta(days=1)).isoformat()) == set()
+    assert found(date_from=(today + timedelta(days=1)).isoformat()) == set()
+    body = client.get("/staff/orders", query_string={"last4": "1234"}).get_data(as_text=True)
+    assert "**** 1234" in body and CARD not in body
+    assert client.get("/staff/orders", query_string={"last4": "12a4"}).status_code == 422
+
+
+def test_order_detail_shows_events_callbacks_and_ledger_escaped(app: Flask) -> None:
+    make_card()
+    order_no = _credited_order(app, new_client(app))
+    hostile = "out_trade_no=<script>alert(1)</script>"
+    in_write_transaction(lambda: db.session.add(ProviderCallback(provider="sandbox", body=hostile, order_no=order_no,
+                                                                 outcome="bad_signature")))
+    r = signed_in(app, "cashier").get(f"/staff/orders/{order_no}")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "bad_signature" in body and "credited" in body
+    assert "order:" in body and "recharge" in body  # the ledger entry's key
+    assert CARD not in body and "**** 1234" in body
+    assert signed_in(app, "cashier").get("/staff/orders/0000").status_code == 404
+
+
+def test_reprint_is_audited_and_opens_the_customer_receipt(app: Flask) -> None:
+    make_card()
+    order_no = _credited_order(app, new_client(app))
+    client = signed_in(app, "cashier")
+    page = client.get(f"/staff/orders/{order_no}").get_data(as_text=True)
+    r = client.post(f"/staff/orders/{order_no}/receipt", data={"csrf_token": csrf_from(page), "paper": "58"})
+    assert r.status_code == 303
+    token = order(order_no).token
+    assert r.headers["Location"].endswith(f"/orders/{token}/receipt?paper=58")
+    [row] = audit_rows("receipt.print")
+    assert (row.username, row.target, row.after_summary) == ("cashier-user", f"order {order_no}", "paper=58")
+    assert client.post(f"/staff/orders/{order_no}/receipt",
+                       data={"csrf_token": csrf_from(page), "paper": "letter"}).status_code == 400
+
+
+# ------------------------------------------------------------------ the audit log
+
+
+def test_audit_log_lists_newest_first_and_pages(app: Flask) -> None:
+    client = signed_in(app, "admin")
+    for i in range(55):
+        in_write_transaction(lambda i=i: db.session.add(AuditLog(username=f"u{i:02d}", action="test")))
+    body = client.get("/staff/audit").get_data(as_text=True)
+    assert body.index("u54") < body.index("u53") and "u04" not in body and "page=2" in body
+    second = client.get("/staff/audit?page=2").get_data(as_text=True)
+    assert "u04" in second and "u54" not in second
+
+
+def test_audit_rows_cannot_be_changed_or_deleted(app: Flask) -> None:
+    in_write_transaction(lambda: db.session.add(AuditLog(username="x", action="test")))
+    for statement in ("UPDATE audit_log SET action = 'other'", "DELETE FROM audit_log"):
+        with pytest.raises(DatabaseError, match="append-only"):
+            in_write_transaction(lambda s=statement: db.session.execute(text(s)))
+    if db.engine.dialect.name == "postgresql":
+        with pytest.raises(DatabaseError, match="append-only"):
+            in_write_transaction(lambda: db.session.execute(text("TRUNCATE audit_log")))
+    assert [a.action for a in audit_rows()] == ["test"]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_creates_staff(app: Flask, runner: object) -> None:
+    r = cli(runner, "staff", "create", "boss", "--role", "admin", "--password", "0123456789")  # type: ignore[arg-type]
+    assert r.exit_code == 0 and "created staff user boss (admin)" in r.output
+    assert cli(runner, "staff", "create", "boss", "--role", "admin", "--password", "0123456789").exit_code != 0  # type: ignore[arg-type]
+    short = cli(runner, "staff", "create", "kid", "--role", "editor", "--password", "123456789")  # type: ignore[arg-type]
+    assert short.exit_code != 0 and "at least 10" in short.output
+    assert cli(runner, "staff", "create", "x", "--role", "root", "--password", "0123456789").exit_code != 0  # type: ignore[arg-type]
+    prompted = runner.invoke(args=["staff", "create", "carol", "--role", "cashier"],  # type: ignore[attr-defined]
+                             input="0123456789ab\n0123456789ab\n")
+    assert prompted.exit_code == 0, prompted.output
+    db.session.rollback()
+    roles = dict(db.session.execute(select(StaffUser.username, StaffUser.role)).all())
+    assert roles == {"boss": "admin", "carol": "cashier"}
+    assert sign_in(new_client(app), "carol", "0123456789ab").status_code == 303
