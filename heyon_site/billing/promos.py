@@ -168,3 +168,19 @@ def end_promotion(promo_id: int, now: datetime | None = None) -> str:
     values: dict[str, Any] = {"ends_at": now} if promo.starts_at < now else {"published": False}
     db.session.execute(update(Promotion).where(Promotion.id == promo_id).values(updated_at=now, **values))
     return "ended" if "ends_at" in values else "withdrawn"
+
+
+def update_promotion(promo_id: int, new: NewPromotion, now: datetime | None = None) -> Promotion | None:
+    """Change a promotion's terms after the same checks as ``create_promotion``; the caller
+    commits. Orders already made keep their snapshot, so nothing already promised changes.
+    ``None`` when there is no such promotion."""
+    _check(new)
+    promo = db.session.get(Promotion, promo_id)
+    if promo is None:
+        return None
+    promo.title_zh, promo.title_en, promo.kind = new.title_zh.strip(), new.title_en.strip(), new.kind
+    promo.threshold_fen, promo.value_fen, promo.percent_bp = new.threshold_fen, new.value_fen or 0, new.percent_bp or 0
+    promo.cap_fen, promo.starts_at, promo.ends_at = new.cap_fen, new.starts_at, new.ends_at
+    promo.priority, promo.published, promo.updated_at = new.priority, new.published, now or utcnow()
+    db.session.flush()
+    return promo
