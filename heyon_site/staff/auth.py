@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, g, request, session, url_for
 from sqlalchemy import select, update
 
 from .. import throttle
-from ..billing.cards import hasher
+from ..billing.cards import dummy_hash, hasher
 from ..database import in_write_transaction
 from ..extensions import db
 from ..htmx import redirect_to
@@ -24,11 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 128
 SESSION_KEY = "staff"
-
-
-@lru_cache(maxsize=4)
-def _dummy_hash(h: PasswordHasher) -> str:
-    return h.hash("not-a-staff-password")
 
 
 def hash_password(password: str) -> str:
@@ -94,7 +88,7 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> S
     user = find_staff(username)
     h = hasher()
     try:
-        h.verify(user.password_hash if user else _dummy_hash(h), password[:MAX_PASSWORD_LENGTH])
+        h.verify(user.password_hash if user else dummy_hash(h), password[:MAX_PASSWORD_LENGTH])
         matched = user is not None and user.active
     except (VerificationError, InvalidHashError):
         matched = False
