@@ -18,6 +18,7 @@ from .extensions import csrf, db, limiter, migrate
 from .extensions import htmx as htmx_ext
 from .payments.views import bp as payments_bp
 from .sandbox.views import bp as sandbox_bp
+from .staff import account_views as _account_routes  # noqa: F401 - registers the account pages on the staff blueprint
 from .staff import content_views as _content_routes  # noqa: F401 - registers the editor pages on the staff blueprint
 from .staff.views import bp as staff_bp
 

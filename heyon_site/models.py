@@ -72,6 +72,8 @@ class RechargeOrder(db.Model):
         CheckConstraint("pay_fen > 0", name="pay_positive"),
         CheckConstraint("bonus_fen >= 0", name="bonus_not_negative"),
         Index("ix_recharge_orders_status_created", "status", "created_at"),
+        # The staff dashboard sums credited orders by the day they were credited.
+        Index("ix_recharge_orders_status_finalized", "status", "finalized_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -258,6 +260,13 @@ class StaffUser(db.Model):
     blocked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Second factor (RFC 6238). The secret must be readable to check a code, so it cannot be
+    # hashed; ``totp_pending`` holds a secret shown for enrolment until a first code confirms
+    # it, and ``totp_last_step`` refuses a code that was used once already (replay).
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_pending: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    totp_required: Mapped[bool] = mapped_column(default=False)
 
 
 class AuditLog(db.Model):

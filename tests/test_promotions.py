@@ -456,20 +456,20 @@ def test_create_reads_percentages_exactly(runner: FlaskCliRunner, options: list[
 
 NO_TITLE = ["--title-zh", " ", "--title-en", "x"]
 REFUSED = {
-    "fixed-without-value": (["--kind", "fixed_bonus"], "a fixed_bonus needs a value above 0"),
+    "fixed-without-value": (["--kind", "fixed_bonus"], "A fixed_bonus needs a bonus above 0"),
     "fixed-with-percent": (["--kind", "fixed_bonus", "--value", "5", "--percent", "5"], "takes no percent and no cap"),
     "fixed-with-cap": (["--kind", "fixed_bonus", "--value", "5", "--cap", "5"], "takes no percent and no cap"),
-    "percent-with-value": (["--kind", "percent_bonus", "--percent", "5", "--value", "5"], "takes no value"),
-    "percent-missing": (["--kind", "discount"], "a discount needs a percent above 0 and at most 100"),
+    "percent-with-value": (["--kind", "percent_bonus", "--percent", "5", "--value", "5"], "takes no bonus"),
+    "percent-missing": (["--kind", "discount"], "A discount needs a percent above 0 and at most 100"),
     "percent-over-100": (["--kind", "discount", "--percent", "100.01"], "at most 100"),
     "percent-not-a-number": (["--kind", "discount", "--percent", "ten"], "'ten' is not a percentage like 10 or 2.5"),
     "percent-negative": (["--kind", "discount", "--percent", "-5"], "'-5' is not a percentage like 10 or 2.5"),
-    "cap-zero": (["--kind", "discount", "--percent", "5", "--cap", "0"], "a cap must be above 0"),
+    "cap-zero": (["--kind", "discount", "--percent", "5", "--cap", "0"], "A cap must be above 0"),
     "bad-threshold": (["--kind", "fixed_bonus", "--value", "5", "--threshold", "1e3"], "'1e3' is not an amount like 12.34"),
-    "ends-before-start": (["--kind", "fixed_bonus", "--value", "5", "--starts", "2041-01-01"], "the end must be after the start"),
+    "ends-before-start": (["--kind", "fixed_bonus", "--value", "5", "--starts", "2041-01-01"], "The end must be after the start"),
     "bad-date": (["--kind", "fixed_bonus", "--value", "5", "--starts", "tomorrow"], "'tomorrow' does not match the formats"),
     "bad-kind": (["--kind", "cashback", "--value", "5"], "'cashback' is not one of"),
-    "empty-title": (["--kind", "fixed_bonus", "--value", "5", *NO_TITLE], "the Chinese title needs 1 to 120 characters"),
+    "empty-title": (["--kind", "fixed_bonus", "--value", "5", *NO_TITLE], "The Chinese title needs 1 to 120 characters"),
 }
 
 

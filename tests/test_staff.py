@@ -13,7 +13,8 @@ from werkzeug.test import TestResponse
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import AuditLog, ProviderCallback, StaffUser, utcnow
+from heyon_site.billing.promos import NewPromotion, create_promotion
+from heyon_site.models import AuditLog, FaqEntry, ProviderCallback, StaffUser, utcnow
 from heyon_site.staff.auth import create_staff
 
 from .conftest import new_client
@@ -172,17 +173,35 @@ def test_next_never_leaves_the_site(app: Flask, client: FlaskClient) -> None:
 # ------------------------------------------------------------------ roles
 
 
-PAGES = {"/staff/": set(ROLES), "/staff/orders": {"cashier", "admin"}, "/staff/orders/{no}": {"cashier", "admin"},
-         "/staff/audit": {"admin"}}
+# Every staff page and who may open it: the one matrix a new page is added to.
+EDITORS, CASHIERS = {"editor", "admin"}, {"cashier", "admin"}
+PAGES = {"/staff/": set(ROLES), "/staff/account": set(ROLES), "/staff/account/totp": set(ROLES),
+         "/staff/orders": CASHIERS, "/staff/orders/{no}": CASHIERS,
+         "/staff/faq": EDITORS, "/staff/faq/new": EDITORS, "/staff/faq/{fid}/edit": EDITORS,
+         "/staff/promotions": EDITORS, "/staff/promotions/new": EDITORS, "/staff/promotions/{pid}/edit": EDITORS,
+         "/staff/audit": {"admin"}, "/staff/accounts": {"admin"}, "/staff/accounts/new": {"admin"},
+         "/staff/accounts/{sid}": {"admin"}}
+
+
+def _page_targets() -> dict[str, object]:
+    def work() -> dict[str, object]:
+        faq = FaqEntry(locale="en", category="C", question="Q?", answer_md="A.", position=1)
+        promo = create_promotion(NewPromotion(title_zh="促销", title_en="Offer", kind="fixed_bonus", value_fen=100,
+                                              starts_at=utcnow(), ends_at=utcnow() + timedelta(days=1)))
+        db.session.add(faq)
+        db.session.flush()
+        return {"fid": faq.id, "pid": promo.id, "sid": create_staff("someone", PASSWORD, "cashier").id}
+    return in_write_transaction(work)
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_reaches_only_its_pages(app: Flask, role: str) -> None:
     make_card()
     order_no = start_order(new_client(app))
+    ids = _page_targets()
     client = signed_in(app, role)
     for page, allowed in PAGES.items():
-        r = client.get(page.format(no=order_no))
+        r = client.get(page.format(no=order_no, **ids))
         assert r.status_code == (200 if role in allowed else 403), (role, page, r.status_code)
         assert r.headers["Cache-Control"] == "no-store"
     hx = signed_in(app, role, htmx=True)
@@ -192,8 +211,8 @@ def test_each_role_reaches_only_its_pages(app: Flask, role: str) -> None:
 
 
 def test_anonymous_is_sent_to_login_everywhere(client: FlaskClient) -> None:
-    for page in ("/staff/", "/staff/orders", "/staff/orders/1", "/staff/audit"):
-        r = client.get(page)
+    for page in PAGES:
+        r = client.get(page.format(no=1, fid=1, pid=1, sid=1))
         assert r.status_code == 303 and "/staff/login" in r.headers["Location"], page
     assert client.post("/staff/orders/1/receipt", data={"paper": "80"}).status_code in (400, 303)
 

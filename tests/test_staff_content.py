@@ -275,7 +275,7 @@ def test_promotions_create_edit_publish_end_with_audit(app: Flask) -> None:
     ({"value": "1e3"}, "Not an amount like 12.34."),
     ({"kind": "discount", "value": "", "percent": "abc"}, "Not a percentage like 10 or 2.5."),
     ({"kind": "discount", "value": "", "percent": "150"}, "at most 100"),
-    ({"ends": local(-timedelta(days=2))}, "the end must be after the start"),
+    ({"ends": local(-timedelta(days=2))}, "The end must be after the start."),
     ({"title_en": ""}, "Required."),
 ])
 def test_invalid_promotions_are_refused(app: Flask, fields: dict[str, str], message: str) -> None:
@@ -283,6 +283,15 @@ def test_invalid_promotions_are_refused(app: Flask, fields: dict[str, str], mess
     r = client.post("/staff/promotions?lang=en", data={"csrf_token": token(client), **promo_fields(**fields)})
     assert r.status_code == 422 and message in r.get_data(as_text=True)
     assert db.session.scalar(select(Promotion.id)) is None and audit_rows("promo.create") == []
+
+
+def test_a_refused_promotion_is_explained_in_the_readers_language(app: Flask) -> None:
+    client = signed_in(app, "editor")
+    fields = promo_fields(ends=local(-timedelta(days=2)))
+    zh = client.post("/staff/promotions?lang=zh", data={"csrf_token": token(client), **fields}).get_data(as_text=True)
+    en = client.post("/staff/promotions?lang=en", data={"csrf_token": token(client), **fields}).get_data(as_text=True)
+    assert "The end must be after the start." in en
+    assert "The end must be after the start." not in zh and "结束时间必须晚于开始时间。" in zh
 
 
 def test_an_edit_on_the_staff_page_never_changes_an_order(app: Flask, client: FlaskClient) -> None:

@@ -101,8 +101,19 @@ def current_quote(amount_fen: int, now: datetime | None = None) -> Quote:
 # ------------------------------------------------------------------ operators
 
 
+def N_(message: str) -> str:
+    """Marks a message for translation without translating it: billing knows no languages,
+    the page that shows the error translates it (``gettext(e.message, **e.params)``)."""
+    return message
+
+
 class PromotionError(ValueError):
-    """A promotion that would not make sense; the message says why, for the operator."""
+    """A promotion that would not make sense. ``str(e)`` is the English sentence for the CLI;
+    ``message`` and ``params`` let a page say it in the reader's language."""
+
+    def __init__(self, message: str, **params: object) -> None:
+        super().__init__(message % params)
+        self.message, self.params = message, params
 
 
 @dataclass(frozen=True)
@@ -123,21 +134,22 @@ class NewPromotion:
 
 
 def _check(t: NewPromotion) -> None:
-    for name, title in (("Chinese", t.title_zh), ("English", t.title_en)):
+    for message, title in ((N_("The Chinese title needs 1 to %(n)s characters."), t.title_zh),
+                           (N_("The English title needs 1 to %(n)s characters."), t.title_en)):
         if not title.strip() or len(title) > MAX_TITLE:
-            raise PromotionError(f"the {name} title needs 1 to {MAX_TITLE} characters")
+            raise PromotionError(message, n=MAX_TITLE)
     if t.kind not in PROMO_KINDS:
-        raise PromotionError(f"the kind is one of {', '.join(PROMO_KINDS)}")
+        raise PromotionError(N_("The kind is one of %(kinds)s."), kinds=", ".join(PROMO_KINDS))
     if t.kind == "fixed_bonus" and (not t.value_fen or t.percent_bp is not None or t.cap_fen is not None):
-        raise PromotionError("a fixed_bonus needs a value above 0, and takes no percent and no cap")
+        raise PromotionError(N_("A fixed_bonus needs a bonus above 0, and takes no percent and no cap."))
     if t.kind != "fixed_bonus" and (t.value_fen is not None or not t.percent_bp or t.percent_bp > BASIS):
-        raise PromotionError(f"a {t.kind} needs a percent above 0 and at most 100, and takes no value")
+        raise PromotionError(N_("A %(kind)s needs a percent above 0 and at most 100, and takes no bonus."), kind=t.kind)
     if t.cap_fen is not None and t.cap_fen <= 0:
-        raise PromotionError("a cap must be above 0")
+        raise PromotionError(N_("A cap must be above 0."))
     if t.threshold_fen < 0:
-        raise PromotionError("a threshold cannot be negative")
+        raise PromotionError(N_("The from amount cannot be negative."))
     if t.ends_at <= t.starts_at:
-        raise PromotionError("the end must be after the start")
+        raise PromotionError(N_("The end must be after the start."))
 
 
 def create_promotion(new: NewPromotion, now: datetime | None = None) -> Promotion:

@@ -9,7 +9,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import abort, current_app, g, request, session, url_for
+from flask import abort, current_app, g, has_request_context, request, session, url_for
 from sqlalchemy import select, update
 
 from .. import throttle
@@ -18,6 +18,7 @@ from ..database import in_write_transaction
 from ..extensions import db
 from ..htmx import redirect_to
 from ..models import STAFF_ROLES, AuditLog, StaffUser, utcnow
+from . import second_factor
 
 F = TypeVar("F", bound=Callable[..., Any])
 MIN_PASSWORD_LENGTH = 10
@@ -48,7 +49,8 @@ def audit(action: str, *, staff_id: int | None, username: str, target: str | Non
           before: str | None = None, after: str | None = None) -> None:
     """Add one audit row to the current transaction (the caller commits)."""
     db.session.add(AuditLog(staff_id=staff_id, username=username[:64], action=action, target=target,
-                            before_summary=before, after_summary=after, ip=request.remote_addr))
+                            before_summary=before, after_summary=after,
+                            ip=request.remote_addr if has_request_context() else None))
 
 
 # ------------------------------------------------------------------ throttled sign-in
@@ -109,7 +111,65 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> S
     return SignIn(staff_id=staff_id)
 
 
+def check_code(staff_id: int, username: str, secret: str, code: str, now: datetime | None = None) -> SignIn:
+    """A second-factor code, throttled per account like the password: a million codes would
+    otherwise be guessed in a few thousand tries an hour."""
+    now = now or utcnow()
+    c = current_app.config
+    key = throttle.key_for("staff-code", username)
+
+    def reserve() -> SignIn | None:
+        refusal, _ = throttle.reserve_attempt(key, now, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
+        return SignIn(refused=refusal.reason, retry_after=refusal.retry_after) if refusal else None
+
+    refusal = in_write_transaction(reserve)
+    if refusal is not None:
+        return refusal
+
+    def use() -> bool:
+        if not second_factor.use_code(staff_id, secret, code, now):
+            return False
+        throttle.clear(key)
+        return True
+
+    return SignIn(staff_id=staff_id) if in_write_transaction(use) else SignIn(refused="credentials")
+
+
 # ------------------------------------------------------------------ the session
+
+
+SECOND_STEP_KEY = "staff_second_step"
+SECOND_STEP_SECONDS = 300
+
+
+def start_second_step(user: StaffUser) -> None:
+    """The password was right and a code is due: remember who, not signed in yet."""
+    session.clear()
+    session[SECOND_STEP_KEY] = {"id": user.id, "v": user.session_version, "at": int(utcnow().timestamp())}
+
+
+def second_step_user() -> StaffUser | None:
+    """The account waiting for its code, if the password step was recent and still valid."""
+    data = session.get(SECOND_STEP_KEY)
+    if not isinstance(data, dict):
+        return None
+    try:
+        staff_id, version, at = int(data["id"]), int(data["v"]), int(data["at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    user = db.session.get(StaffUser, staff_id, populate_existing=True)
+    fresh = 0 <= int(utcnow().timestamp()) - at <= SECOND_STEP_SECONDS
+    if user is None or not user.active or user.session_version != version or not user.totp_secret or not fresh:
+        session.pop(SECOND_STEP_KEY, None)
+        return None
+    return user
+
+
+def end_all_sessions(staff_id: int) -> None:
+    """Every cookie of the account stops working (password change, role change, disabling).
+    Runs in the caller's write transaction."""
+    db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
+                       .values(session_version=StaffUser.session_version + 1))
 
 
 def start_session(user: StaffUser) -> None:
@@ -149,23 +209,25 @@ def end_session(user: StaffUser) -> None:
     staff_id, username = user.id, user.username
 
     def work() -> None:
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                           .values(session_version=StaffUser.session_version + 1))
+        end_all_sessions(staff_id)
         audit("logout", staff_id=staff_id, username=username)
 
     in_write_transaction(work)
     session.clear()
 
 
-def require_role(*roles: str) -> Callable[[F], F]:
+def require_role(*roles: str, enrolling: bool = False) -> Callable[[F], F]:
     """Check the role in the view: a fragment render never runs the page's template checks.
-    An admin may do everything; no role at all means any signed-in staff member."""
+    An admin may do everything; no role at all means any signed-in staff member. An account
+    whose second factor is required but not set up reaches only the ``enrolling`` pages."""
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             user = current_staff()
             if user is None:
                 return redirect_to(url_for("staff.login", next=request.full_path if request.method == "GET" else None))
+            if user.totp_required and not user.totp_secret and not enrolling:
+                return redirect_to(url_for("staff.totp_setup"))
             if roles and user.role != "admin" and user.role not in roles:
                 abort(403)
             return view(*args, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Response, abort, current_app, url_for
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import func, select
@@ -30,6 +30,7 @@ from ..htmx import is_htmx, redirect_to, render
 from ..models import PROMO_KINDS, FaqEntry, Promotion, StaffUser, utcnow
 from ..promos_cli import describe, state
 from .auth import audit, current_staff, require_role
+from .forms import ActionForm
 from .views import bp
 
 FAQ_LOCALES = (("zh_Hans", "中文"), ("en", "English"))
@@ -103,10 +104,6 @@ class PromotionForm(FlaskForm):
                             threshold_fen=amounts["threshold"] or 0, value_fen=amounts["value"],
                             percent_bp=amounts["percent"], cap_fen=amounts["cap"], priority=self.priority.data or 0,
                             published=bool(self.published.data))
-
-
-class ActionForm(FlaskForm):
-    """Only the CSRF token: publish, unpublish, move and end are POSTs with no fields."""
 
 
 # ------------------------------------------------------------------ helpers
@@ -375,7 +372,7 @@ def promo_create() -> Response:
     try:
         in_write_transaction(work)
     except PromotionError as e:
-        return _promo_form_page(form, None, 422, str(e))
+        return _promo_form_page(form, None, 422, gettext(e.message, **e.params))
     return _after_post("staff.promo_list")
 
 
@@ -405,7 +402,7 @@ def promo_save(promo_id: int) -> Response:
     try:
         in_write_transaction(work)
     except PromotionError as e:
-        return _promo_form_page(form, promo, 422, str(e))
+        return _promo_form_page(form, promo, 422, gettext(e.message, **e.params))
     return _after_post("staff.promo_list")
 
 

@@ -8,14 +8,16 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_babel import lazy_gettext as _l
 
+from ..billing.money import yuan_grouped
 from ..billing.receipts import local_time
 from ..customer.views import ip_failure_limit, ip_limit
 from ..database import in_write_transaction
 from ..extensions import limiter
 from ..htmx import redirect_to, render
-from ..models import StaffUser
+from ..models import StaffUser, utcnow
+from . import dashboard as board
 from . import queries
-from .auth import audit, authenticate, current_staff, end_session, find_staff, require_role, start_session
+from .auth import audit, authenticate, current_staff, end_session, find_staff, require_role, start_second_step, start_session
 from .forms import LoginForm, LogoutForm, OrderSearchForm, ReceiptForm
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -35,12 +37,15 @@ def datetime_local(moment: datetime | None) -> str:
     return local_time(moment, ZoneInfo(current_app.config["HEYON_TIMEZONE"]))
 
 
+bp.add_app_template_filter(yuan_grouped, "yuan_grouped")
+
+
 @bp.context_processor
 def _staff_context() -> dict[str, object]:
     return {"staff": current_staff(), "logout_form": LogoutForm()}
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only a path of our own staff area: never another host (open redirect)."""
     if target and target.startswith("/staff/") and not target.startswith("//") and not urlsplit(target).netloc:
         return target
@@ -54,7 +59,7 @@ def _login_page(form: LoginForm, status: int = 200, error: object = None) -> Res
 @bp.get("/login")
 def login() -> Response:
     if current_staff() is not None:
-        return redirect_to(_safe_next(request.args.get("next")))
+        return redirect_to(safe_next(request.args.get("next")))
     return _login_page(LoginForm(formdata=None))
 
 
@@ -67,18 +72,22 @@ def login_submit() -> Response:
         return _login_page(form, 422)
     username, password = (form.username.data or "").strip(), form.password.data or ""
     result = authenticate(username, password)
-    in_write_transaction(lambda: audit("login.success" if result.staff_id else f"login.{result.refused}",
-                                       staff_id=result.staff_id, username=username))
+    user = find_staff(username) if result.staff_id else None
+    code_due = user is not None and bool(user.totp_secret)
+    action = "login.password_ok" if code_due else "login.success" if user else f"login.{result.refused}"
+    in_write_transaction(lambda: audit(action, staff_id=result.staff_id, username=username))
     if result.staff_id is None:
         if result.refused == "throttled":
             minutes = max(1, (result.retry_after + 59) // 60)
             return _login_page(LoginForm(formdata=None), 429,
                                _l("Too many failed sign-ins. Try again in %(n)s minute(s).", n=minutes))
         return _login_page(LoginForm(formdata=None), 403, _l("The username or password is wrong."))
-    user = find_staff(username)
     assert user is not None
+    if code_due:
+        start_second_step(user)
+        return redirect_to(url_for("staff.login_code", next=request.args.get("next") or None))
     start_session(user)
-    return redirect_to(_safe_next(request.args.get("next")))
+    return redirect_to(safe_next(request.args.get("next")))
 
 
 @bp.post("/logout")
@@ -94,7 +103,12 @@ def logout() -> Response:
 @bp.get("/")
 @require_role()
 def dashboard() -> Response:
-    return render("staff/dashboard.html")
+    tz, now = ZoneInfo(current_app.config["HEYON_TIMEZONE"]), utcnow()
+    days = board.daily_totals(tz, board.local_today(tz, now))
+    user: StaffUser = current_staff()  # type: ignore[assignment]
+    # Only those who may open an order see the list of them; totals are for all staff.
+    waiting = [board.waiting_orders(s, now) for s in ("pending", "review")] if user.role in ("cashier", "admin") else None
+    return render("staff/dashboard.html", days=days, chart=board.chart(days), waiting=waiting)
 
 
 @bp.get("/orders")
