@@ -226,8 +226,16 @@ def test_every_staff_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
     order_no = start_order(new_client(app))
     add_staff("alice")
     client = signed_in(app, "admin", htmx=htmx)
+    sid = db.session.scalar(select(StaffUser.id).where(StaffUser.username == "alice"))
+    new = {"new_password": "0123456789ab", "again": "0123456789ab"}
     posts = {"/staff/login": {"username": "alice", "password": PASSWORD}, "/staff/logout": {},
-             f"/staff/orders/{order_no}/receipt": {"paper": "80"}}
+             "/staff/login/code": {"code": "123456"},
+             f"/staff/orders/{order_no}/receipt": {"paper": "80"},
+             "/staff/account/password": {"current": PASSWORD, **new},
+             "/staff/account/totp": {"code": "123456"}, "/staff/account/totp/off": {"code": "123456"},
+             "/staff/accounts": {"username": "mallory", "role": "admin", "active": "y", **new},
+             f"/staff/accounts/{sid}": {"role": "admin", "active": "y"},
+             f"/staff/accounts/{sid}/password": new, f"/staff/accounts/{sid}/totp-reset": {}}
     for url, data in posts.items():
         for token in (None, "forged"):
             fields = {**data, **({"csrf_token": token} if token else {})}
@@ -236,6 +244,7 @@ def test_every_staff_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
             assert r.status_code == 400, (url, token, r.status_code)
     assert client.get("/staff/").status_code == 200  # still signed in: the logout was refused
     assert audit_rows("receipt.print") == []
+    assert [u.role for u in db.session.scalars(select(StaffUser).order_by(StaffUser.id))] == ["cashier", "admin"]
 
 
 # ------------------------------------------------------------------ orders
