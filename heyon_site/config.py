@@ -7,6 +7,7 @@ README lists. Tests pass a dict of overrides to ``create_app``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,35 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+# Each payment provider reads its own settings (``providers/<name>.py`` names them); they pass
+# through from the environment as they are. Keys may be given as a value or as ``NAME_FILE``.
+PROVIDER_SETTING_PREFIXES = ("HEYON_ALIPAY_", "HEYON_WECHAT_", "HEYON_STRIPE_")
+
+
+class MissingSetting(ValueError):
+    """A provider lacks a setting; the message names the variable, never a value."""
+
+
+def setting(config: Mapping[str, Any], name: str, required: bool = True) -> str:
+    """``name`` from the configuration, or the contents of the file ``name + "_FILE"`` names
+    (keys mounted as files stay out of the environment and out of ``ps``)."""
+    value = config.get(name) or ""
+    path = config.get(name + "_FILE") or ""
+    if not value and path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MissingSetting(f"{name}_FILE cannot be read ({exc.strerror})") from None
+    if required and not value:
+        raise MissingSetting(f"{name} (or {name}_FILE) is not set")
+    return str(value)
+
+
 def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The settings taken from ``env`` (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)
     return {
+        **{k: v for k, v in env.items() if k.startswith(PROVIDER_SETTING_PREFIXES)},
         "SECRET_KEY": env.get("SECRET_KEY"),
         "DATABASE_URL": env.get("DATABASE_URL"),
         "HEYON_PROVIDERS": _csv(env.get("HEYON_PROVIDERS", "")),
@@ -57,6 +83,10 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "HEYON_IP_LIMIT": env.get("HEYON_IP_LIMIT", "30 per minute;300 per hour"),
         "HEYON_IP_FAILURE_LIMIT": env.get("HEYON_IP_FAILURE_LIMIT", "20 per hour"),
+        # "Check payment now" on the order page asks the provider: per IP, and per order at most
+        # once in HEYON_CHECK_INTERVAL_SECONDS whoever presses it.
+        "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
+        "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
         "HEYON_STAFF_IDLE_MINUTES": _int(env, "HEYON_STAFF_IDLE_MINUTES", 30),
     }

@@ -88,13 +88,21 @@ class RechargeOrder(db.Model):
     pay_fen: Mapped[int] = mapped_column(BigInteger)  # what the customer pays
     bonus_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     promo_snapshot: Mapped[str | None] = mapped_column(Text, default=None)
-    provider_txn_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    provider_txn_id: Mapped[str | None] = mapped_column(String(255), default=None)
     paid_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
     status_reason: Mapped[str | None] = mapped_column(String(64), default=None)
     locale: Mapped[str] = mapped_column(String(10), default="zh_Hans")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finalized_at: Mapped[datetime | None] = mapped_column(default=None)
+    # How the payment was started with the provider: its reference for later queries (a Stripe
+    # session id), the page to continue paying on, and the text a desktop shows as a QR code.
+    provider_ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    pay_url: Mapped[str | None] = mapped_column(Text, default=None)
+    pay_qr: Mapped[str | None] = mapped_column(Text, default=None)
+    # Reconciliation: when the provider was last asked about this order (bounds how often the
+    # customer's "check payment now" and cron ask).
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)
 
     card: Mapped[Card] = relationship(lazy="joined")
 
@@ -138,7 +146,7 @@ class PaymentEvent(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(20))
-    provider_txn_id: Mapped[str] = mapped_column(String(64))
+    provider_txn_id: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(10))
     order_id: Mapped[int] = mapped_column(ForeignKey("recharge_orders.id"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)

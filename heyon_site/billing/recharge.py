@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -172,30 +172,6 @@ def _closed(order: RechargeOrder, now: datetime) -> str:
     return "ignored"
 
 
-def expire_stale(older_than: timedelta, now: datetime | None = None) -> int:
-    """Expire orders pending longer than ``older_than``; returns how many."""
-    now = now or utcnow()
-    result = db.session.execute(
-        update(RechargeOrder)
-        .where(RechargeOrder.status == "pending", RechargeOrder.created_at < now - older_than)
-        .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout")
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def pending_orders(older_than: timedelta, now: datetime | None = None, limit: int = 500) -> list[tuple[str, str]]:
-    """(order_no, provider) of orders pending longer than ``older_than``, oldest first."""
-    now = now or utcnow()
-    rows = db.session.execute(
-        select(RechargeOrder.order_no, RechargeOrder.provider)
-        .where(RechargeOrder.status == "pending", RechargeOrder.created_at < now - older_than)
-        .order_by(RechargeOrder.created_at)
-        .limit(limit)
-    ).all()
-    return [(no, provider) for no, provider in rows]
-
-
 # ------------------------------------------------------------------ the raw callback log
 
 MAX_STORED_BODY = 16 * 1024
@@ -223,4 +199,4 @@ def set_callback_outcome(callback_id: int, outcome: str, detail: str = "", order
     )
 
 
-__all__ = ["AmountError", "AmountOutOfRange", "AmountRules", "apply_event", "expire_stale", "start_recharge"]
+__all__ = ["AmountError", "AmountOutOfRange", "AmountRules", "apply_event", "start_recharge"]

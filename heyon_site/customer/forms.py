@@ -92,3 +92,7 @@ class RechargeForm(CardForm):
     def validate_method(self, field: RadioField) -> None:
         if field.data not in dict(self.method.choices or []):
             raise ValidationError(_l("Choose a payment method."))
+
+
+class CheckPaymentForm(FlaskForm):
+    """Only the CSRF token: "check payment now" asks the provider, so it is a POST."""

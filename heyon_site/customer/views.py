@@ -6,6 +6,7 @@ from datetime import timedelta
 from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
@@ -14,12 +15,13 @@ from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.promos import active_promotions, current_quote, quote
 from ..billing.recharge import find_by_token, start_recharge
 from ..database import in_write_transaction
-from ..extensions import limiter
-from ..htmx import redirect_to, render
-from ..models import utcnow
+from ..extensions import db, limiter
+from ..htmx import is_htmx, redirect_to, render
+from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
-from ..providers.base import OrderRef
-from .forms import BalanceForm, RechargeForm
+from ..payments.reconcile import begin_payment, candidate, check_one, device_of
+from ..providers.base import OrderRef, ProviderUnavailable
+from .forms import BalanceForm, CheckPaymentForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
 
@@ -103,8 +105,18 @@ def recharge_submit() -> Response:
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
     order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
                                                         terms=current_quote(amount_fen)))
-    checkout = provider.checkout(OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
-                                          url_for("customer.order", token=order.token, _external=True)))
+    ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
+                   url_for("customer.order", token=order.token, _external=True))
+    try:
+        checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
+    except ProviderUnavailable:
+        # The order stays pending and expires unpaid; the customer can pick another way now.
+        current_app.logger.warning("%s checkout for order %s failed: provider unavailable", provider.name, ref.order_no)
+        form.form_errors.append(_l("This payment method is not answering right now. "
+                                   "Try again in a minute or choose another method."))
+        return recharge_page(form, "recharge_form", 503)
+    if checkout.qr_payload or not checkout.redirect_url:
+        return redirect_to(url_for("customer.order", token=order.token))  # the QR code is shown there
     return redirect_to(checkout.redirect_url)
 
 
@@ -132,12 +144,58 @@ def balance_submit() -> Response:
 
 @bp.get("/orders/<token>")
 def order(token: str) -> Response:
-    found = find_by_token(token) or abort(404)
+    return _order_page(find_by_token(token) or abort(404))
+
+
+def _order_page(found: RechargeOrder) -> Response:
     waited = utcnow() - found.created_at
+    qr = None
+    if found.status == "pending" and found.pay_qr:
+        # A long web address (a signed Alipay link is about 1,000 characters) becomes a short one
+        # of ours that redirects to it: a small QR code a cheap camera reads. An app scheme
+        # (weixin://) must be scanned as it is. segno escapes the payload into its own SVG.
+        payload = (url_for("customer.order_pay", token=found.token, _external=True)
+                   if found.pay_qr.startswith(("https://", "http://")) else found.pay_qr)
+        qr = Markup(receipts.qr_svg(payload))
     return no_store(render(
-        "customer/order.html", "order_status", order=found,
+        "customer/order.html", "order_status", order=found, qr=qr,
+        check_form=CheckPaymentForm(formdata=None),
         overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
     ))
+
+
+@bp.get("/orders/<token>/pay")
+def order_pay(token: str) -> Response:
+    """Where the order page's QR code points: on to the provider's page while the order can
+    still be paid, else back to the order."""
+    found = find_by_token(token) or abort(404)
+    if found.status == "pending" and found.pay_qr and found.pay_qr.startswith(("https://", "http://")):
+        return no_store(redirect_to(found.pay_qr))
+    return redirect_to(url_for("customer.order", token=token))
+
+
+def check_limit() -> str:
+    return current_app.config["HEYON_CHECK_LIMIT"]
+
+
+@bp.post("/orders/<token>/check")
+@limiter.limit(check_limit)
+def order_check(token: str) -> Response:
+    """Ask the provider about this one order now, as reconciliation would (never expires it)."""
+    found = find_by_token(token) or abort(404)
+    if not CheckPaymentForm(formdata=request.form).validate():
+        abort(400)
+    interval = timedelta(seconds=current_app.config["HEYON_CHECK_INTERVAL_SECONDS"])
+    if found.status == "pending" and (found.checked_at is None or utcnow() - found.checked_at >= interval):
+        asked = candidate(found.order_no)
+        if asked is not None:
+            outcome = check_one(asked, get_provider, expire_after=None)
+            current_app.logger.info("check now for order %s: %s", found.order_no, outcome)
+        db.session.expire_all()
+        found = find_by_token(token) or abort(404)
+    if is_htmx():
+        return _order_page(found)
+    return redirect_to(url_for("customer.order", token=token))
 
 
 @bp.get("/orders/<token>/receipt")

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, request
 from ..billing.recharge import apply_event, record_callback, set_callback_outcome
 from ..database import in_write_transaction
 from ..providers import get as get_provider
-from ..providers.base import Acknowledgement, InvalidSignature, MalformedCallback, ProviderEvent
+from ..providers.base import Acknowledgement, InvalidSignature, MalformedCallback, NothingToDo, ProviderEvent
 
 bp = Blueprint("payments", __name__, url_prefix="/pay")
 
@@ -28,6 +28,10 @@ def notify(name: str) -> Response:
         lambda: record_callback(name, body, request.content_type, request.remote_addr).id)
     try:
         event = provider.parse_callback(body, request.headers)
+    except NothingToDo as exc:
+        detail = str(exc)
+        in_write_transaction(lambda: set_callback_outcome(callback_id, "ignored", detail))
+        return _answer(provider.acknowledge())
     except (InvalidSignature, MalformedCallback) as exc:
         outcome = "bad_signature" if isinstance(exc, InvalidSignature) else "malformed"
         detail = str(exc)

@@ -11,13 +11,19 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from .alipay import AlipayProvider
 from .base import Provider
 from .sandbox import SandboxProvider
+from .stripe_checkout import StripeCheckoutProvider
+from .wechat import WechatPayProvider
 
 log = logging.getLogger(__name__)
 
 PROVIDERS: dict[str, Callable[[Mapping[str, Any]], Provider]] = {
     "sandbox": lambda config: SandboxProvider(config["HEYON_SANDBOX_SECRET"]),
+    "alipay": AlipayProvider,
+    "stripe": StripeCheckoutProvider.from_config,
+    "wechat": WechatPayProvider,
 }
 
 

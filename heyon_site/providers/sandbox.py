@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from urllib.parse import parse_qsl
 
 from flask import url_for
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from ..billing.money import AmountError, parse_amount
 from ..extensions import db
 from ..models import SandboxPayment
-from .base import Acknowledgement, Checkout, InvalidSignature, MalformedCallback, OrderRef, ProviderEvent
+from .base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, OrderRef, ProviderEvent
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -34,13 +35,15 @@ def sign(fields: Mapping[str, str], secret: str) -> str:
 class SandboxProvider:
     name = "sandbox"
     min_fen = 1
+    pay_timeout = timedelta(minutes=15)
 
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("HEYON_SANDBOX_SECRET is empty")
         self._secret = secret
 
-    def checkout(self, order: OrderRef) -> Checkout:
+    def checkout(self, order: OrderRef, device: Device) -> Checkout:
+        # Every device goes to the gateway page: the sandbox stands in for a hosted page.
         return Checkout(redirect_url=url_for("sandbox.gateway", order_no=order.order_no))
 
     def sign(self, fields: Mapping[str, str]) -> str:
@@ -85,3 +88,6 @@ class SandboxProvider:
             return None
         kind = "paid" if row.status in PAID_STATUSES else "closed"
         return ProviderEvent(provider=self.name, order_no=order_no, txn_id=row.trade_no, kind=kind, amount_fen=row.amount_fen)
+
+    def close(self, order_no: str) -> None:
+        """The gateway page refuses an order that is no longer pending; nothing to tell."""

@@ -1,0 +1,161 @@
+"""Starting payments, and making sure no paid order is left pending when a notification is lost.
+
+``reconcile`` asks each provider about orders still pending after a while, credits the paid ones
+through the one credit path (``apply_event``), and past the payment timeout closes the order with
+the provider, asks once more (a payment may have landed meanwhile) and only then expires it.
+
+Safe to run from cron on several machines at once. On PostgreSQL each order is claimed with
+``SELECT ... FOR UPDATE SKIP LOCKED`` for the length of its check, so two runs never ask about
+the same order at the same time and a notification for that order waits for the claim, then
+finds it settled. SQLite has one writer: the provider is asked outside the write lock (a slow
+provider must not stop every other writer), so two runs on one machine may ask twice; applying
+the same answer twice is a duplicate, never a second credit.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from ..billing.recharge import apply_event
+from ..database import in_write_transaction
+from ..extensions import db
+from ..models import RechargeOrder, utcnow
+from ..providers.base import Checkout, Device, OrderRef, Provider, ProviderEvent, ProviderUnavailable
+
+# Words in a User-Agent that mean a phone or tablet browser (including in-app browsers).
+_MOBILE_HINTS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "micromessenger", "alipayclient")
+
+
+def device_of(user_agent: str) -> Device:
+    """A phone gets the provider's mobile page; a computer gets a QR code for the phone. No
+    User-Agent at all is taken for a phone, since most of our customers are on one."""
+    ua = user_agent.lower()
+    if not ua or any(hint in ua for hint in _MOBILE_HINTS):
+        return "mobile"
+    return "desktop"
+
+
+def begin_payment(provider: Provider, ref: OrderRef, device: Device) -> Checkout:
+    """Start paying with the provider and keep how on the order, so the order page can show the
+    QR code again or offer to continue paying. Raises ProviderUnavailable."""
+    checkout = provider.checkout(ref, device)
+
+    def keep() -> None:
+        db.session.execute(update(RechargeOrder).where(RechargeOrder.order_no == ref.order_no)
+                           .values(pay_url=checkout.redirect_url, pay_qr=checkout.qr_payload,
+                                   provider_ref=checkout.provider_ref))
+
+    in_write_transaction(keep)
+    return checkout
+
+
+# ------------------------------------------------------------------ checking one order
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    order_no: str
+    provider: str
+    created_at: datetime
+
+
+def _ask(provider: Provider, order: Candidate, expire_after: timedelta | None, now: datetime) -> tuple[str, ProviderEvent | None, bool]:
+    """Ask the provider (network; no write lock held on SQLite). Returns the outcome so far, the
+    event to apply, and whether the order is to be expired."""
+    try:
+        event = provider.query(order.order_no)
+        if event is not None:
+            return "", event, False
+        if expire_after is None or now - order.created_at < max(expire_after, provider.pay_timeout):
+            return "still_pending", None, False
+        provider.close(order.order_no)
+        event = provider.query(order.order_no)  # paid between the first question and the close?
+        if event is not None and event.kind == "paid":
+            return "", event, False
+        # Unpaid, or closed by the close we just sent: it ran out of time, it did not fail.
+        return "expired", None, True
+    except ProviderUnavailable:
+        return "provider_unavailable", None, False
+
+
+def _settle(order: Candidate, outcome: str, event: ProviderEvent | None, expire: bool, now: datetime) -> str:
+    """The write half of a check, in the caller's write transaction."""
+    db.session.execute(update(RechargeOrder).where(RechargeOrder.id == order.id).values(checked_at=now))
+    if event is not None:
+        return apply_event(event, now)
+    if expire:
+        moved = db.session.execute(
+            update(RechargeOrder).where(RechargeOrder.id == order.id, RechargeOrder.status == "pending")
+            .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout"))
+        return "expired" if moved.rowcount == 1 else "ignored"  # type: ignore[attr-defined]
+    return outcome
+
+
+def _candidate_query(cutoff: datetime, after_id: int) -> object:
+    return (select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider, RechargeOrder.created_at)
+            .where(RechargeOrder.status == "pending", RechargeOrder.created_at < cutoff, RechargeOrder.id > after_id)
+            .order_by(RechargeOrder.id).limit(1))
+
+
+def _on_postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def check_one(order: Candidate, providers: Callable[[str], Provider | None], expire_after: timedelta | None,
+              now: datetime | None = None) -> str:
+    """Ask about one order and apply the answer; the outcome of ``apply_event`` or one of
+    still_pending, expired, provider_unavailable, not_pending."""
+    now = now or utcnow()
+    provider = providers(order.provider)
+    if provider is None:
+        return "provider_unavailable"
+    if _on_postgresql():
+        def claimed() -> str:
+            row = db.session.execute(select(RechargeOrder.status).where(RechargeOrder.id == order.id)
+                                     .with_for_update(skip_locked=True)).first()
+            if row is None:
+                return "claimed_elsewhere"
+            if row.status != "pending":
+                return "not_pending"
+            outcome, event, expire = _ask(provider, order, expire_after, now)
+            return _settle(order, outcome, event, expire, now)
+        return in_write_transaction(claimed)
+    outcome, event, expire = _ask(provider, order, expire_after, now)
+    return in_write_transaction(lambda: _settle(order, outcome, event, expire, now))
+
+
+# ------------------------------------------------------------------ every pending order
+
+
+def reconcile(providers: Callable[[str], Provider | None], older_than: timedelta, expire_after: timedelta,
+              now: datetime | None = None, limit: int = 10_000) -> Counter[str]:
+    """Check every order pending longer than ``older_than``, oldest first; count the outcomes."""
+    now = now or utcnow()
+    cutoff = now - older_than
+    counts: Counter[str] = Counter()
+    after_id = 0
+    for _ in range(limit):
+        if _on_postgresql():
+            # Skip orders another run holds right now; they are being settled there.
+            row = db.session.execute(_candidate_query(cutoff, after_id)  # type: ignore[attr-defined]
+                                     .with_for_update(skip_locked=True)).first()
+        else:
+            row = db.session.execute(_candidate_query(cutoff, after_id)).first()  # type: ignore[arg-type]
+        db.session.rollback()  # the claim itself is taken again inside check_one's transaction
+        if row is None:
+            break
+        order = Candidate(*row)
+        after_id = order.id
+        counts[check_one(order, providers, expire_after, now)] += 1
+    return counts
+
+
+def candidate(order_no: str) -> Candidate | None:
+    row = db.session.execute(select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider,
+                                    RechargeOrder.created_at).where(RechargeOrder.order_no == order_no)).first()
+    return Candidate(*row) if row else None

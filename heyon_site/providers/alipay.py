@@ -1,0 +1,353 @@
+"""Alipay (open platform, RSA2 = SHA256withRSA), written on ``cryptography`` and ``requests``.
+
+Checkout makes no API call: ``alipay.trade.wap.pay`` (phones) and ``alipay.trade.page.pay``
+(computers) are signed GET links to the gateway. Notifications are form-encoded POSTs signed
+with Alipay's key over the fields other than ``sign`` and ``sign_type``, sorted by name, joined
+as ``k=v`` with ``&``, empty values left out; they are verified with the configured Alipay public
+key and nothing else (no network). ``alipay.trade.query`` and ``alipay.trade.close`` are signed
+POSTs whose JSON answers are verified over the exact bytes Alipay signed.
+
+No Alipay SDK: ``python-alipay-sdk`` stamps requests with the server's local time (Alipay reads
+Beijing time) and brings pycryptodomex and pyOpenSSL; the official ``alipay-sdk-python`` signs
+with the pure-Python ``rsa`` package; and both install the same ``alipay`` package.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
+
+import requests
+from cryptography.exceptions import InvalidSignature as BadRsaSignature
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from flask import url_for
+
+from ..billing.money import AmountError, parse_amount, yuan
+from ..config import MissingSetting, setting
+from .base import (
+    Acknowledgement,
+    Checkout,
+    Device,
+    EventKind,
+    InvalidSignature,
+    MalformedCallback,
+    NothingToDo,
+    OrderRef,
+    ProviderEvent,
+    ProviderUnavailable,
+)
+
+DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
+#: Alipay reads and writes every timestamp in Beijing time, whatever the server's zone is.
+BEIJING = ZoneInfo("Asia/Shanghai")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+PAID_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
+CLOSED_STATUSES = frozenset({"TRADE_CLOSED"})
+WAITING_STATUSES = frozenset({"WAIT_BUYER_PAY"})
+#: Alipay retries an unanswered notification for about 25 hours (4m, 10m, 10m, 1h, 2h, 6h, 15h);
+#: older than this it is a replay, not a retry. Ahead of our clock: only small clock drift.
+MAX_NOTIFY_AGE = timedelta(hours=48)
+MAX_NOTIFY_AHEAD = timedelta(minutes=15)
+TIMEOUT = (5, 10)  # seconds to connect, to read
+
+_ORDER_NO = re.compile(r"\d{1,24}")
+_TRADE_NO = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Alipay's own form, exactly: "12.34". parse_amount alone would also take "¥12" or "1,234".
+_AMOUNT = re.compile(r"\d{1,9}(?:\.\d{1,2})?", re.ASCII)
+
+
+class WaitingForPayment(NothingToDo):
+    """A verified notice that the buyer has not paid yet: nothing to credit and nothing to close.
+    The right answer to Alipay is ``success`` (a retry would say the same)."""
+
+
+def signing_content(fields: Mapping[str, str]) -> bytes:
+    """What Alipay signs: every field but ``sign`` and ``sign_type``, sorted, ``k=v`` joined
+    by ``&``, empty values left out; values as they are, not URL-encoded."""
+    return "&".join(f"{k}={v}" for k, v in sorted(fields.items())
+                    if k not in ("sign", "sign_type") and v != "").encode("utf-8")
+
+
+def rsa2_sign(key: rsa.RSAPrivateKey, content: bytes) -> str:
+    return base64.b64encode(key.sign(content, padding.PKCS1v15(), hashes.SHA256())).decode("ascii")
+
+
+def rsa2_verify(key: rsa.RSAPublicKey, content: bytes, signature: str) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, content, padding.PKCS1v15(), hashes.SHA256())
+    except (binascii.Error, ValueError, BadRsaSignature):
+        return False
+    return True
+
+
+def _key_bytes(text: str) -> tuple[bool, bytes]:
+    """(is PEM, bytes): Alipay's console hands keys out as bare base64 (DER), so take both."""
+    if "-----BEGIN" in text:
+        return True, text.encode("ascii")
+    return False, base64.b64decode("".join(text.split()), validate=True)
+
+
+def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
+    try:
+        pem, data = _key_bytes(text)
+        key = (serialization.load_pem_private_key if pem else serialization.load_der_private_key)(data, None)
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    # `from None` everywhere: the message names the variable, and no library text about the value.
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise MissingSetting(f"{name} is not an RSA private key of 2048 bits or more (PEM)") from None
+    return key
+
+
+def load_public_key(text: str, name: str) -> rsa.RSAPublicKey:
+    try:
+        pem, data = _key_bytes(text)
+        key = (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(data)
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        raise MissingSetting(f"{name} is not an RSA public key of 2048 bits or more (PEM)") from None
+    return key
+
+
+def beijing_time(moment: datetime) -> str:
+    return moment.astimezone(BEIJING).strftime(TIME_FORMAT)
+
+
+def top_level_raw(text: str) -> dict[str, tuple[Any, str]]:
+    """Each member of a JSON object with its value's exact text as received.
+
+    Alipay signs the text of ``<method>_response`` as it wrote it; serialising the parsed value
+    again would change escapes, spacing or key order and fail to verify a genuine answer.
+    """
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    members: dict[str, tuple[Any, str]] = {}
+    i = ws.match(text, 0).end()  # type: ignore[union-attr]
+    if text[i:i + 1] != "{":
+        raise ValueError("not a JSON object")
+    i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+    if text[i:i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            key, i = decoder.raw_decode(text, i)
+            i = ws.match(text, i).end()  # type: ignore[union-attr]
+            if not isinstance(key, str) or text[i:i + 1] != ":":
+                raise ValueError("not a JSON object")
+            start = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+            value, i = decoder.raw_decode(text, start)
+            if key in members:
+                raise ValueError(f"{key!r} appears twice")
+            members[key] = (value, text[start:i])
+            i = ws.match(text, i).end()  # type: ignore[union-attr]
+            if text[i:i + 1] == "}":
+                i += 1
+                break
+            if text[i:i + 1] != ",":
+                raise ValueError("not a JSON object")
+            i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+    if text[ws.match(text, i).end():]:  # type: ignore[union-attr]
+        raise ValueError("text after the JSON object")
+    return members
+
+
+class AlipayProvider:
+    name = "alipay"
+    # Alipay's smallest payment: 0.01 yuan.
+    min_fen = 1
+    # The customer is told to pay within this time, and Alipay is told the same (time_expire), so
+    # the order page, Alipay's cashier and reconciliation's close all end the order together.
+    # Thirty minutes is enough to open Alipay, sign in and top up a balance, and short enough that
+    # an abandoned order is settled while the customer may still be looking at it.
+    pay_timeout = timedelta(minutes=30)
+
+    def __init__(self, config: Mapping[str, Any], clock: Callable[[], datetime] | None = None) -> None:
+        self._app_id = setting(config, "HEYON_ALIPAY_APP_ID").strip()
+        self._seller_id = setting(config, "HEYON_ALIPAY_SELLER_ID").strip()
+        self._private_key = load_private_key(setting(config, "HEYON_ALIPAY_PRIVATE_KEY"), "HEYON_ALIPAY_PRIVATE_KEY")
+        self._alipay_key = load_public_key(setting(config, "HEYON_ALIPAY_PUBLIC_KEY"), "HEYON_ALIPAY_PUBLIC_KEY")
+        # The usual mix-up: our own public key pasted where Alipay's belongs. Nothing would verify.
+        if self._alipay_key.public_numbers() == self._private_key.public_key().public_numbers():
+            raise MissingSetting("HEYON_ALIPAY_PUBLIC_KEY is the app's own public key, not Alipay's")
+        self._gateway = setting(config, "HEYON_ALIPAY_GATEWAY", required=False).strip() or DEFAULT_GATEWAY
+        if not self._gateway.startswith(("https://", "http://")):
+            raise MissingSetting("HEYON_ALIPAY_GATEWAY is not an http(s) URL")
+        self._notify_url = setting(config, "HEYON_ALIPAY_NOTIFY_URL", required=False).strip()
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # ------------------------------------------------------------------ requests we sign
+
+    def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
+        params = {
+            "app_id": self._app_id,
+            "method": method,
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": beijing_time(self._clock()),
+            "version": "1.0",
+            **extra,
+            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+        }
+        params["sign"] = rsa2_sign(self._private_key, signing_content(params))
+        return params
+
+    def _pay_link(self, method: str, product_code: str, order: OrderRef) -> str:
+        biz = {
+            "out_trade_no": order.order_no,
+            "total_amount": yuan(order.pay_fen),
+            "subject": order.subject,
+            "product_code": product_code,
+            # timeout_express counts from when the buyer opens the cashier, so a link opened late
+            # would stay payable past our close; time_expire (which Alipay prefers when both are
+            # given) ends it when the order ends.
+            "timeout_express": f"{int(self.pay_timeout.total_seconds()) // 60}m",
+            "time_expire": beijing_time(self._clock() + self.pay_timeout),
+        }
+        if method == "alipay.trade.wap.pay":
+            biz["quit_url"] = order.return_url  # "back to the merchant" in the mobile cashier
+        notify_url = self._notify_url or url_for("payments.notify", name=self.name, _external=True)
+        params = self._signed(method, biz, notify_url=notify_url, return_url=order.return_url)
+        return f"{self._gateway}?{urlencode(params)}"
+
+    def checkout(self, order: OrderRef, device: Device) -> Checkout:
+        mobile = self._pay_link("alipay.trade.wap.pay", "QUICK_WAP_WAY", order)
+        if device == "mobile":
+            return Checkout(redirect_url=mobile)
+        # A computer gets both: the desktop cashier to pay right there, and the mobile link as a
+        # QR code. Scanned by a phone it opens Alipay's mobile cashier for the same out_trade_no,
+        # while the order page polls; Alipay accepts one payment per out_trade_no, so paying on
+        # both cannot charge twice. No precreate call: it needs another product contract and would
+        # put a network round trip in front of every desktop checkout.
+        desktop = self._pay_link("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY", order)
+        return Checkout(redirect_url=desktop, qr_payload=mobile)
+
+    # ------------------------------------------------------------------ notifications
+
+    def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
+                              encoding="utf-8", errors="strict", max_num_fields=80)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidSignature("not a form-encoded body") from exc
+        fields = dict(pairs)
+        if len(fields) != len(pairs):
+            raise InvalidSignature("a field is repeated")
+        # sign_type is outside the signed content: it is checked, never trusted to pick a method.
+        if fields.get("sign_type") != "RSA2":
+            raise InvalidSignature("sign_type is not RSA2")
+        if not rsa2_verify(self._alipay_key, signing_content(fields), fields.get("sign", "")):
+            raise InvalidSignature("signature does not verify with the Alipay public key")
+        # Verified: from Alipay. What follows are the checks Alipay asks merchants to make.
+        self._check_fresh(fields.get("notify_time", ""))
+        # Authentic, but about another app or merchant (a shared key, or our settings are wrong):
+        # kept as "malformed" so "bad_signature" keeps meaning "not from Alipay".
+        if fields.get("app_id") != self._app_id:
+            raise MalformedCallback("app_id is not ours")
+        if fields.get("seller_id") != self._seller_id:
+            raise MalformedCallback("seller_id is not ours")
+        return self._event(fields, fields.get("trade_status", ""))
+
+    def _check_fresh(self, notify_time: str) -> None:
+        try:
+            sent = datetime.strptime(notify_time, TIME_FORMAT).replace(tzinfo=BEIJING)
+        except ValueError:
+            raise MalformedCallback("notify_time missing or not of its form") from None
+        now = self._clock()
+        if not now - MAX_NOTIFY_AGE <= sent <= now + MAX_NOTIFY_AHEAD:
+            raise InvalidSignature("notify_time outside the accepted window (a replay?)")
+
+    def _event(self, fields: Mapping[str, Any], status: str) -> ProviderEvent:
+        kind: EventKind
+        if status in PAID_STATUSES:
+            kind = "paid"
+        elif status in CLOSED_STATUSES:
+            kind = "closed"
+        elif status in WAITING_STATUSES:
+            raise WaitingForPayment(f"trade_status {status}")
+        else:
+            raise MalformedCallback(f"trade_status {str(status)[:20]!r}")
+        order_no, trade_no, amount = (fields.get(k) for k in ("out_trade_no", "trade_no", "total_amount"))
+        if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
+            raise MalformedCallback("out_trade_no missing or not of our form")
+        if not isinstance(trade_no, str) or not _TRADE_NO.fullmatch(trade_no):
+            raise MalformedCallback("trade_no missing or not of its form")
+        if not isinstance(amount, str) or not _AMOUNT.fullmatch(amount):
+            raise MalformedCallback("total_amount missing or not of its form")
+        try:
+            amount_fen = parse_amount(amount)
+        except AmountError as exc:
+            raise MalformedCallback("total_amount") from exc
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=trade_no, kind=kind, amount_fen=amount_fen)
+
+    def acknowledge(self) -> Acknowledgement:
+        return Acknowledgement("success")
+
+    def reject(self) -> Acknowledgement:
+        # Anything but "success" makes Alipay retry; the 400 is for our own logs.
+        return Acknowledgement("fail", status=400)
+
+    # ------------------------------------------------------------------ the open API
+
+    def _call(self, method: str, order_no: str) -> dict[str, Any]:
+        """POST a signed request; the verified ``<method>_response`` object, whatever its code."""
+        params = self._signed(method, {"out_trade_no": order_no})
+        try:
+            answer = requests.post(self._gateway, data=params, timeout=TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"{method}: {type(exc).__name__}") from exc
+        if answer.status_code != 200:
+            raise ProviderUnavailable(f"{method}: HTTP {answer.status_code}")
+        try:
+            members = top_level_raw(answer.content.decode("utf-8"))
+            value, raw = members[method.replace(".", "_") + "_response"]
+            signature = members["sign"][0]
+        except (UnicodeDecodeError, ValueError, KeyError) as exc:
+            raise ProviderUnavailable(f"{method}: not a signed answer") from exc
+        if not isinstance(value, dict) or not isinstance(signature, str) \
+                or not rsa2_verify(self._alipay_key, raw.encode("utf-8"), signature):
+            raise ProviderUnavailable(f"{method}: the answer's signature does not verify")
+        return value
+
+    @staticmethod
+    def _no_trade(answer: Mapping[str, Any]) -> bool:
+        return answer.get("code") == "40004" and answer.get("sub_code") == "ACQ.TRADE_NOT_EXIST"
+
+    @staticmethod
+    def _failure(method: str, answer: Mapping[str, Any]) -> ProviderUnavailable:
+        return ProviderUnavailable(f"{method}: {str(answer.get('code'))[:10]} {str(answer.get('sub_code'))[:60]}")
+
+    def query(self, order_no: str) -> ProviderEvent | None:
+        answer = self._call("alipay.trade.query", order_no)
+        if self._no_trade(answer):
+            return None  # the buyer has not opened the cashier: no trade yet
+        if answer.get("code") != "10000":
+            raise self._failure("alipay.trade.query", answer)
+        if answer.get("out_trade_no") != order_no:
+            raise ProviderUnavailable("alipay.trade.query: the answer is about another order")
+        status = answer.get("trade_status", "")
+        if status in WAITING_STATUSES:
+            return None
+        try:
+            return self._event(answer, status)
+        except MalformedCallback as exc:
+            raise ProviderUnavailable(f"alipay.trade.query: {exc}") from exc
+
+    def close(self, order_no: str) -> None:
+        answer = self._call("alipay.trade.close", order_no)
+        # No trade: the buyer never opened the cashier, and time_expire keeps the link from being
+        # paid later. TRADE_STATUS_ERROR: already paid or closed, nothing left to close; the
+        # query that follows a close says which.
+        if answer.get("code") == "10000" or self._no_trade(answer) \
+                or (answer.get("code") == "40004" and answer.get("sub_code") == "ACQ.TRADE_STATUS_ERROR"):
+            return
+        raise self._failure("alipay.trade.close", answer)

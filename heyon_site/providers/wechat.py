@@ -1,0 +1,418 @@
+"""WeChat Pay API v3 (direct merchant), written on ``cryptography`` and ``requests``.
+
+Checkout calls the API: a computer gets a Native order (``code_url``, shown as a QR code for the
+phone's WeChat to scan), a phone browser an H5 order (``h5_url``, WeChat's mobile page).
+``query`` and ``close`` ask by our order number (``out_trade_no``).
+
+Every request we send is signed with the merchant private key (``WECHATPAY2-SHA256-RSA2048``
+over ``METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nBODY\\n``). Every successful answer, and every
+notification, must carry WeChat's signature (``Wechatpay-Signature``, RSA-SHA256 over
+``TIMESTAMP\\nNONCE\\nBODY\\n``) made with the key whose id is configured as the platform serial;
+the serial and the timestamp (at most five minutes off) are checked first, then the signature,
+and only then is the body read. A notification's ``resource`` is then decrypted with the APIv3
+key (AEAD_AES_256_GCM). Nothing on the notification path touches the network.
+
+No SDK: ``wechatpayv3`` downloads platform certificates when it meets an unknown serial (a
+network call driven by whoever sends us a header) and does not check the timestamp; the checks
+it leaves out are the ones that matter, and what it adds is a thin layer over the same
+``cryptography`` calls.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+import requests
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature as BadRsaSignature
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import has_request_context, request, url_for
+
+from ..config import MissingSetting, setting
+from .base import (
+    Acknowledgement,
+    Checkout,
+    Device,
+    EventKind,
+    InvalidSignature,
+    MalformedCallback,
+    OrderRef,
+    ProviderEvent,
+    ProviderUnavailable,
+)
+
+DEFAULT_API_BASE = "https://api.mch.weixin.qq.com"
+AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
+#: WeChat Pay writes times in Beijing time with its offset (RFC 3339); we send them the same way.
+BEIJING = ZoneInfo("Asia/Shanghai")
+#: WeChat's own rule for signed answers and notifications: a timestamp further off is a replay.
+MAX_SKEW = timedelta(minutes=5)
+TIMEOUT = (5, 10)  # seconds to connect, to read
+
+PAID_STATES = frozenset({"SUCCESS"})
+#: The order can no longer be paid: CLOSED (closed by us or past time_expire), REVOKED.
+CLOSED_STATES = frozenset({"CLOSED", "REVOKED"})
+#: Not paid yet, or this attempt failed while the order stays payable until it is closed.
+WAITING_STATES = frozenset({"NOTPAY", "USERPAYING", "PAYERROR"})
+#: Close answers that mean "nothing left to close"; the query after a close tells which it was.
+SETTLED_CLOSE_CODES = frozenset({"ORDER_CLOSED", "ORDERPAID", "ORDER_PAID", "ORDER_NOT_EXIST", "ORDERNOTEXIST"})
+
+_ORDER_NO = re.compile(r"\d{1,24}")
+_TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TIMESTAMP = re.compile(r"\d{1,12}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class WaitingForPayment(MalformedCallback):
+    """A verified notice about an order not paid (yet): nothing to credit and nothing to close.
+    WeChat only notifies successful payments, so this is refused and left to reconciliation."""
+
+
+def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
+    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode("ascii")
+
+
+def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
+    try:
+        key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
+    except (binascii.Error, ValueError, BadRsaSignature):
+        return False
+    return True
+
+
+def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(text.encode("ascii"), None)
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    # `from None`: the message names the variable, and no library text about the value.
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise MissingSetting(f"{name} is not an RSA private key of 2048 bits or more (PEM)") from None
+    return key
+
+
+def load_platform_key(text: str, name: str, serial: str) -> rsa.RSAPublicKey:
+    """WeChat Pay's public key (PEM, "public key" mode) or a platform certificate (PEM), whose
+    serial must then be the configured one."""
+    key: object = None
+    try:
+        if "CERTIFICATE" in text:
+            cert = x509.load_pem_x509_certificate(text.encode("ascii"))
+            if f"{cert.serial_number:X}" != serial.upper().lstrip("0"):
+                raise MissingSetting(f"{name} is a certificate whose serial is not HEYON_WECHAT_PLATFORM_SERIAL")
+            key = cert.public_key()
+        else:
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+    except MissingSetting:
+        raise
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        raise MissingSetting(f"{name} is not an RSA public key or certificate of 2048 bits or more (PEM)") from None
+    return key
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-05-20T13:29:35+08:00``, the form WeChat Pay reads."""
+    return moment.astimezone(BEIJING).isoformat(timespec="seconds")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header by name, whatever its case (Werkzeug and requests ignore case; a dict does not)."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value if isinstance(value, str) else ""
+
+
+class WechatPayProvider:
+    name = "wechat"
+    # WeChat Pay's smallest payment: 1 fen.
+    min_fen = 1
+    # Told to WeChat as time_expire, so its page, the order page and reconciliation's close end
+    # the order together; long enough to open WeChat and top up Change, short enough that an
+    # abandoned order is settled while the customer may still be looking at it.
+    pay_timeout = timedelta(minutes=30)
+
+    def __init__(self, config: Mapping[str, Any], clock: Callable[[], datetime] | None = None) -> None:
+        self._appid = setting(config, "HEYON_WECHAT_APPID").strip()
+        self._mchid = setting(config, "HEYON_WECHAT_MCHID").strip()
+        self._merchant_serial = setting(config, "HEYON_WECHAT_MERCHANT_SERIAL").strip()
+        if not _SERIAL.fullmatch(self._merchant_serial):
+            raise MissingSetting("HEYON_WECHAT_MERCHANT_SERIAL is not a certificate serial")
+        self._private_key = load_private_key(setting(config, "HEYON_WECHAT_PRIVATE_KEY"), "HEYON_WECHAT_PRIVATE_KEY")
+        api_v3_key = setting(config, "HEYON_WECHAT_API_V3_KEY").encode("utf-8")
+        if len(api_v3_key) != 32:
+            raise MissingSetting("HEYON_WECHAT_API_V3_KEY is not 32 bytes long")
+        self._aead = AESGCM(api_v3_key)
+        self._platform_serial = setting(config, "HEYON_WECHAT_PLATFORM_SERIAL").strip()
+        if not _SERIAL.fullmatch(self._platform_serial):
+            raise MissingSetting("HEYON_WECHAT_PLATFORM_SERIAL is not a key id or certificate serial")
+        self._platform_key = load_platform_key(setting(config, "HEYON_WECHAT_PLATFORM_PUBLIC_KEY"),
+                                               "HEYON_WECHAT_PLATFORM_PUBLIC_KEY", self._platform_serial)
+        # The usual mix-up: our own public key pasted where WeChat's belongs. Nothing would verify.
+        if self._platform_key.public_numbers() == self._private_key.public_key().public_numbers():
+            raise MissingSetting("HEYON_WECHAT_PLATFORM_PUBLIC_KEY is the merchant's own public key, not WeChat Pay's")
+        self._api_base = (setting(config, "HEYON_WECHAT_API_BASE", required=False).strip()
+                          or DEFAULT_API_BASE).rstrip("/")
+        if not self._api_base.startswith(("https://", "http://")):
+            raise MissingSetting("HEYON_WECHAT_API_BASE is not an http(s) URL")
+        self._notify_url = setting(config, "HEYON_WECHAT_NOTIFY_URL", required=False).strip()
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # ------------------------------------------------------------------ WeChat's signatures
+
+    def authorization(self, method: str, url: str, body: bytes) -> str:
+        """The Authorization header for a request to ``url`` (its path and query are signed)."""
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        timestamp, nonce = str(int(self._clock().timestamp())), secrets.token_hex(16).upper()
+        message = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
+        signature = rsa_sign(self._private_key, message)
+        return (f'{AUTH_SCHEME} mchid="{self._mchid}",nonce_str="{nonce}",signature="{signature}",'
+                f'timestamp="{timestamp}",serial_no="{self._merchant_serial}"')
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise InvalidSignature unless ``body`` is signed by WeChat Pay's configured key, now.
+
+        Serial and time come first and are plain comparisons: an unknown serial is refused, never
+        looked up, so a forged header cannot make us fetch anything."""
+        serial = _header(headers, "Wechatpay-Serial")
+        if serial != self._platform_serial:
+            raise InvalidSignature("Wechatpay-Serial is missing or not the configured platform key's")
+        kind = _header(headers, "Wechatpay-Signature-Type")
+        if kind and kind != AUTH_SCHEME:
+            raise InvalidSignature("Wechatpay-Signature-Type is not " + AUTH_SCHEME)
+        timestamp, nonce = _header(headers, "Wechatpay-Timestamp"), _header(headers, "Wechatpay-Nonce")
+        if not _TIMESTAMP.fullmatch(timestamp) or not _NONCE.fullmatch(nonce):
+            raise InvalidSignature("Wechatpay-Timestamp or Wechatpay-Nonce missing or not of its form")
+        if abs(self._clock().timestamp() - int(timestamp)) > MAX_SKEW.total_seconds():
+            raise InvalidSignature("Wechatpay-Timestamp more than 5 minutes off (a replay?)")
+        message = f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
+        if not rsa_verify(self._platform_key, message, _header(headers, "Wechatpay-Signature")):
+            raise InvalidSignature("signature does not verify with the platform key")
+
+    # ------------------------------------------------------------------ the API
+
+    def _call(self, method: str, path: str, payload: Mapping[str, Any] | None = None) -> requests.Response:
+        url = self._api_base + path
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {
+            "Accept": "application/json",
+            "Authorization": self.authorization(method, url, body),
+            # Tells WeChat which of its keys we verify with, so it signs the answer with that one.
+            "Wechatpay-Serial": self._platform_serial,
+        }
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            answer = requests.request(method, url, data=body or None, headers=headers, timeout=TIMEOUT,
+                                      allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        if 200 <= answer.status_code < 300:
+            self._verified(answer, f"{method} {path}")
+        return answer
+
+    def _verified(self, answer: requests.Response, what: str) -> None:
+        try:
+            self.verify(answer.headers, answer.content)
+        except InvalidSignature as exc:
+            raise ProviderUnavailable(f"{what}: {exc}") from exc
+
+    @staticmethod
+    def _json(answer: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            value = json.loads(answer.content)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProviderUnavailable(f"{what}: not JSON") from exc
+        if not isinstance(value, dict):
+            raise ProviderUnavailable(f"{what}: not a JSON object")
+        return value
+
+    def _error_code(self, answer: requests.Response, what: str) -> str:
+        """The ``code`` of an error answer. WeChat's own SDKs verify only successful answers, and
+        error answers may come unsigned; a signature that is there must still verify."""
+        if _header(answer.headers, "Wechatpay-Signature"):
+            self._verified(answer, what)
+        try:
+            code = json.loads(answer.content).get("code")
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            code = None
+        return code if isinstance(code, str) else ""
+
+    def _failure(self, answer: requests.Response, what: str) -> ProviderUnavailable:
+        try:
+            detail = json.loads(answer.content)
+            text = f"{str(detail.get('code'))[:40]} {str(detail.get('message'))[:80]}"
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            text = "no error JSON"
+        return ProviderUnavailable(f"{what}: HTTP {answer.status_code} {text}")
+
+    # ------------------------------------------------------------------ checkout
+
+    def checkout(self, order: OrderRef, device: Device) -> Checkout:
+        payload: dict[str, Any] = {
+            "appid": self._appid,
+            "mchid": self._mchid,
+            # WeChat takes at most 127 bytes of UTF-8; a cut character is dropped, not garbled.
+            "description": order.subject.encode()[:127].decode("utf-8", "ignore"),
+            "out_trade_no": order.order_no,
+            "time_expire": rfc3339(self._clock() + self.pay_timeout),
+            "notify_url": self._notify_url or url_for("payments.notify", name=self.name, _external=True),
+            "amount": {"total": order.pay_fen, "currency": "CNY"},
+        }
+        if device == "desktop":
+            what = "native order"
+            answer = self._call("POST", "/v3/pay/transactions/native", payload)
+            code_url = self._json(answer, what).get("code_url") if answer.status_code == 200 else None
+            if not isinstance(code_url, str) or not code_url.startswith("weixin://"):
+                raise self._failure(answer, what)
+            return Checkout(qr_payload=code_url)
+        what = "h5 order"
+        payload["scene_info"] = {"payer_client_ip": self._payer_ip(), "h5_info": {"type": "Wap"}}
+        answer = self._call("POST", "/v3/pay/transactions/h5", payload)
+        h5_url = self._json(answer, what).get("h5_url") if answer.status_code == 200 else None
+        if not isinstance(h5_url, str) or not h5_url.startswith("https://"):
+            raise self._failure(answer, what)
+        # WeChat's documented way back: its page sends the browser to redirect_url when done.
+        joiner = "&" if "?" in h5_url else "?"
+        return Checkout(redirect_url=f"{h5_url}{joiner}redirect_url={quote(order.return_url, safe='')}")
+
+    @staticmethod
+    def _payer_ip() -> str:
+        # WeChat compares the H5 payer's address with the one that opens its page. OrderRef has
+        # no address: checkout runs inside the customer's recharge request, whose remote_addr is
+        # the payer's (ProxyFix, HEYON_PROXY_HOPS, puts the client's there behind a proxy).
+        # Outside a request (a command, a test) there is no payer, and a placeholder goes.
+        if has_request_context() and request.remote_addr:
+            return request.remote_addr
+        return "127.0.0.1"
+
+    # ------------------------------------------------------------------ notifications
+
+    def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        self.verify(headers, body)
+        # Verified: WeChat Pay wrote this body. What follows reads it.
+        try:
+            notice = json.loads(body)
+            resource = notice["resource"]
+            if not isinstance(notice, dict) or not isinstance(resource, dict):
+                raise TypeError
+            event_type = notice.get("event_type")
+            algorithm, ciphertext, nonce = (resource.get(k) for k in ("algorithm", "ciphertext", "nonce"))
+            associated = resource.get("associated_data") or ""
+            if not all(isinstance(v, str) for v in (event_type, algorithm, ciphertext, nonce, associated)):
+                raise TypeError
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise MalformedCallback("not a notification with a resource") from None
+        if not str(event_type).startswith("TRANSACTION."):
+            raise MalformedCallback(f"event_type {str(event_type)[:30]!r} is not about a payment")
+        if algorithm != "AEAD_AES_256_GCM":
+            raise MalformedCallback("resource is not AEAD_AES_256_GCM")
+        try:
+            # nonce and associated_data are plain text; only the ciphertext (with the 16-byte tag
+            # at its end) is base64.
+            plain = self._aead.decrypt(nonce.encode(), base64.b64decode(ciphertext, validate=True), associated.encode())
+            transaction = json.loads(plain)
+        except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
+            # Signed by WeChat, so not a forgery: our APIv3 key is not the one WeChat holds.
+            raise MalformedCallback("resource does not decrypt with HEYON_WECHAT_API_V3_KEY") from None
+        if not isinstance(transaction, dict):
+            raise MalformedCallback("resource is not a transaction")
+        # Authentic, but about another app or merchant (a shared key, or our settings are wrong):
+        # "malformed", so that "bad_signature" keeps meaning "not from WeChat Pay".
+        if transaction.get("appid") != self._appid:
+            raise MalformedCallback("appid is not ours")
+        if transaction.get("mchid") != self._mchid:
+            raise MalformedCallback("mchid is not ours")
+        return self._event(transaction)
+
+    def _event(self, transaction: Mapping[str, Any]) -> ProviderEvent:
+        state = transaction.get("trade_state")
+        kind: EventKind
+        if state in PAID_STATES:
+            kind = "paid"
+        elif state in CLOSED_STATES:
+            kind = "closed"
+        elif state in WAITING_STATES:
+            raise WaitingForPayment(f"trade_state {state}")
+        else:  # REFUND, or something new: paid once, but nothing to credit blindly
+            raise MalformedCallback(f"trade_state {str(state)[:20]!r}")
+        order_no, txn_id = transaction.get("out_trade_no"), transaction.get("transaction_id")
+        if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
+            raise MalformedCallback("out_trade_no missing or not of our form")
+        if kind == "closed" and txn_id is None:
+            txn_id = f"closed-{order_no}"  # never paid, so WeChat gave it no transaction_id
+        if not isinstance(txn_id, str) or not _TXN_ID.fullmatch(txn_id):
+            raise MalformedCallback("transaction_id missing or not of its form")
+        # amount.total is the order's total in fen, what we asked for; payer_total is less when a
+        # WeChat coupon paid part. We offer no coupons, and the order is for the total.
+        amount = transaction.get("amount")
+        if not isinstance(amount, dict):
+            raise MalformedCallback("amount missing")
+        total = amount.get("total")
+        if type(total) is not int or not 0 <= total < 10**12:
+            raise MalformedCallback("amount.total missing or not a whole number of fen")
+        if amount.get("currency", "CNY") != "CNY":
+            raise MalformedCallback("amount.currency is not CNY")
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=txn_id, kind=kind, amount_fen=total)
+
+    def acknowledge(self) -> Acknowledgement:
+        # WeChat takes any 2xx as received; 204 with no body is its documented answer.
+        return Acknowledgement("", status=204, content_type="application/json")
+
+    def reject(self) -> Acknowledgement:
+        # Any 4xx or 5xx makes WeChat send again later (over about a day); the body is its format.
+        return Acknowledgement('{"code":"FAIL","message":"refused"}', status=400, content_type="application/json")
+
+    # ------------------------------------------------------------------ query and close
+
+    @staticmethod
+    def _order_path(order_no: str) -> str:
+        if not _ORDER_NO.fullmatch(order_no):
+            raise ProviderUnavailable("not an order number of ours")
+        return f"/v3/pay/transactions/out-trade-no/{order_no}"
+
+    def query(self, order_no: str) -> ProviderEvent | None:
+        what = "query"
+        answer = self._call("GET", f"{self._order_path(order_no)}?mchid={quote(self._mchid, safe='')}")
+        if answer.status_code == 404 and self._error_code(answer, what) == "ORDER_NOT_EXIST":
+            return None  # never created there (checkout failed): nothing can have been paid
+        if answer.status_code != 200:
+            raise self._failure(answer, what)
+        transaction = self._json(answer, what)
+        if (transaction.get("appid"), transaction.get("mchid"), transaction.get("out_trade_no")) \
+                != (self._appid, self._mchid, order_no):
+            raise ProviderUnavailable(f"{what}: the answer is about another order or merchant")
+        try:
+            return self._event(transaction)
+        except WaitingForPayment:
+            return None
+        except MalformedCallback as exc:
+            # REFUND on an order we never credited, or a field out of form: a person decides.
+            raise ProviderUnavailable(f"{what}: {exc}") from exc
+
+    def close(self, order_no: str) -> None:
+        what = "close"
+        answer = self._call("POST", f"{self._order_path(order_no)}/close", {"mchid": self._mchid})
+        if answer.status_code == 204:
+            return
+        # Already closed, already paid, or never created: nothing to close, and the query that
+        # follows a close says which.
+        if 400 <= answer.status_code < 500 and self._error_code(answer, what) in SETTLED_CLOSE_CODES:
+            return
+        raise self._failure(answer, what)
