@@ -535,7 +535,7 @@ def test_checkout_on_a_phone_is_an_h5_page_that_comes_back(provider: WechatPayPr
     assert "%2F%2Fheyon.test%2Forders%2F" in checkout.redirect_url  # urlencoded, as WeChat asks
     sent = fake.trades[order_no].request
     assert_order_request(sent, order_no)
-    # Outside a request there is no payer address: a placeholder.
+    # No payer address given (a command, a test): a placeholder.
     assert sent["scene_info"] == {"payer_client_ip": "127.0.0.1", "h5_info": {"type": "Wap"}}
 
 

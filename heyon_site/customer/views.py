@@ -105,8 +105,10 @@ def recharge_submit() -> Response:
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
     order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
                                                         terms=current_quote(amount_fen)))
+    # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
+    # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
     ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
-                   url_for("customer.order", token=order.token, _external=True))
+                   url_for("customer.order", token=order.token, _external=True), request.remote_addr)
     try:
         checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
     except ProviderUnavailable:

@@ -63,6 +63,8 @@ class OrderRef:
     pay_fen: int
     subject: str
     return_url: str
+    #: The payer's address, for providers that compare it with who opens their page (WeChat H5).
+    payer_ip: str | None = None
 
 
 @dataclass(frozen=True)

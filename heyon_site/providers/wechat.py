@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from flask import has_request_context, request, url_for
+from flask import url_for
 
 from ..config import MissingSetting, setting
 from .base import (
@@ -283,7 +283,7 @@ class WechatPayProvider:
                 raise self._failure(answer, what)
             return Checkout(qr_payload=code_url)
         what = "h5 order"
-        payload["scene_info"] = {"payer_client_ip": self._payer_ip(), "h5_info": {"type": "Wap"}}
+        payload["scene_info"] = {"payer_client_ip": order.payer_ip or "127.0.0.1", "h5_info": {"type": "Wap"}}
         answer = self._call("POST", "/v3/pay/transactions/h5", payload)
         h5_url = self._json(answer, what).get("h5_url") if answer.status_code == 200 else None
         if not isinstance(h5_url, str) or not h5_url.startswith("https://"):
@@ -291,16 +291,6 @@ class WechatPayProvider:
         # WeChat's documented way back: its page sends the browser to redirect_url when done.
         joiner = "&" if "?" in h5_url else "?"
         return Checkout(redirect_url=f"{h5_url}{joiner}redirect_url={quote(order.return_url, safe='')}")
-
-    @staticmethod
-    def _payer_ip() -> str:
-        # WeChat compares the H5 payer's address with the one that opens its page. OrderRef has
-        # no address: checkout runs inside the customer's recharge request, whose remote_addr is
-        # the payer's (ProxyFix, HEYON_PROXY_HOPS, puts the client's there behind a proxy).
-        # Outside a request (a command, a test) there is no payer, and a placeholder goes.
-        if has_request_context() and request.remote_addr:
-            return request.remote_addr
-        return "127.0.0.1"
 
     # ------------------------------------------------------------------ notifications
 
