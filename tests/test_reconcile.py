@@ -261,3 +261,13 @@ def test_several_reconcilers_at_once_credit_each_order_once(app: Flask, client: 
         # once; an unpaid one twice (before and after its close) and closed once.
         assert all(fake.queries[no] == (2 if no in fake.closed else 1) for no in orders), fake.queries
         assert set(Counter(fake.closed).values()) == {1}
+
+
+def test_reconcile_moves_a_wrong_amount_to_review(app: Flask, client: FlaskClient, fake: FakePay) -> None:
+    make_card()
+    no, _ = begin(client)
+    fake.paid[no] = order(no).pay_fen - 1  # the provider says one fen less was paid
+    age(no, 10)
+    assert run() == Counter({"amount_mismatch": 1})
+    assert (order(no).status, order(no).status_reason, order(no).paid_fen) == ("review", "amount_mismatch", 9999)
+    assert balance() == 0 and ledger.verify().ok
