@@ -33,7 +33,7 @@ from .test_notifications import pay_on_gateway, post_notify
 
 NOW = datetime(2026, 12, 1, 4, 0)  # naive UTC, like every stored time
 DAY = timedelta(days=1)
-TRIGGER = "change from:closest form, keyup changed delay:400ms from:#custom_amount"
+TRIGGER = "change from:.amounts, change from:.methods, keyup changed delay:400ms from:#custom_amount"
 QUOTE = re.compile(r'<p id="quote"([^>]*)>(.*?)</p>', re.S)
 
 

@@ -149,7 +149,7 @@ def test_click_to_edit_has_two_faces(app: Flask) -> None:
     assert "<strong>any</strong>" in full.get_data(as_text=True)  # the preview
     frag = hx.get(f"/staff/faq/{fid}/edit?lang=en")
     body = frag.get_data(as_text=True)
-    assert frag.status_code == 200 and "<html" not in body and body.lstrip().startswith(f'<form id="faq-{fid}"')
+    assert frag.status_code == 200 and "<html" not in body and body.lstrip().startswith(f'<li id="faq-{fid}" class="faq-entry faq-edit">')  # still an item of the list
     assert f'hx-post="/staff/faq/{fid}"' in body and "HX-Request" in frag.headers["Vary"]
 
     r = hx.post(f"/staff/faq/{fid}?lang=en", data=faq_fields(question="Edited in place?"),

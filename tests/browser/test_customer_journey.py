@@ -1,0 +1,90 @@
+"""A customer on a 320 px phone, with JavaScript and without: recharge a card, pay on the sandbox
+gateway, watch the order turn credited, open the receipt, check the balance, search the FAQ."""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .. import kit
+from .conftest import CARDS, OPENING_FEN, Site, known
+from .helpers import Recorder, expect, mark, new_context, same_document
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+pytestmark = [pytest.mark.live, *known("receipt-favicon")]
+
+CREDIT_WAIT_MS = 20_000  # the sandbox notifies at once; the order page polls every 3 s (or refreshes every 5 s)
+
+
+def test_recharge_receipt_balance_faq(browser: Browser, site: Site, js: bool) -> None:
+    mode = "js" if js else "nojs"
+    card = CARDS[f"recharge-{mode}"]
+    # With JavaScript: a preset that earns the running promotion's bonus (the quote line updates
+    # through htmx). Without: a typed amount below the promotion's threshold.
+    amount, credited = ("200", 21_000) if js else ("88", 8_800)
+    context = new_context(browser, js=js)
+    page = context.new_page()
+    rec = Recorder(page, f"customer-{mode}")
+    try:
+        page.goto(site.at("/", "en"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Recharge your Heyon card")
+        rec.shot("home")
+
+        page.get_by_label("Card number", exact=True).fill(card)
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        if js:
+            page.locator("label", has_text=re.compile(r"^¥200$")).click()
+            expect(page.locator("#quote")).to_contain_text("Pay 200.00, receive 210.00")
+        else:
+            page.get_by_label("Other amount (yuan)").fill(amount)
+        expect(page.get_by_label("Sandbox (test payment)")).to_be_checked()
+        rec.shot("recharge form filled")
+        page.get_by_role("button", name="Recharge").click()
+
+        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}$"))
+        expect(page.locator(".amount")).to_have_text(f"¥{amount}.00")
+        rec.shot("sandbox gateway")
+        page.get_by_role("button", name="Pay", exact=True).click()
+
+        expect(page).to_have_url(re.compile(r"/orders/[\w-]+$"))
+        expect(page.locator("#order-status .state")).to_have_text("Credited", timeout=CREDIT_WAIT_MS)
+        expect(page.locator("#order-status")).to_contain_text(f"¥{credited // 100}.00 has been added to card")
+        rec.shot("order credited")
+        page.get_by_role("link", name="Receipt").click()
+
+        expect(page).to_have_url(re.compile(r"/orders/[\w-]+/receipt$"))
+        expect(page.locator("main.sheet")).to_contain_text(f"¥{credited // 100}.00")
+        rec.shot("receipt")
+
+        page.goto(site.at("/balance"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Check your balance")
+        rec.shot("balance form")
+        page.get_by_label("Card number", exact=True).fill(card)
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        tag = mark(page) if js else ""
+        page.get_by_role("button", name="Check balance").click()
+        expect(page.locator("#balance")).to_have_text(f"¥{(OPENING_FEN + credited) // 100}.00")
+        if js:
+            assert same_document(page, tag), "with JavaScript the balance should be swapped in by htmx"
+        rec.shot("balance shown")
+
+        page.get_by_role("banner").get_by_role("link", name="FAQ").click()
+        expect(page).to_have_url(re.compile(r"/faq$"))
+        rec.shot("faq")
+        tag = mark(page) if js else ""
+        page.get_by_label("Search the questions").fill("refund")
+        if not js:
+            page.get_by_role("button", name="Search").click()
+        # Active search replaces the URL too, so a reload or a shared link shows the same results.
+        expect(page).to_have_url(re.compile(r"/faq\?q=refund$"))
+        expect(page.locator("#faq-results details")).to_have_count(1)
+        expect(page.locator("#faq-results summary")).to_have_text("Can I get a refund?")
+        if js:
+            assert same_document(page, tag), "with JavaScript the search should be active search"
+        rec.shot("faq search")
+        rec.assert_clean()
+    finally:
+        context.close()
