@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test translations clean
+.PHONY: run test bench bench-scale soak translations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/pytest -n 2
+
+# Throughput, latency, page weight and Lighthouse on this machine (a few minutes; not part of
+# `make test`). Also on PostgreSQL when BENCH_DATABASE_URL or TEST_DATABASE_URL is set. Results:
+# bench/results/latest.md and .json; README "Benchmarks" explains them. BENCH_SCALE=1 adds bench-scale.
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/run.py
+	$(if $(filter 1,$(BENCH_SCALE)),$(BIN)/python bench/scale.py)
+
+# The same lookups and staff searches at 10,000 and at 1,000,000 cards (SCALE_CARDS; about 15
+# minutes with PostgreSQL too), their ratio and query plans: bench/results/scale-latest.md and .json.
+bench-scale: $(VENV)/.runtime
+	$(BIN)/python bench/scale.py
+
+# Mixed traffic for SOAK_SECONDS (default 120) per backend with SOAK_CLIENTS (default 8), then the
+# ledger invariants: SQLite with 4 workers, and PostgreSQL with two servers when BENCH_DATABASE_URL
+# or TEST_DATABASE_URL is set. Needs Redis (SOAK_REDIS_URL). Fails on any 5xx or broken invariant.
+# Results: bench/results/soak-latest.md and .json.
+soak: $(VENV)/.runtime
+	$(BIN)/python bench/soak.py
 
 # After changing user-visible text: extract it, merge into the catalog, translate, compile.
 translations: $(VENV)/.dev

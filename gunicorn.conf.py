@@ -3,15 +3,66 @@
 Sync workers: every request is short, and the database is the bottleneck, not I/O waits.
 """
 import os
+from typing import Any
+
+
+def _limits_in_process_memory() -> bool:
+    """Per-IP limits switched on and kept in each process's memory (``memory://``, the default)."""
+    enabled = os.environ.get("RATELIMIT_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off")
+    return enabled and os.environ.get("RATELIMIT_STORAGE_URI", "memory://").startswith("memory://")
+
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Several workers need limits every process shares (Redis). Without that, one worker: `make run`
+# on a fresh machine stays exact, and the app would refuse more (see pre_fork).
+workers = int(os.environ.get("WEB_CONCURRENCY") or (1 if _limits_in_process_memory() else 2))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 # Recycle workers now and then so a slow leak never becomes an outage.
 max_requests = 2000
 max_requests_jitter = 200
-accesslog = "-"
-# The access log never shows query strings: they are no place for secrets, but be safe anyway.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+def _log_config() -> dict[str, Any]:
+    """The app's log lines (HEYON_LOG_FORMAT, HEYON_LOG_LEVEL) for gunicorn's own messages too,
+    and no gunicorn access log: the app writes one line per request, with its request id and
+    without the query string. heyon_site/logs.py is loaded from its file, standard library only,
+    rather than imported as part of the app, for the reason pre_fork gives."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heyon_site", "logs.py")
+    spec = importlib.util.spec_from_file_location("heyon_gunicorn_logs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.gunicorn_logconfig()  # type: ignore[no-any-return]
+
+
+logconfig_dict = _log_config()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+# No runtime control socket: the instances of one machine would share its default path, and
+# a release needs no more than `systemctl reload` (HUP).
+control_socket_disable = True
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Tell each new worker how many processes serve the app: `-w` on the command line, a
+    reload (HUP) or a TTIN signal included.
+
+    create_app refuses per-process (``memory://``) rate limits in more than one process, and a
+    worker that fails to boot stops gunicorn with its message. The app decides, not this file:
+    only the app knows its final settings (a WSGI module may switch limits off in code), and
+    importing it here, in the master, would keep old code across a graceful reload (HUP).
+    """
+    os.environ["HEYON_WORKERS"] = str(server.num_workers)
+
+
+def on_starting(server: Any) -> None:
+    if server.cfg.preload_app:  # the app was built in the master, before any fork: check it here
+        from heyon_site.config import refuse_per_process_limits
+
+        config = getattr(server.app.wsgi(), "config", None)
+        if config is not None:
+            refuse_per_process_limits({**config, "HEYON_WORKERS": server.cfg.workers})

@@ -11,10 +11,10 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as cfg
-from . import cli, errors, i18n, providers, web
+from . import alarms, cli, errors, i18n, logs, metrics, providers, web
 from .customer import faq as _faq_routes  # noqa: F401 - registers /faq on the customer blueprint
 from .customer.views import bp as customer_bp
-from .extensions import csrf, db, limiter, migrate
+from .extensions import compress, csrf, db, limiter, migrate
 from .extensions import htmx as htmx_ext
 from .payments.views import bp as payments_bp
 from .sandbox.views import bp as sandbox_bp
@@ -36,10 +36,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         # Fine for `make run` on one machine; production sets SECRET_KEY (the README says so).
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
+    cfg.refuse_per_process_limits(app.config)
+    if app.config["HEYON_HTTPS"]:
+        app.config.update(cfg.HTTPS_ONLY)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", cfg.engine_options(app.config))
     if app.config["HEYON_PROXY_HOPS"]:
         hops = app.config["HEYON_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    # Outermost (every request gets its id and access line) and before db.init_app (engine options).
+    logs.init_app(app)
 
+    # First, so its after_request hook runs last: it compresses the finished response.
+    compress.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(cfg.PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
@@ -47,8 +55,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     i18n.init_app(app)
     providers.init_app(app)
+    alarms.init_app(app)
     web.init_app(app)
     errors.init_app(app)
+    metrics.init_app(app)
 
     app.register_blueprint(customer_bp)
     app.register_blueprint(payments_bp)

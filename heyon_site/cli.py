@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import update
 
+from . import backup
 from .billing import ledger
 from .billing.cards import CardNumberError, create_card, find_card, mask, normalise_card_number, normalise_password
 from .billing.money import AmountError, parse_amount, yuan
@@ -180,3 +181,4 @@ def payments_reconcile(older_than: int) -> None:
 def init_app(app: Flask) -> None:
     for command in (cards, ledger_cli, payments, seed_demo, faq_cli, promos_cli, staff_cli):
         app.cli.add_command(command)
+    backup.init_app(app)  # `flask db backup`

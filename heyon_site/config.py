@@ -37,6 +37,17 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, not {raw!r}")
+
+
 # Each payment provider reads its own settings (``providers/<name>.py`` names them); they pass
 # through from the environment as they are. Keys may be given as a value or as ``NAME_FILE``.
 PROVIDER_SETTING_PREFIXES = ("HEYON_ALIPAY_", "HEYON_WECHAT_", "HEYON_STRIPE_")
@@ -81,15 +92,86 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_SUPPORT_EMAIL": env.get("HEYON_SUPPORT_EMAIL", "support@heyon.example"),
         "HEYON_SUPPORT_HOURS": env.get("HEYON_SUPPORT_HOURS", "09:00-21:00"),
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
+        # Keys in a shared Redis start with it, so one Redis can serve other sites too.
+        "RATELIMIT_KEY_PREFIX": env.get("RATELIMIT_KEY_PREFIX", "heyon"),
+        # Processes serving the site on this machine: gunicorn.conf.py sets HEYON_WORKERS from its
+        # worker count (`-w` included); other servers say it with WEB_CONCURRENCY.
+        "HEYON_WORKERS": _int(env, "HEYON_WORKERS", _int(env, "WEB_CONCURRENCY", 1)),
+        # Served only over HTTPS (TLS at the proxy): HSTS, and a session cookie only HTTPS sends.
+        "HEYON_HTTPS": _bool(env, "HEYON_HTTPS", False),
+        # PostgreSQL connections of each process; see engine_options().
+        "HEYON_DB_POOL_SIZE": _int(env, "HEYON_DB_POOL_SIZE", 2),
+        "HEYON_DB_MAX_OVERFLOW": _int(env, "HEYON_DB_MAX_OVERFLOW", 3),
+        "HEYON_DB_POOL_RECYCLE": _int(env, "HEYON_DB_POOL_RECYCLE", 1800),
+        "HEYON_DB_POOL_TIMEOUT": _int(env, "HEYON_DB_POOL_TIMEOUT", 10),
         "HEYON_IP_LIMIT": env.get("HEYON_IP_LIMIT", "30 per minute;300 per hour"),
         "HEYON_IP_FAILURE_LIMIT": env.get("HEYON_IP_FAILURE_LIMIT", "20 per hour"),
         # "Check payment now" on the order page asks the provider: per IP, and per order at most
         # once in HEYON_CHECK_INTERVAL_SECONDS whoever presses it.
+        # Failed card logins across all cards (every worker and machine) above which the log
+        # raises a card-number spraying alarm, once a minute.
+        "HEYON_CARD_SPRAY_LIMIT": env.get("HEYON_CARD_SPRAY_LIMIT", "200 per minute"),
         "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
         "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
         "HEYON_STAFF_IDLE_MINUTES": _int(env, "HEYON_STAFF_IDLE_MINUTES", 30),
+        # Logs: one JSON object per line (json), or the same fields for a terminal (text).
+        "HEYON_LOG_FORMAT": env.get("HEYON_LOG_FORMAT", "json"),
+        "HEYON_LOG_LEVEL": env.get("HEYON_LOG_LEVEL", "INFO"),
+        # /metrics: with a token, only for `Authorization: Bearer <token>`; without, loopback and
+        # private addresses only.
+        "HEYON_METRICS_TOKEN": env.get("HEYON_METRICS_TOKEN", ""),
+        "HEYON_METRICS_TOKEN_FILE": env.get("HEYON_METRICS_TOKEN_FILE", ""),
     }
+
+
+# What HEYON_HTTPS switches on, besides the HSTS header (web.py). A ``__Host-`` cookie is
+# accepted by the browser only over HTTPS, for path /, without a Domain: no subdomain and no
+# plain-HTTP page can set or overwrite it.
+HTTPS_ONLY: dict[str, Any] = {
+    "PREFERRED_URL_SCHEME": "https",
+    "SESSION_COOKIE_SECURE": True,
+    "SESSION_COOKIE_NAME": "__Host-session",
+}
+
+
+def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """SQLAlchemy's connection pool for PostgreSQL (SQLite keeps Flask-SQLAlchemy's defaults).
+
+    A sync gunicorn worker serves one request at a time and so needs one connection; the rest is
+    headroom. Each process may open pool_size + max_overflow connections, so the sum of that over
+    every worker of every machine, plus the reconcile runs, must stay below the server's
+    max_connections. Pre-ping replaces a connection the server or a firewall dropped while idle;
+    recycle retires old ones; a request waits at most pool_timeout seconds for a connection,
+    less than gunicorn's own timeout, so it fails with a clear error instead of being killed.
+    """
+    if not str(config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        return {}
+    return {
+        "pool_size": config["HEYON_DB_POOL_SIZE"],
+        "max_overflow": config["HEYON_DB_MAX_OVERFLOW"],
+        "pool_recycle": config["HEYON_DB_POOL_RECYCLE"],
+        "pool_timeout": config["HEYON_DB_POOL_TIMEOUT"],
+        "pool_pre_ping": True,
+    }
+
+
+class PerProcessLimits(RuntimeError):
+    """Rate limits kept in each process's memory, in a site served by several processes."""
+
+
+def refuse_per_process_limits(config: Mapping[str, Any]) -> None:
+    """Refuse to start with per-IP limits in ``memory://`` and more than one process: each
+    process would count on its own, and a limit of 5 would let 5 times the workers through."""
+    workers = int(config.get("HEYON_WORKERS") or 1)
+    storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if workers > 1 and config.get("RATELIMIT_ENABLED", True) and storage.startswith("memory://"):
+        raise PerProcessLimits(
+            f"refusing to start: {workers} processes would each keep their own per-IP rate limits "
+            f"(RATELIMIT_STORAGE_URI={storage}). Set RATELIMIT_STORAGE_URI=redis://... (shared by "
+            "every process and machine), or serve with one worker, or set RATELIMIT_ENABLED=false "
+            "to serve without per-IP limits.")
 
 
 class Defaults:
@@ -106,6 +188,9 @@ class Defaults:
     BABEL_TRANSLATION_DIRECTORIES = str(PROJECT_ROOT / "translations")
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_STRATEGY = "moving-window"
+    # Redis unreachable: limit with each process's memory until it answers again, rather than
+    # answer 500 to every limited form (the card and staff throttles are in the database anyway).
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     # argon2id parameters (RFC 9106, second recommended option); tests lower them.
     ARGON2_TIME_COST = 3
     ARGON2_MEMORY_COST = 64 * 1024

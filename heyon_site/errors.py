@@ -4,8 +4,10 @@ from __future__ import annotations
 from flask import Flask, Response, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .extensions import db
 from .htmx import render
 
 MESSAGES = {
@@ -17,6 +19,7 @@ MESSAGES = {
     415: (_l("Not a form"), _l("This page only accepts its own form. Please go back and use it.")),
     429: (_l("Too many attempts"), _l("Please wait a few minutes before trying again.")),
     500: (_l("Something went wrong on our side"), _l("Please try again in a few minutes. If it keeps happening, contact support.")),
+    503: (_l("Briefly unavailable"), _l("We cannot reach our records right now. Nothing was charged or changed; please try again in a minute.")),
 }
 
 
@@ -41,6 +44,16 @@ def init_app(app: Flask) -> None:
         for name, value in e.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(e: OperationalError) -> Response:
+        """The database is down, restarting or locked too long. The transaction was rolled back,
+        so nothing changed: say so with a 503 the visitor (or provider) will retry."""
+        app.logger.error("database unavailable: %s", type(e.orig).__name__ if e.orig is not None else "OperationalError")
+        db.session.rollback()
+        response = _page(503, *MESSAGES[503])
+        response.headers["Retry-After"] = "30"
         return response
 
     @app.errorhandler(Exception)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
 from sqlalchemy import text
+from werkzeug.security import safe_join
 
 from .billing.money import yuan
 from .extensions import db
@@ -56,6 +57,26 @@ def _headers(response: Response) -> Response:
     h.setdefault("X-Frame-Options", "DENY")
     # Keeps the same-origin Referer that Flask-WTF checks on HTTPS, sends only the origin elsewhere.
     h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    if current_app.config.get("HEYON_HTTPS"):
+        # On every answer, not only on secure requests: browsers ignore it over plain HTTP, and a
+        # proxy hop miscounted must not silently drop it. No preload: that is a separate decision.
+        h.setdefault("Strict-Transport-Security", f"max-age={YEAR}; includeSubDomains")
+    return response
+
+
+def _cache_static(response: Response) -> Response:
+    """A static URL from ``static_url`` names one version of the file forever: the browser keeps
+    it a year without asking again (``immutable``). Without that digest, or with an old one, the
+    same path may hold other bytes tomorrow, so the browser revalidates it (ETag) each time."""
+    if request.endpoint != "static" or response.status_code not in (200, 304):
+        return response
+    path = safe_join(current_app.static_folder or "", (request.view_args or {}).get("filename", ""))
+    if path is not None and request.args.get("v") == _digest(path):
+        response.cache_control.immutable = True
+    else:
+        response.cache_control.max_age = 0
+        response.cache_control.no_cache = True
+        response.headers.pop("Expires", None)
     return response
 
 
@@ -67,18 +88,26 @@ def _forms_only() -> None:
 
     Provider callbacks are exempt: they are machine-facing and each adapter reads its own format.
     """
-    if request.method != "POST" or request.blueprint == "payments":
+    if request.blueprint == "payments":
         return
-    if request.mimetype not in FORM_TYPES:
-        abort(415)
-    if request.files:
-        abort(400)
+    if request.method == "POST":
+        if request.mimetype not in FORM_TYPES:
+            abort(415)
+        if request.files:
+            abort(400)
+    # Staff forms store free text (FAQ, promotions, names), and PostgreSQL cannot keep a NUL in a
+    # text column: refuse it here rather than as a database error deep in a view. Customer forms
+    # store no free text and answer a NUL with their own field messages.
+    if request.method == "POST" and request.blueprint == "staff":
+        if any("\x00" in value for values in request.form.listvalues() for value in values):
+            abort(400)
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(health)
     app.before_request(_forms_only)
     app.after_request(_headers)
+    app.after_request(_cache_static)
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = YEAR  # static URLs carry their digest
     app.jinja_env.filters["yuan"] = yuan
     app.jinja_env.globals.update(

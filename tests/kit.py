@@ -128,6 +128,9 @@ def live_site(database_url: str, tmp: Path, workers: int = 4, extra_env: dict[st
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
            "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1",
+           # Several workers with limits kept in each one's memory are refused at start-up; tests
+           # about limits across workers pass RATELIMIT_ENABLED=true and a Redis storage URI.
+           "RATELIMIT_ENABLED": "false",
            **(extra_env or {})}
     log = tmp / f"gunicorn-{port}.log"
     with log.open("wb") as out:

@@ -10,6 +10,7 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
+from .. import alarms
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.promos import active_promotions, current_quote, quote
@@ -97,6 +98,8 @@ def recharge_submit() -> Response:
         return recharge_page(form, "recharge_form", 422)
     auth = authenticate(form.card_no, form.password.data or "")
     if auth.card_id is None:
+        if auth.refused == "credentials":
+            alarms.card_login_failed()
         message, status = refusal_message(auth)
         form.form_errors.append(message)
         return recharge_page(form, "recharge_form", status)
@@ -136,6 +139,8 @@ def balance_submit() -> Response:
         return no_store(render("customer/balance.html", "balance_lookup", 422, form=form))
     auth = authenticate(form.card_no, form.password.data or "")
     if auth.card_id is None:
+        if auth.refused == "credentials":
+            alarms.card_login_failed()
         message, status = refusal_message(auth)
         form.form_errors.append(message)
         return no_store(render("customer/balance.html", "balance_lookup", status, form=form))

@@ -42,7 +42,9 @@ bp.add_app_template_filter(yuan_grouped, "yuan_grouped")
 
 @bp.context_processor
 def _staff_context() -> dict[str, object]:
-    return {"staff": current_staff(), "logout_form": LogoutForm()}
+    # formdata=None: the form must not read the request. This also runs for error pages, where the
+    # body may be too large (413) or not a form at all, and reading it would fail again.
+    return {"staff": current_staff(), "logout_form": LogoutForm(formdata=None)}
 
 
 def safe_next(target: str | None) -> str:

@@ -1,0 +1,595 @@
+"""`make bench`: throughput, latency, page weight and Lighthouse for the site, on this machine.
+
+Serves the site under gunicorn (2 sync workers, as in production) on a fresh SQLite database,
+and on a scratch PostgreSQL database too when BENCH_DATABASE_URL (or TEST_DATABASE_URL) names a
+server; loads it from other processes on 127.0.0.1 (wrk, or a Python load generator where wrk is
+missing or a step needs logic between requests); then runs Lighthouse (mobile) on the home and
+recharge pages. Prints the tables and writes them to bench/results/ (latest.md, latest.json).
+
+Settings (environment): BENCH_SECONDS (per endpoint, default 10), BENCH_CONNECTIONS (default 8),
+BENCH_LIGHTHOUSE_RUNS (default 3; 0 skips Lighthouse), BENCH_DATABASE_URL.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = 2.0
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+WORKERS = 2
+LIGHTHOUSE_RUNS = int(os.environ.get("BENCH_LIGHTHOUSE_RUNS", "3"))
+SANDBOX_SECRET = "bench-sandbox-secret"
+BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
+CHROME = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
+CHROME_FLAGS = ("--headless --no-sandbox --disable-gpu --disable-background-networking "
+                "--disable-component-update --disable-sync --no-first-run")
+# The demo cards of `flask seed-demo` (heyon_site/cli.py); lookups rotate over them.
+DEMO_CARDS = (("8600000000000018", "135790"), ("8600000000000026", "246802"), ("8600000000000034", "112233"))
+TARGETS = {"lighthouse_score": 100, "lcp_ms": 1000, "page_ratio": 0.60, "order_ratio": 0.25}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ HTTP, stdlib only
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def fetch(base: str, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None) -> Answer:
+    """One request on its own connection (gunicorn's sync workers close every connection)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        hdrs = dict(headers or {})
+        if body is not None:
+            hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        conn.request(method, path, body=body.encode() if body is not None else None, headers=hdrs)
+        r = conn.getresponse()
+        return Answer(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class Visitor:
+    """A browser session: its session cookie and the CSRF token of the form it loaded."""
+
+    cookie: str
+    token: str
+
+
+def open_form(base: str, path: str) -> Visitor:
+    r = fetch(base, "GET", path)
+    cookie = r.headers.get("set-cookie", "").split(";")[0]
+    match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', r.body)
+    if r.status != 200 or not cookie or not match:
+        raise RuntimeError(f"GET {path}: no session or CSRF token ({r.status})")
+    return Visitor(cookie, match.group(1).decode())
+
+
+def balance_body(v: Visitor, card: tuple[str, str]) -> str:
+    return urlencode({"csrf_token": v.token, "card_number": card[0], "password": card[1]})
+
+
+def recharge_body(v: Visitor, card: tuple[str, str]) -> str:
+    return urlencode({"csrf_token": v.token, "card_number": card[0], "password": card[1], "amount": "100",
+                      "custom_amount": "", "method": "sandbox"})
+
+
+def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", trade_no: str | None = None) -> str:
+    """The sandbox provider's signed notification (README: Interfaces; tests/kit.py)."""
+    fields = {"out_trade_no": order_no, "trade_no": trade_no or "SBX" + uuid.uuid4().hex[:20].upper(),
+              "total_amount": yuan, "trade_status": status, "notify_id": uuid.uuid4().hex,
+              "notify_time": time.strftime("%Y-%m-%d %H:%M:%S"), "sign_type": "HMAC-SHA256"}
+    message = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type") and v)
+    fields["sign"] = hmac.new(SANDBOX_SECRET.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return urlencode(fields)
+
+
+# ------------------------------------------------------------------ the site under test
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def site_env(database_url: str) -> dict[str, str]:
+    return {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key",
+            "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1"}
+
+
+def prepare_database(database_url: str) -> None:
+    env = site_env(database_url)
+    for args in (("db", "upgrade"), ("seed-demo",), ("faq", "seed")):
+        done = subprocess.run([PYTHON, "-m", "flask", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False)
+        if done.returncode:
+            raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+
+
+@contextlib.contextmanager
+def serving(database_url: str, logfile: Path, *, workers: int = WORKERS, app: str = "bench.serve:app",
+            extra_env: dict[str, str] | None = None, max_requests: int = 0) -> Iterator[str]:
+    """gunicorn with the production config (gunicorn.conf.py), 2 workers unless told, on 127.0.0.1."""
+    port = free_port()
+    # --max-requests 0: production recycles a worker every ~2000 requests, and a worker
+    # re-importing the app mid-run would show up as a latency spike of the endpoint it hit.
+    cmd = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+           "--max-requests", str(max_requests), app]
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**site_env(database_url), **(extra_env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("gunicorn exited; see " + str(logfile))
+            with contextlib.suppress(OSError):
+                if fetch(base, "GET", "/healthz").status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not come up; see " + str(logfile))
+            time.sleep(0.2)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def scratch_postgres(server_url: str) -> Iterator[str]:
+    """A database of our own on that server, dropped afterwards (as tests/conftest.py does)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from heyon_site.config import database_url
+
+    admin_url = make_url(database_url(server_url, ROOT))
+    name = f"heyon_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# ------------------------------------------------------------------ load
+
+
+@dataclass
+class Load:
+    backend: str
+    name: str
+    tool: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    error_sample: str = ""
+    vs_healthz: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def wrk(base: str, path: str, seconds: float, cookie: str = "", bodies: tuple[str, ...] = ()) -> dict[str, int]:
+    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:.0f}s", "--timeout", "30s",
+           "-s", str(BENCH / "wrk.lua"), base + path, "--", cookie, *bodies]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no figures:\n{done.stdout}{done.stderr}")
+    figures: dict[str, int] = json.loads(line.removeprefix("BENCH_JSON "))
+    return figures
+
+
+def wrk_load(backend: str, name: str, base: str, path: str, cookie: str = "", bodies: tuple[str, ...] = ()) -> Load:
+    wrk(base, path, WARMUP, cookie, bodies)
+    f = wrk(base, path, SECONDS, cookie, bodies)
+    errors = f["connect"] + f["read"] + f["write"] + f["status"] + f["timeout"]
+    return Load(backend, name, "wrk", f["requests"], f["duration_us"] / 1e6, f["p50_us"] / 1000, f["p99_us"] / 1000,
+                errors, "" if not errors else f"connect {f['connect']} read {f['read']} write {f['write']} "
+                                              f"status>=400 {f['status']} timeout {f['timeout']}")
+
+
+Operation = Callable[[], object]  # one unit of work; raises on any unexpected answer
+
+
+def python_load(backend: str, name: str, make_operation: Callable[[int], Operation], clients: int) -> Load:
+    """A closed-loop generator: each client thread runs its operation back to back, for the
+    warm-up and then for SECONDS; every operation's latency is kept for the percentiles."""
+    operations = [make_operation(i) for i in range(clients)]  # per-client setup, outside the clock
+
+    def drive(seconds: float) -> tuple[list[float], int, str, float]:
+        latencies: list[list[float]] = [[] for _ in operations]
+        errors = [0] * len(operations)
+        sample: list[str] = []
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        def client(i: int) -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    operations[i]()
+                except Exception as exc:  # noqa: BLE001 - every failure counts as an error; the first is shown
+                    errors[i] += 1
+                    if not sample:
+                        sample.append(f"{type(exc).__name__}: {exc}"[:200])
+                    continue
+                latencies[i].append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(operations))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [x for xs in latencies for x in xs], sum(errors), sample[0] if sample else "", time.perf_counter() - start
+
+    drive(WARMUP)
+    done, errors, sample, elapsed = drive(SECONDS)
+    q = statistics.quantiles(done, n=100, method="inclusive") if len(done) >= 2 else [0.0] * 99
+    return Load(backend, name, "python", len(done) + errors, elapsed, q[49] * 1000, q[98] * 1000, errors, sample)
+
+
+def expect(answer: Answer, status: int, what: str) -> Answer:
+    if answer.status != status:
+        raise RuntimeError(f"{what}: {answer.status}, expected {status}")
+    return answer
+
+
+def get_operation(base: str, path: str) -> Callable[[int], Operation]:
+    return lambda _i: lambda: expect(fetch(base, "GET", path, headers={"Accept-Encoding": BROWSER_ENCODINGS}), 200, path)
+
+
+def order_operation(base: str) -> Callable[[int], Operation]:
+    """Recharge form POST (303 to the sandbox checkout), then the provider's signed notification
+    (answered `success`): one order created and credited."""
+
+    def make(i: int) -> Operation:
+        visitor = open_form(base, "/recharge")
+        card = DEMO_CARDS[i % len(DEMO_CARDS)]
+        body = recharge_body(visitor, card)
+
+        def operation() -> None:
+            r = expect(fetch(base, "POST", "/recharge", body, {"Cookie": visitor.cookie,
+                                                               "Accept-Encoding": BROWSER_ENCODINGS}), 303, "recharge")
+            match = re.search(r"/pay/sandbox/(\d+)$", r.headers.get("location", ""))
+            if not match:
+                raise RuntimeError(f"recharge: Location {r.headers.get('location')!r}")
+            ack = expect(fetch(base, "POST", "/pay/notify/sandbox", notification(match.group(1), "100.00")), 200, "notify")
+            if ack.body != b"success":
+                raise RuntimeError(f"notify answered {ack.body[:40]!r}")
+
+        return operation
+
+    return make
+
+
+def load_suite(backend: str, base: str, use_wrk: bool) -> list[Load]:
+    """Every endpoint of the table, each with the /healthz of its own tool as the yardstick."""
+    visitor = open_form(base, "/balance")
+    lookups = tuple(balance_body(visitor, card) for card in DEMO_CARDS)
+    check = expect(fetch(base, "POST", "/balance", lookups[0], {"Cookie": visitor.cookie}), 200, "balance lookup")
+    if b'id="balance"' not in check.body:
+        raise RuntimeError("the balance lookup shows no balance")
+    rows: list[Load] = []
+    if use_wrk:
+        log(f"[{backend}] wrk: /healthz, home, recharge form, balance lookup ({SECONDS:.0f} s each)")
+        rows += [wrk_load(backend, "/healthz", base, "/healthz"),
+                 wrk_load(backend, "home /", base, "/"),
+                 wrk_load(backend, "recharge form", base, "/recharge"),
+                 wrk_load(backend, "balance lookup (POST)", base, "/balance", visitor.cookie, lookups)]
+    else:
+        log(f"[{backend}] wrk is missing: the Python generator loads the pages too")
+        rows += [python_load(backend, "home /", get_operation(base, "/"), CONNECTIONS),
+                 python_load(backend, "recharge form", get_operation(base, "/recharge"), CONNECTIONS)]
+        # The balance lookup is a POST with a session: one visitor per client.
+        rows.append(python_load(backend, "balance lookup (POST)", lambda i: _lookup(base, i), CONNECTIONS))
+    log(f"[{backend}] python: /healthz and order created + credited ({SECONDS:.0f} s each)")
+    rows.append(python_load(backend, "/healthz", get_operation(base, "/healthz"), CONNECTIONS))
+    rows.append(python_load(backend, "order created + credited", order_operation(base), CONNECTIONS))
+    for row in rows:
+        yardstick = next(r for r in rows if r.name == "/healthz" and r.tool == row.tool)
+        row.vs_healthz = row.rps / yardstick.rps if yardstick.rps else None
+    return rows
+
+
+def _lookup(base: str, i: int) -> Operation:
+    visitor = open_form(base, "/balance")
+    body = balance_body(visitor, DEMO_CARDS[i % len(DEMO_CARDS)])
+    return lambda: expect(fetch(base, "POST", "/balance", body, {"Cookie": visitor.cookie,
+                                                                 "Accept-Encoding": BROWSER_ENCODINGS}),
+                          200, "balance lookup")
+
+
+def argon2_verify_ms() -> float:
+    """What one card-password check costs here with the site's argon2id settings."""
+    from argon2 import PasswordHasher
+
+    from heyon_site.config import Defaults
+
+    h = PasswordHasher(time_cost=Defaults.ARGON2_TIME_COST, memory_cost=Defaults.ARGON2_MEMORY_COST,
+                       parallelism=Defaults.ARGON2_PARALLELISM)
+    stored = h.hash("135790")
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        h.verify(stored, "135790")
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+# ------------------------------------------------------------------ page weight
+
+
+@dataclass
+class Weight:
+    page: str
+    raw: int
+    gzip: int
+    br: int
+
+
+def page_weights(base: str) -> list[Weight]:
+    """Bytes of each customer page and static file as served: uncompressed, gzip and brotli."""
+    order_operation(base)(0)()  # one credited order, so the order page and its receipt exist
+    visitor = open_form(base, "/balance")
+    lookup = balance_body(visitor, DEMO_CARDS[0])
+    result = fetch(base, "POST", "/balance", lookup, {"Cookie": visitor.cookie}).body.decode()
+    order = re.search(r'href="(/orders/[\w-]+)"', result)
+    page = fetch(base, "GET", "/").body.decode()
+    targets: list[tuple[str, str, str]] = [("home", "GET", "/"), ("recharge", "GET", "/recharge"), ("faq", "GET", "/faq"),
+                                           ("balance form", "GET", "/balance"), ("balance result", "POST", "/balance")]
+    if order:
+        targets += [("order", "GET", order.group(1)), ("receipt", "GET", order.group(1) + "/receipt")]
+    receipt = fetch(base, "GET", order.group(1) + "/receipt").body.decode() if order else ""
+    for url in dict.fromkeys(re.findall(r'(?:href|src)="(/static/[^"]+)"', page + receipt)):
+        targets.append((url.split("?")[0].removeprefix("/static/"), "GET", url))
+    weights = []
+    for name, method, path in targets:
+        sizes = {}
+        for encoding in ("identity", "gzip", "br"):
+            headers = {"Accept-Encoding": encoding}
+            body = None
+            if method == "POST":
+                headers["Cookie"] = visitor.cookie
+                body = lookup
+            r = expect(fetch(base, method, path, body, headers), 200, name)
+            if r.headers.get("content-encoding", "identity") != encoding:
+                raise RuntimeError(f"{name}: asked for {encoding}, got {r.headers.get('content-encoding')}")
+            sizes[encoding] = len(r.body)
+        weights.append(Weight(name, sizes["identity"], sizes["gzip"], sizes["br"]))
+    return weights
+
+
+# ------------------------------------------------------------------ Lighthouse
+
+
+@dataclass
+class Lighthouse:
+    page: str
+    runs: int
+    score: float | None = None
+    lcp_ms: float | None = None
+    total_bytes: float | None = None
+    requests: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+
+def lighthouse_binary() -> Path | None:
+    """bench/node_modules/.bin/lighthouse, installed from the lock file on first use."""
+    binary = BENCH / "node_modules" / ".bin" / "lighthouse"
+    if binary.exists():
+        return binary
+    if not shutil.which("npm"):
+        return None
+    log("installing Lighthouse into bench/node_modules (npm ci, pinned by bench/package-lock.json)")
+    # --ignore-scripts: nothing may download a browser; Debian's Chromium is used.
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=BENCH, check=True,
+                   stdout=subprocess.DEVNULL)
+    return binary if binary.exists() else None
+
+
+def chromium() -> str | None:
+    if Path(CHROME).exists():
+        return CHROME
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing Debian's chromium (apt-get install -y chromium)")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return CHROME if Path(CHROME).exists() else None
+
+
+def lighthouse(base: str, pages: dict[str, str], runs: int) -> list[Lighthouse]:
+    if runs <= 0:
+        return [Lighthouse(name, 0, skipped="BENCH_LIGHTHOUSE_RUNS=0") for name in pages]
+    binary, chrome = lighthouse_binary(), chromium()
+    if binary is None or chrome is None:
+        why = "npm is missing" if binary is None else f"no Chromium at {CHROME}"
+        return [Lighthouse(name, 0, skipped=why) for name in pages]
+    results = []
+    for name, path in pages.items():
+        scores, lcps, totals, requests = [], [], [], []
+        for i in range(runs):
+            log(f"Lighthouse (mobile) {name}: run {i + 1} of {runs}")
+            done = subprocess.run(
+                [str(binary), base + path, "--quiet", "--output=json", "--output-path=stdout",
+                 "--only-categories=performance", f"--chrome-flags={CHROME_FLAGS}"],
+                capture_output=True, text=True, timeout=180, env={**os.environ, "CHROME_PATH": chrome}, check=False)
+            if done.returncode:
+                raise RuntimeError(f"lighthouse failed:\n{done.stderr[-2000:]}")
+            report = json.loads(done.stdout)
+            audits = report["audits"]
+            scores.append(report["categories"]["performance"]["score"] * 100)
+            lcps.append(audits["largest-contentful-paint"]["numericValue"])
+            totals.append(audits["total-byte-weight"]["numericValue"])
+            requests = [f"{item['url'].replace(base, '')} {item.get('statusCode')} {item.get('transferSize')} B"
+                        for item in audits["network-requests"]["details"]["items"]]
+        results.append(Lighthouse(name, runs, statistics.median(scores), statistics.median(lcps),
+                                  statistics.median(totals), requests))
+    return results
+
+
+# ------------------------------------------------------------------ report
+
+
+def markdown(loads: list[Load], weights: list[Weight], lighthouses: list[Lighthouse], argon2_ms: float,
+             verdicts: list[tuple[str, str, bool | None]]) -> str:
+    setup = (f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, gunicorn {WORKERS} sync workers; "
+             f"load from the same machine ({CONNECTIONS} connections, {SECONDS:.0f} s per row after a {WARMUP:.0f} s "
+             f"warm-up). Requests send `Accept-Encoding: {BROWSER_ENCODINGS}` as a phone browser does. "
+             f"One argon2id card-password check (the site's settings) costs {argon2_ms:.0f} ms here. "
+             f"Load average before the run: {LOAD_BEFORE:.2f} (other work on the machine skews every figure).")
+    out = [f"# Benchmark, {time.strftime('%Y-%m-%d %H:%M')}", "", setup, "",
+           "## Throughput and latency", "",
+           "| database | endpoint | load tool | req/s | p50 ms | p99 ms | errors | vs /healthz (same tool) |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in loads:
+        ratio = f"{r.vs_healthz:.0%}" if r.vs_healthz is not None else "-"
+        out.append(f"| {r.backend} | {r.name} | {r.tool} | {r.rps:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+                   f"{r.errors} | {ratio} |")
+    errors = [r for r in loads if r.errors]
+    out += [f"\nErrors in {r.backend} {r.name}: {r.error_sample}" for r in errors]
+    out += ["", "## Page weight (bytes as served)", "", "| page | raw | gzip | br |", "|---|---:|---:|---:|"]
+    out += [f"| {w.page} | {w.raw} | {w.gzip} | {w.br} |" for w in weights]
+    out += ["", "## Lighthouse, mobile (simulated slow 4G, 4x CPU), median of runs", "",
+            "| page | runs | performance | LCP ms | total bytes |", "|---|---:|---:|---:|---:|"]
+    for lh in lighthouses:
+        if lh.skipped:
+            out.append(f"| {lh.page} | skipped: {lh.skipped} | | | |")
+        else:
+            out.append(f"| {lh.page} | {lh.runs} | {lh.score:.0f} | {lh.lcp_ms:.0f} | {lh.total_bytes:.0f} |")
+    for lh in lighthouses:
+        if lh.requests:
+            out.append(f"\nRequests of {lh.page}: " + "; ".join(lh.requests))
+    out += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    out += [f"| {t} | {m} | {'yes' if ok else 'no' if ok is False else 'not measured'} |" for t, m, ok in verdicts]
+    return "\n".join(out) + "\n"
+
+
+def judge(loads: list[Load], lighthouses: list[Lighthouse]) -> list[tuple[str, str, bool | None]]:
+    verdicts: list[tuple[str, str, bool | None]] = []
+    for lh in lighthouses:
+        measured = not lh.skipped
+        verdicts.append((f"Lighthouse mobile performance {TARGETS['lighthouse_score']} on {lh.page}",
+                         f"{lh.score:.0f}" if measured else lh.skipped,
+                         lh.score is not None and lh.score >= TARGETS["lighthouse_score"] if measured else None))
+        verdicts.append((f"LCP < {TARGETS['lcp_ms'] / 1000:.1f} s on {lh.page}",
+                         f"{lh.lcp_ms / 1000:.2f} s" if measured and lh.lcp_ms is not None else "-",
+                         lh.lcp_ms is not None and lh.lcp_ms < TARGETS["lcp_ms"] if measured else None))
+    for r in loads:
+        if r.name in ("home /", "recharge form") and r.vs_healthz is not None:
+            verdicts.append((f"{r.backend} {r.name} >= {TARGETS['page_ratio']:.0%} of /healthz",
+                             f"{r.vs_healthz:.0%}", r.vs_healthz >= TARGETS["page_ratio"]))
+        if r.name == "order created + credited" and r.vs_healthz is not None:
+            verdicts.append((f"{r.backend} credited order >= {TARGETS['order_ratio']:.0%} of /healthz",
+                             f"{r.vs_healthz:.1%}", r.vs_healthz >= TARGETS["order_ratio"]))
+    total_errors = sum(r.errors for r in loads)
+    verdicts.append(("zero errors under load", str(total_errors), total_errors == 0))
+    return verdicts
+
+
+LOAD_BEFORE = os.getloadavg()[0]
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    if LOAD_BEFORE > 0.5:
+        log(f"warning: load average {LOAD_BEFORE:.2f}: something else is running, and the figures will show it")
+    RESULTS.mkdir(exist_ok=True)
+    if shutil.which("wrk") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk (apt-get install -y wrk)")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    use_wrk = shutil.which("wrk") is not None
+    if not use_wrk:
+        log("wrk not found (apt-get install -y wrk): using the Python load generator for every row")
+    loads: list[Load] = []
+    weights: list[Weight] = []
+    lighthouses: list[Lighthouse] = []
+    with tempfile.TemporaryDirectory(prefix="heyon-bench-") as tmp:
+        logfile = Path(tmp) / "gunicorn.log"
+        sqlite_url = f"sqlite:///{tmp}/bench.db"
+        log("sqlite: building a fresh database (flask db upgrade, seed-demo, faq seed)")
+        prepare_database(sqlite_url)
+        with serving(sqlite_url, logfile) as base:
+            weights = page_weights(base)
+            lighthouses = lighthouse(base, {"home": "/", "recharge": "/recharge"}, LIGHTHOUSE_RUNS)
+            loads += load_suite("sqlite", base, use_wrk)
+        server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+        if server:
+            with scratch_postgres(server) as pg_url:
+                log("postgresql: scratch database " + pg_url.rsplit("/", 1)[-1])
+                prepare_database(pg_url)
+                with serving(pg_url, logfile) as base:
+                    loads += load_suite("postgresql", base, use_wrk)
+        else:
+            log("postgresql: skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL, e.g. postgresql:///test)")
+        argon2_ms = argon2_verify_ms()
+        verdicts = judge(loads, lighthouses)
+        report = markdown(loads, weights, lighthouses, argon2_ms, verdicts)
+        errors_in_log = [ln for ln in logfile.read_text(errors="replace").splitlines()
+                         if "Traceback" in ln or "[ERROR]" in ln]
+        if errors_in_log:
+            report += "\nServer log errors:\n" + "\n".join(errors_in_log[:20]) + "\n"
+    (RESULTS / "latest.md").write_text(report)
+    (RESULTS / "latest.json").write_text(json.dumps({
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": SECONDS, "connections": CONNECTIONS,
+        "workers": WORKERS, "argon2_verify_ms": argon2_ms, "load_average_before": LOAD_BEFORE,
+        "loads": [{**asdict(r), "rps": r.rps} for r in loads], "weights": [asdict(w) for w in weights],
+        "lighthouse": [asdict(lh) for lh in lighthouses],
+        "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in verdicts]}, indent=2))
+    print(report)
+    log(f"written: {RESULTS / 'latest.md'} and latest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Alarms that look at the whole site rather than one card or one address.
+
+Card-number spraying: many card numbers tried from many addresses, each staying under the
+per-card throttle and the per-IP limits. Only the total of failed card logins across all cards
+shows it, so every failure is counted in one window shared by every worker and machine (the
+rate-limit storage: Redis in production), and above ``HEYON_CARD_SPRAY_LIMIT`` one alarm line
+a minute goes to the log for whoever watches it.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+log = logging.getLogger(__name__)
+_KEY = "heyon-card-failures"
+_ONCE_A_MINUTE = parse("1 per minute")
+
+
+def init_app(app: Flask) -> None:
+    storage = storage_from_string(app.config["RATELIMIT_STORAGE_URI"])
+    app.extensions["heyon.alarms"] = MovingWindowRateLimiter(storage)
+
+
+def card_login_failed() -> bool:
+    """Count one failed card login; True when this one crossed into spraying territory and
+    the alarm was raised (at most once a minute)."""
+    limiter: MovingWindowRateLimiter = current_app.extensions["heyon.alarms"]
+    limit = parse(current_app.config["HEYON_CARD_SPRAY_LIMIT"])
+    try:
+        # The site's key prefix keeps its counter apart from other sites sharing one Redis.
+        key = f"{current_app.config.get('RATELIMIT_KEY_PREFIX', '')}-{_KEY}"
+        if limiter.hit(limit, key) or not limiter.hit(_ONCE_A_MINUTE, key, "alarm"):
+            return False
+    except Exception:  # the alarm must never cost a customer their answer; the log says why
+        log.exception("card-spray alarm: the counter storage failed")
+        return False
+    log.warning("ALARM card-number spraying: more than %s failed card logins across all cards; "
+                "see the per-IP refusals and login_throttles", limit)
+    return True
