@@ -410,19 +410,23 @@ def percentiles(ms: list[float]) -> tuple[float, float, float]:
     return q[49], q[98], max(ms)
 
 
-def run_timed(name: str, operation: Callable[[int], None], samples: int) -> list[float]:
-    """``operation(i)`` for i in range(samples), each timed, until SECONDS have passed: a slow
-    operation is reported from fewer samples rather than stretching the run (the count is shown)."""
+def interleaved(name: str, small: Callable[[int], None], large: Callable[[int], None],
+                samples: int) -> tuple[list[float], list[float]]:
+    """``small(i)`` and ``large(i)`` by turns (which goes first alternates), each timed: whatever
+    else the machine does at that moment weighs on both sizes alike. Stops after SECONDS once both
+    have 20 samples: a slow operation is reported from fewer samples (the count is shown)."""
     for i in range(min(WARMUP, samples)):
-        operation(samples + i)
-    done: list[float] = []
+        small(samples + i)
+        large(samples + i)
+    done: tuple[list[float], list[float]] = ([], [])
     deadline = time.perf_counter() + SECONDS
     for i in range(samples):
-        t0 = time.perf_counter()
-        operation(i)
-        done.append((time.perf_counter() - t0) * 1000)
-        if time.perf_counter() > deadline and len(done) >= 20:
-            log(f"  {name}: time cap reached after {len(done)} samples")
+        for side in ((0, 1) if i % 2 else (1, 0)):
+            t0 = time.perf_counter()
+            (small, large)[side](i)
+            done[side].append((time.perf_counter() - t0) * 1000)
+        if time.perf_counter() > deadline and i + 1 >= 20:
+            log(f"  {name}: time cap reached after {i + 1} samples")
             break
     return done
 
@@ -492,7 +496,19 @@ def csrf_token(body: bytes) -> str:
     return match.group(1).decode()
 
 
-def measure(found: Database, shape: Shape, with_plans: bool) -> tuple[list[Timing], list[Plan]]:
+@dataclass
+class Subject:
+    """One database under measurement: its app and each operation as ``operation(i)``, the i-th
+    sample (cards, orders and days drawn at random beforehand, so each call does only its work)."""
+
+    found: Database
+    shape: Shape
+    app: Flask
+    operations: dict[str, Callable[[int], None]]
+    searches: tuple[str, ...]
+
+
+def subject(found: Database, shape: Shape) -> Subject:
     app = site(found.url)
     rng = random.Random(20260101 + shape.cards)
     tz = ZoneInfo(TIMEZONE)
@@ -504,13 +520,6 @@ def measure(found: Database, shape: Shape, with_plans: bool) -> tuple[list[Timin
         tokens = dict(db.session.execute(select(RechargeOrder.id, RechargeOrder.token)
                                          .where(RechargeOrder.id.in_(order_ids))).all())
         db.session.remove()
-    timings: list[Timing] = []
-    plans: list[Plan] = []
-
-    def record(name: str, ms: list[float]) -> None:
-        p50, p99, top = percentiles(ms)
-        timings.append(Timing(found.backend, shape.cards, name, len(ms), p50, p99, top))
-        log(f"  {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(ms)} samples)")
 
     client = app.test_client()
     headers = {"Accept-Encoding": BROWSER_ENCODINGS}
@@ -528,9 +537,6 @@ def measure(found: Database, shape: Shape, with_plans: bool) -> tuple[list[Timin
         r = client.get(f"/orders/{tokens[order_ids[i]]}", headers=headers)
         if r.status_code != 200:
             raise RuntimeError(f"order page answered {r.status_code}")
-
-    record("balance lookup, POST /balance", run_timed("balance lookup", lookup, LOOKUPS))
-    record("order page, GET /orders/<token>", run_timed("order page", order_page, SAMPLES))
 
     def in_context(work: Callable[[int], object]) -> Callable[[int], None]:
         """Each call in its own app context and session, as each request has."""
@@ -555,29 +561,50 @@ def measure(found: Database, shape: Shape, with_plans: bool) -> tuple[list[Timin
         "staff search: one day, any status": lambda i: search_orders(tz, date_from=day(i), date_to=day(i)),
         "staff search: status pending": lambda i: search_orders(tz, status="pending"),
     }
-    db_parts: dict[str, Callable[[int], object]] = {
-        "balance DB part: find_card(number)": find,
-        "balance DB part: summary(card_id)": lambda i: summary(cards[i]),
-        **searches,
+    operations: dict[str, Callable[[int], None]] = {
+        LOOKUP: lookup,
+        "order page, GET /orders/<token>": order_page,
+        "balance DB part: find_card(number)": in_context(find),
+        "balance DB part: summary(card_id)": in_context(lambda i: summary(cards[i])),
+        **{name: in_context(work) for name, work in searches.items()},
     }
-    for name, work in db_parts.items():
-        record(name, run_timed(name, in_context(work), SAMPLES))
+    return Subject(found, shape, app, operations, tuple(searches))
 
-    with app.app_context():
+
+LOOKUP = "balance lookup, POST /balance"
+
+
+def measure(small: Subject, large: Subject) -> list[Timing]:
+    timings = []
+    for name in small.operations:
+        got = interleaved(name, small.operations[name], large.operations[name], LOOKUPS if name == LOOKUP else SAMPLES)
+        for who, ms in zip((small, large), got, strict=True):
+            p50, p99, top = percentiles(ms)
+            timings.append(Timing(who.found.backend, who.shape.cards, name, len(ms), p50, p99, top))
+        log(f"  {name}: p50 {timings[-2].p50_ms:.2f} ms -> {timings[-1].p50_ms:.2f} ms, "
+            f"p99 {timings[-2].p99_ms:.2f} ms -> {timings[-1].p99_ms:.2f} ms")
+    return timings
+
+
+def plans_of(large: Subject) -> list[Plan]:
+    """The plan of every SELECT that one run of each operation sends (the balance lookup's database
+    part is the lookup's own queries, so it is not explained twice)."""
+    with large.app.app_context():
         engine = db.engine
-    if with_plans:
-        explained: dict[str, Callable[[int], None]] = {
-            "balance lookup, POST /balance": lookup,
-            "order page, GET /orders/<token>": order_page,
-            **{name: in_context(work) for name, work in searches.items()},
-        }
-        for name, run in explained.items():
-            with Captured(engine) as seen:
-                run(0)
-            with app.app_context():
-                plans += explain(found.backend, name, seen.statements)
-    engine.dispose()
-    return timings, plans
+    plans: list[Plan] = []
+    for name, run in large.operations.items():
+        if "DB part" in name:
+            continue
+        with Captured(engine) as seen:
+            run(0)
+        with large.app.app_context():
+            plans += explain(large.found.backend, name, seen.statements)
+    return plans
+
+
+def dispose(who: Subject) -> None:
+    with who.app.app_context():
+        db.engine.dispose()
 
 
 def verify(found: Database) -> None:
@@ -623,9 +650,10 @@ def markdown(databases: list[Database], timings: list[Timing], plans: list[Plan]
            "(argon2id 64 MiB, 3 passes; rate limits off as in `make bench`): what changes with the size of the "
            "data is the database work, and gunicorn plus a load generator on the same cores would add a constant "
            "cost and noise to both sizes. The database parts are the same functions the views call, each in its "
-           f"own app context and session. Each operation: {WARMUP} warm-up calls, then up to {SAMPLES} samples "
-           f"({LOOKUPS} for the balance lookup) on random cards, orders and days, stopped after {SECONDS:.0f} s "
-           "(with at least 20 samples)."), "",
+           f"own app context and session. Both sizes are open at once and each operation is timed on them by "
+           f"turns, so that other work on the machine weighs on both alike: {WARMUP} warm-up calls, then up to "
+           f"{SAMPLES} samples ({LOOKUPS} for the balance lookup) on random cards, orders and days, stopped after "
+           f"{SECONDS:.0f} s (with at least 20 samples)."), "",
            "## Generation", "",
            "| database | cards | rows: cards / orders / ledger / events | seconds per table | total s | size |",
            "|---|---:|---|---|---:|---:|"]
@@ -696,19 +724,25 @@ def main() -> int:
         log("postgresql: skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL, e.g. postgresql:///test)")
     with tempfile.TemporaryDirectory(prefix="heyon-scale-") as tmp:
         for backend in backends:
-            for cards in (SMALL, LARGE):
-                shape = Shape(cards, end)
-                log(f"[{backend}] {cards:,} cards: generating")
-                opened = (sqlite_database(Path(tmp), shape, password_hash) if backend == "sqlite"
-                          else postgres_database(server or "", shape, password_hash))
-                with opened as found:
+            # Both sizes exist at once (the small one is a few MiB), so they can be measured by turns.
+            with contextlib.ExitStack() as stack:
+                pair = []
+                for cards in (SMALL, LARGE):
+                    shape = Shape(cards, end)
+                    log(f"[{backend}] {cards:,} cards: generating")
+                    found = stack.enter_context(sqlite_database(Path(tmp), shape, password_hash) if backend == "sqlite"
+                                                else postgres_database(server or "", shape, password_hash))
+                    log(f"[{backend}] {cards:,} cards: {found.load_total:.0f} s, {mib(found.size_bytes)}")
                     databases.append(found)
-                    log(f"[{backend}] {cards:,} cards: {found.load_total:.0f} s, {mib(found.size_bytes)}; measuring")
-                    got, explained = measure(found, shape, with_plans=cards == LARGE)
-                    timings += got
-                    plans += explained
-                    if cards == SMALL or VERIFY_LARGE:
-                        verify(found)
+                    pair.append(subject(found, shape))
+                small, large = pair
+                log(f"[{backend}] measuring {SMALL:,} and {LARGE:,} cards by turns")
+                timings += measure(small, large)
+                plans += plans_of(large)
+                for who in pair:
+                    dispose(who)
+                    if who is small or VERIFY_LARGE:
+                        verify(who.found)
     report = markdown(databases, timings, plans, argon2_hash_ms)
     report += f"\nWhole run: {(time.perf_counter() - t_start) / 60:.1f} minutes.\n"
     (RESULTS / "scale-latest.md").write_text(report)

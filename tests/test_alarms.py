@@ -51,3 +51,26 @@ def test_right_passwords_never_count(app: Flask, alarm_log: pytest.LogCaptureFix
     for _ in range(8):
         assert lookup(client, CARD, PIN) == 200
     assert alarms(alarm_log) == []
+
+
+@pytest.fixture
+def limited(app: Flask) -> Flask:
+    app.config["RATELIMIT_ENABLED"] = True
+    app.config["HEYON_IP_LIMIT"] = "3 per minute"
+    from heyon_site.extensions import limiter
+
+    limiter.init_app(app)  # re-read the settings: the fixture's app had limits switched off
+    limiter.reset()
+    return app
+
+
+def test_staff_and_gateway_forms_are_limited_per_ip_too(limited: Flask) -> None:
+    client = new_client(limited)
+    token = csrf_from(client.get("/staff/login?lang=en").get_data(as_text=True))
+    statuses = [client.post("/staff/logout", data={"csrf_token": token}).status_code for _ in range(4)]
+    assert statuses == [303, 303, 303, 429]
+    other = new_client(limited)
+    other.environ_base["REMOTE_ADDR"] = "127.0.0.9"
+    mine = csrf_from(other.get("/staff/login?lang=en").get_data(as_text=True))
+    gateway = [other.post("/pay/sandbox/1", data={"csrf_token": mine}).status_code for _ in range(4)]
+    assert gateway[3] == 429 and all(code < 500 for code in gateway)

@@ -7,8 +7,8 @@ Then oversize bodies, malformed bodies and wrong content types go to every POST.
 arrives, the site must:
 
 - never answer 5xx;
-- never put a naughty string containing ``<``, ``"`` or ``'`` raw into an HTML answer, nor
-  into a page that later shows what a form stored;
+- never put a naughty string raw into HTML where its markup would count (a ``<`` anywhere, a
+  quote inside a tag), neither in the answer nor in the pages that show what a form stored;
 - leave the books as they were when it refuses. What a refusal may still change is written
   with each endpoint below, with the reason: a password attempt is counted before it is
   checked (throttles), staff sign-ins are audited, and a provider callback is stored before its
@@ -315,10 +315,6 @@ def world(database: str, provider_config: dict[str, str]) -> Iterator[World]:
         db.engine.dispose()
 
 
-def on_postgresql() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
 # ------------------------------------------------------------------ the forms
 
 
@@ -564,19 +560,26 @@ ADDRESSES = (("GET", "/orders/{}"), ("GET", "/orders/{}/receipt"), ("GET", "/ord
              ("GET", "/staff/faq/{}/edit"), ("POST", "/staff/promotions/{}/end"))
 
 
+def visit(w: World, who: str, method: str, path: str, face: str) -> Response:
+    headers = {"HX-Request": "true"} if face == "htmx" else {}
+    c = w.clients[who]
+    if method == "GET":
+        return answer(lambda: c.get(path, headers=headers))
+    data = {"csrf_token": w.tokens[who], "outcome": "pay", "paper": "80"}
+    return answer(lambda: c.post(path, data=data, headers=headers))
+
+
 def test_naughty_strings_in_the_address_find_nothing(world: World) -> None:
     """Order numbers, tokens and ids in the address reach queries: each must just be not found."""
     problems = []
     before = books()
     for i, value in enumerate(sample("address")):
+        if value.isascii() and value.isdigit():
+            continue  # "1" may well be the id of a row: found, rightly
         for method, pattern in ADDRESSES:
             who = "admin" if pattern.startswith("/staff/") else "customer"
-            face = faces(i)[0]
-            headers = {"HX-Request": "true"} if face == "htmx" else {}
             path = pattern.format(quote(value, safe=""))
-            data = {"csrf_token": world.tokens[who], "outcome": "pay", "paper": "80"}
-            c = world.clients[who]
-            r = c.get(path, headers=headers) if method == "GET" else c.post(path, data=data, headers=headers)
+            r = visit(world, who, method, path, faces(i)[0])
             after = books()
             if r.status_code not in (404, 405) and not (value == "" and r.status_code == 308):
                 problems.append(f"{method} {path[:60]} ({value!r}): status {r.status_code}")

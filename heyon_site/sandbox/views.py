@@ -14,13 +14,16 @@ from wtforms.validators import AnyOf
 from ..billing.money import yuan
 from ..billing.recharge import find_order
 from ..database import in_write_transaction
-from ..extensions import db
+from ..customer.views import ip_limit
+from ..extensions import db, limiter
 from ..htmx import redirect_to, render
 from ..models import SandboxPayment
 from ..providers import get as get_provider
 from .notifier import send_in_background
 
 bp = Blueprint("sandbox", __name__, url_prefix="/pay/sandbox")
+# The gateway's form is limited per IP like every other form.
+limiter.limit(ip_limit, methods=["POST"])(bp)
 
 OUTCOMES = ("pay", "fail", "silent")
 

@@ -21,6 +21,8 @@ from .auth import audit, authenticate, current_staff, end_session, find_staff, r
 from .forms import LoginForm, LogoutForm, OrderSearchForm, ReceiptForm
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
+# Every staff form is limited per IP like the customer forms (sign-in has its own, stricter ones).
+limiter.limit(ip_limit, methods=["POST"])(bp)
 
 
 @bp.after_request
