@@ -36,8 +36,8 @@ bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py
 	$(if $(filter 1,$(BENCH_SCALE)),$(BIN)/python bench/scale.py)
 
-# The same lookups and staff searches at 10,000 and at 1,000,000 cards (SCALE_CARDS; about 15
-# minutes with PostgreSQL too), their ratio and query plans: bench/results/scale-latest.md and .json.
+# The same lookups and staff searches at 10,000 and at 1,000,000 cards (SCALE_CARDS; 10 to 11
+# minutes on 2 cores with PostgreSQL too), their ratio and query plans: bench/results/scale-latest.md and .json.
 bench-scale: $(VENV)/.runtime
 	$(BIN)/python bench/scale.py
 

@@ -551,6 +551,19 @@ def test_nul_bytes_in_every_field(world: World, name: str) -> None:
     assert not problems, report(problems)
 
 
+AUDIT_PAGE_BUG = ("GET /staff/audit?page=<an integer beyond 64 bits> (e.g. BLNS's 123456789012345678901234567890123456789): "
+                  "staff/views.py audit_log reads it with type=int and staff/queries.py audit_page passes "
+                  "(page - 1) * AUDIT_PAGE_SIZE as OFFSET: SQLite raises OverflowError (Python int too large to convert "
+                  "to SQLite INTEGER), PostgreSQL NumericValueOutOfRange (bigint out of range); the admin gets a 500")
+
+
+@pytest.mark.xfail(strict=True, reason=AUDIT_PAGE_BUG)
+def test_a_huge_audit_page_number_is_answered(world: World) -> None:
+    for page in ("123456789012345678901234567890123456789", str(2**63), "9" * 96):
+        r = answer(lambda page=page: world.clients["admin"].get("/staff/audit", query_string={"page": page}))  # type: ignore[misc]
+        assert r.status_code < 500, (page, r.get_data(as_text=True)[:300])
+
+
 # ------------------------------------------------------------------ the address
 
 
@@ -581,7 +594,9 @@ def test_naughty_strings_in_the_address_find_nothing(world: World) -> None:
             path = pattern.format(quote(value, safe=""))
             r = visit(world, who, method, path, faces(i)[0])
             after = books()
-            if r.status_code not in (404, 405) and not (value == "" and r.status_code == 308):
+            # An empty value, or one with a slash, leaves "//" in the path: werkzeug redirects (308)
+            # to the path with the slashes merged, which is then not found.
+            if r.status_code not in (404, 405) and not (r.status_code == 308 and (value == "" or "/" in value)):
                 problems.append(f"{method} {path[:60]} ({value!r}): status {r.status_code}")
             elif r.mimetype == "text/html" and reflected(r.get_data(as_text=True), value):
                 problems.append(f"{method} {path[:60]}: reflected raw")

@@ -359,3 +359,29 @@ def test_cli_creates_staff(app: Flask, runner: object) -> None:
     roles = dict(db.session.execute(select(StaffUser.username, StaffUser.role)).all())
     assert roles == {"boss": "admin", "carol": "cashier"}
     assert sign_in(new_client(app), "carol", "0123456789ab").status_code == 303
+
+
+def test_search_by_last_four_digits_uses_its_index(app: Flask) -> None:
+    """Without it a million cards meant scanning every order (bench/scale.py); a plan, not a timing."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import event
+
+    from heyon_site.staff.queries import search_orders
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the plan is checked on SQLite, whose planner matches the indexed expression as text")
+    seen: list[tuple[str, object]] = []
+
+    def grab(_conn: object, _cursor: object, statement: str, params: object, *_rest: object) -> None:
+        if statement.lstrip().startswith("SELECT") and "recharge_orders" in statement:
+            seen.append((statement, params))
+
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        search_orders(ZoneInfo("Asia/Shanghai"), last4="1234")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    statement, params = seen[0]
+    plan = " ".join(row[3] for row in db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+    assert "ix_cards_number_last4" in plan, plan

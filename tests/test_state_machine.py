@@ -15,8 +15,9 @@ to it and to ``ledger.verify()``:
 - a forged notification changes nothing;
 - an order's price and bonus are the ones quoted when it was made, whatever promotions do later.
 
-One database per test (each backend); every example gets a fresh card and its own ids, and ends
-the promotions it started, so examples do not see each other's state.
+One database per test (each backend), not one per example: every example gets a fresh card and
+ids of its own, and at its end stops the promotions it started and closes its pending orders, so
+that no example sees another's state.
 """
 from __future__ import annotations
 
