@@ -64,8 +64,11 @@ class AuditPage:
     has_next: bool
 
 
+MAX_AUDIT_PAGE = 1_000_000  # far beyond any log; keeps OFFSET inside a 64-bit integer
+
+
 def audit_page(page: int) -> AuditPage:
-    page = max(1, page)
+    page = min(max(1, page), MAX_AUDIT_PAGE)
     rows = list(db.session.scalars(select(AuditLog).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
                                    .offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE + 1)))
     return AuditPage(rows[:AUDIT_PAGE_SIZE], page, len(rows) > AUDIT_PAGE_SIZE)
