@@ -6,6 +6,7 @@ README lists. Tests pass a dict of overrides to ``create_app``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -162,16 +163,26 @@ class PerProcessLimits(RuntimeError):
 
 
 def refuse_per_process_limits(config: Mapping[str, Any]) -> None:
-    """Refuse to start with per-IP limits in ``memory://`` and more than one process: each
-    process would count on its own, and a limit of 5 would let 5 times the workers through."""
+    """Refuse to start a site that takes real payments with per-IP limits in ``memory://`` and
+    more than one process: each process would count on its own, and a limit of 5 would let 5
+    times the workers through."""
     workers = int(config.get("HEYON_WORKERS") or 1)
     storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
-    if workers > 1 and config.get("RATELIMIT_ENABLED", True) and storage.startswith("memory://"):
-        raise PerProcessLimits(
-            f"refusing to start: {workers} processes would each keep their own per-IP rate limits "
-            f"(RATELIMIT_STORAGE_URI={storage}). Set RATELIMIT_STORAGE_URI=redis://... (shared by "
-            "every process and machine), or serve with one worker, or set RATELIMIT_ENABLED=false "
-            "to serve without per-IP limits.")
+    if not (workers > 1 and config.get("RATELIMIT_ENABLED", True) and storage.startswith("memory://")):
+        return
+    if all(name == "sandbox" for name in config.get("HEYON_PROVIDERS") or ()):
+        # A demo or test site where no real money moves (only the sandbox, or no provider) may
+        # run several workers without Redis, as `gunicorn -w 2 wsgi:app` always could; it is
+        # told loudly. A site that takes real payments is refused below.
+        logging.getLogger(__name__).warning(
+            "per-IP rate limits are per process (%d processes, RATELIMIT_STORAGE_URI=%s); "
+            "a site taking real payments refuses to start like this", workers, storage)
+        return
+    raise PerProcessLimits(
+        f"refusing to start: {workers} processes would each keep their own per-IP rate limits "
+        f"(RATELIMIT_STORAGE_URI={storage}). Set RATELIMIT_STORAGE_URI=redis://... (shared by "
+        "every process and machine), or serve with one worker, or set RATELIMIT_ENABLED=false "
+        "to serve without per-IP limits.")
 
 
 class Defaults:

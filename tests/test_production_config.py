@@ -44,7 +44,8 @@ PROXY = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_FOR": "203.0.113.5
 def test_several_processes_with_limits_in_memory_refuse_to_start(tmp_path: Path) -> None:
     with pytest.raises(PerProcessLimits, match="RATELIMIT_STORAGE_URI=redis://") as refused:
         create_app({**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-                    "RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", "HEYON_WORKERS": 4})
+                    "RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", "HEYON_WORKERS": 4,
+                    "HEYON_PROVIDERS": ("alipay",)})
     assert "4 processes" in str(refused.value)
 
 
@@ -53,9 +54,14 @@ def test_several_processes_with_limits_in_memory_refuse_to_start(tmp_path: Path)
     ({"HEYON_WORKERS": 2}, True),
     ({"HEYON_WORKERS": 2, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"}, False),
     ({"HEYON_WORKERS": 2, "RATELIMIT_STORAGE_URI": "memory://", "RATELIMIT_ENABLED": False}, False),
+    # A sandbox-only demo moves no real money: allowed, with a warning (gunicorn -w 2 wsgi:app).
+    ({"HEYON_WORKERS": 2, "HEYON_PROVIDERS": ("sandbox",)}, False),
+    ({"HEYON_WORKERS": 2, "HEYON_PROVIDERS": ()}, False),
+    ({"HEYON_WORKERS": 2, "HEYON_PROVIDERS": ("sandbox", "stripe")}, True),
 ])
 def test_only_limits_every_process_shares_are_allowed_in_several(settings: dict[str, object], refused: bool) -> None:
-    config = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", **settings}
+    config = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", "HEYON_PROVIDERS": ("wechat",),
+              **settings}
     if refused:
         with pytest.raises(PerProcessLimits):
             refuse_per_process_limits(config)
@@ -108,7 +114,8 @@ def sqlite_db(sqlite_template: Path, tmp_path: Path) -> str:
 @pytest.mark.live
 def test_gunicorn_with_two_workers_and_limits_in_memory_stops_with_the_reason(sqlite_db: str, tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": sqlite_db, "SECRET_KEY": "test-secret-key",
-           "RATELIMIT_ENABLED": "true", "RATELIMIT_STORAGE_URI": "memory://", "PYTHONUNBUFFERED": "1"}
+           "RATELIMIT_ENABLED": "true", "RATELIMIT_STORAGE_URI": "memory://", "PYTHONUNBUFFERED": "1",
+           "HEYON_PROVIDERS": "alipay"}
     env.pop("HEYON_WORKERS", None)
     run = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2",
                           "-b", f"127.0.0.1:{kit.free_port()}", "wsgi:app"],
