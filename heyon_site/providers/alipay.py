@@ -14,7 +14,6 @@ with the pure-Python ``rsa`` package; and both install the same ``alipay`` packa
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -24,14 +23,14 @@ from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import requests
-from cryptography.exceptions import InvalidSignature as BadRsaSignature
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import url_for
 
 from ..billing.money import AmountError, parse_amount, yuan
 from ..config import MissingSetting, setting
+from . import rsa_signature
 from .base import (
     Acknowledgement,
     Checkout,
@@ -74,19 +73,6 @@ def signing_content(fields: Mapping[str, str]) -> bytes:
     by ``&``, empty values left out; values as they are, not URL-encoded."""
     return "&".join(f"{k}={v}" for k, v in sorted(fields.items())
                     if k not in ("sign", "sign_type") and v != "").encode("utf-8")
-
-
-def rsa2_sign(key: rsa.RSAPrivateKey, content: bytes) -> str:
-    return base64.b64encode(key.sign(content, padding.PKCS1v15(), hashes.SHA256())).decode("ascii")
-
-
-def rsa2_verify(key: rsa.RSAPublicKey, content: bytes, signature: str) -> bool:
-    try:
-        raw = base64.b64decode(signature, validate=True)
-        key.verify(raw, content, padding.PKCS1v15(), hashes.SHA256())
-    except (binascii.Error, ValueError, BadRsaSignature):
-        return False
-    return True
 
 
 def _key_bytes(text: str) -> tuple[bool, bytes]:
@@ -198,7 +184,7 @@ class AlipayProvider:
             **extra,
             "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
         }
-        params["sign"] = rsa2_sign(self._private_key, signing_content(params))
+        params["sign"] = rsa_signature.sign(self._private_key, signing_content(params))
         return params
 
     def _pay_link(self, method: str, product_code: str, order: OrderRef) -> str:
@@ -245,7 +231,7 @@ class AlipayProvider:
         # sign_type is outside the signed content: it is checked, never trusted to pick a method.
         if fields.get("sign_type") != "RSA2":
             raise InvalidSignature("sign_type is not RSA2")
-        if not rsa2_verify(self._alipay_key, signing_content(fields), fields.get("sign", "")):
+        if not rsa_signature.verify(self._alipay_key, signing_content(fields), fields.get("sign", "")):
             raise InvalidSignature("signature does not verify with the Alipay public key")
         # Verified: from Alipay. What follows are the checks Alipay asks merchants to make.
         self._check_fresh(fields.get("notify_time", ""))
@@ -314,7 +300,7 @@ class AlipayProvider:
         except (UnicodeDecodeError, ValueError, KeyError) as exc:
             raise ProviderUnavailable(f"{method}: not a signed answer") from exc
         if not isinstance(value, dict) or not isinstance(signature, str) \
-                or not rsa2_verify(self._alipay_key, raw.encode("utf-8"), signature):
+                or not rsa_signature.verify(self._alipay_key, raw.encode("utf-8"), signature):
             raise ProviderUnavailable(f"{method}: the answer's signature does not verify")
         return value
 

@@ -32,14 +32,14 @@ from zoneinfo import ZoneInfo
 
 import requests
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature as BadRsaSignature
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import url_for
 
 from ..config import MissingSetting, setting
+from . import rsa_signature
 from .base import (
     Acknowledgement,
     Checkout,
@@ -78,18 +78,6 @@ _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 class WaitingForPayment(MalformedCallback):
     """A verified notice about an order not paid (yet): nothing to credit and nothing to close.
     WeChat only notifies successful payments, so this is refused and left to reconciliation."""
-
-
-def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode("ascii")
-
-
-def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
-    try:
-        key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
-    except (binascii.Error, ValueError, BadRsaSignature):
-        return False
-    return True
 
 
 def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
@@ -181,7 +169,7 @@ class WechatPayProvider:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         timestamp, nonce = str(int(self._clock().timestamp())), secrets.token_hex(16).upper()
         message = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
-        signature = rsa_sign(self._private_key, message)
+        signature = rsa_signature.sign(self._private_key, message)
         return (f'{AUTH_SCHEME} mchid="{self._mchid}",nonce_str="{nonce}",signature="{signature}",'
                 f'timestamp="{timestamp}",serial_no="{self._merchant_serial}"')
 
@@ -202,7 +190,7 @@ class WechatPayProvider:
         if abs(self._clock().timestamp() - int(timestamp)) > MAX_SKEW.total_seconds():
             raise InvalidSignature("Wechatpay-Timestamp more than 5 minutes off (a replay?)")
         message = f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
-        if not rsa_verify(self._platform_key, message, _header(headers, "Wechatpay-Signature")):
+        if not rsa_signature.verify(self._platform_key, message, _header(headers, "Wechatpay-Signature")):
             raise InvalidSignature("signature does not verify with the platform key")
 
     # ------------------------------------------------------------------ the API
