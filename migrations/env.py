@@ -94,14 +94,31 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
+            # SQLite runs DDL inside a transaction too (heyon_site.database sends the BEGIN), so
+            # the whole upgrade commits or rolls back as one, as on PostgreSQL.
+            transactional_ddl=True,
             **conf_args
         )
-
-        with context.begin_transaction():
-            context.run_migrations()
+        # SQLite changes most columns only by copying the table (batch mode), and a table other
+        # tables reference cannot be dropped for the copy while foreign keys are enforced. So, as
+        # SQLite's own ALTER TABLE procedure says, they are off for the migration (the pragma does
+        # nothing inside a transaction, hence before it) and checked in full before the commit.
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"foreign keys broken by the migration: {broken[:10]}")
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
