@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -74,6 +76,8 @@ VERIFY_LARGE = os.environ.get("SCALE_VERIFY", "1") != "0"
 BACKENDS = tuple(b.strip() for b in os.environ.get("SCALE_BACKENDS", "sqlite,postgresql").split(",") if b.strip())
 WARMUP = 5
 PASSWORD = "135790"
+# The site's card key for this run: the generated rows carry the digests the site will look up.
+CARD_KEY = b"scale-bench-card-key"
 TIMEZONE = "Asia/Shanghai"
 BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
 # Disk per card, measured: SQLite about 2.9 KB, PostgreSQL 3.7 KB (one database exists at a time).
@@ -175,7 +179,9 @@ class Shape:
 
     def card_rows(self, password_hash: str) -> Iterator[tuple[Any, ...]]:
         for c in range(1, self.cards + 1):
-            yield c, self.number(c), password_hash, "active", self.balance_fen(c), stamp(self.card_time(c))
+            number = self.number(c)
+            yield (c, hmac.new(CARD_KEY, number.encode(), hashlib.sha256).hexdigest(), number[-4:], password_hash,
+                   "active", self.balance_fen(c), stamp(self.card_time(c)))
 
     def order_rows(self) -> Iterator[tuple[Any, ...]]:
         rng = random.Random(self.cards)  # the tokens are random, as the site's are, but repeatable
@@ -219,7 +225,7 @@ class Shape:
 
 
 TABLES: dict[str, tuple[str, ...]] = {
-    "cards": ("id", "number", "password_hash", "status", "balance_fen", "created_at"),
+    "cards": ("id", "number_digest", "last4", "password_hash", "status", "balance_fen", "created_at"),
     "recharge_orders": ("id", "order_no", "token", "card_id", "provider", "status", "amount_fen", "pay_fen",
                         "bonus_fen", "promo_snapshot", "provider_txn_id", "paid_fen", "status_reason", "locale",
                         "created_at", "updated_at", "finalized_at"),
@@ -270,7 +276,7 @@ def migrate(url: str) -> None:
     """The schema exactly as production has it: the real migrations, triggers and all."""
     from flask_migrate import upgrade
 
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "scale-bench", "RATELIMIT_ENABLED": False})
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "scale-bench", "HEYON_CARD_KEY": CARD_KEY.decode(), "RATELIMIT_ENABLED": False})
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         db.engine.dispose()
@@ -434,7 +440,7 @@ def interleaved(name: str, small: Callable[[int], None], large: Callable[[int], 
 def site(url: str) -> Flask:
     """The app as production configures it (argon2id at full cost), minus the per-IP limits: one
     client sending hundreds of lookups would measure the limiter's 429s (as bench/serve.py)."""
-    return create_app({"DATABASE_URL": url, "SECRET_KEY": "scale-bench", "RATELIMIT_ENABLED": False,
+    return create_app({"DATABASE_URL": url, "SECRET_KEY": "scale-bench", "HEYON_CARD_KEY": CARD_KEY.decode(), "RATELIMIT_ENABLED": False,
                        "HEYON_PROVIDERS": ("sandbox",), "HEYON_SANDBOX_SECRET": "scale-bench",
                        "HEYON_TIMEZONE": TIMEZONE, "HEYON_LOG_LEVEL": "WARNING"})
 

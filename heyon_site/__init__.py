@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Fine for `make run` on one machine; production sets SECRET_KEY (the README says so).
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
     cfg.refuse_per_process_limits(app.config)
+    cfg.warn_of_a_derived_card_key(app.config)
     if app.config["HEYON_HTTPS"]:
         app.config.update(cfg.HTTPS_ONLY)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", cfg.engine_options(app.config))

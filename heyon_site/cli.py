@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from . import backup
 from .billing import ledger
-from .billing.cards import CardNumberError, create_card, find_card, mask, normalise_card_number, normalise_password
+from .billing.cards import CardNumberError, create_card, find_card, mask, normalise_card_number, normalise_password, number_digest
 from .billing.money import AmountError, parse_amount, yuan
 from .database import in_write_transaction
 from .extensions import db
@@ -78,7 +78,7 @@ def cards_show(number: str) -> None:
         card = None
     if card is None:
         raise click.ClickException("no such card")
-    click.echo(f"card:    {mask(card.number)}")
+    click.echo(f"card:    {mask(card.last4)}")
     click.echo(f"status:  {card.status}")
     click.echo(f"balance: {yuan(card.balance_fen)}")
 
@@ -131,7 +131,7 @@ def cards_unblock(number: str) -> None:
     except CardNumberError:
         raise click.BadParameter("a card number has 10 to 19 digits") from None
     done = in_write_transaction(lambda: db.session.execute(
-        update(Card).where(Card.number == digits).values(status="active")).rowcount)  # type: ignore[attr-defined]
+        update(Card).where(Card.number_digest == number_digest(digits)).values(status="active")).rowcount)  # type: ignore[attr-defined]
     if not done:
         raise click.ClickException("no such card")
     click.echo(f"card {mask(digits)} is active")

@@ -6,6 +6,8 @@ README lists. Tests pass a dict of overrides to ``create_app``.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Mapping
@@ -73,12 +75,42 @@ def setting(config: Mapping[str, Any], name: str, required: bool = True) -> str:
     return str(value)
 
 
+def card_number_key(config: Mapping[str, Any]) -> bytes:
+    """The HMAC key cards are found by (``cards.number_digest``): HEYON_CARD_KEY (or _FILE), or
+    else one derived from SECRET_KEY.
+
+    Every stored digest depends on it, so it must stay the same for the life of the database: with
+    another key no card can be found, and the numbers cannot be re-hashed (they are not stored).
+    Production sets its own so that SECRET_KEY can be rotated (which ends all sessions) freely.
+    """
+    own = setting(config, "HEYON_CARD_KEY", required=False)
+    if own:
+        return own.encode()
+    return hmac.new(str(config["SECRET_KEY"]).encode(), b"heyon card number digest key", hashlib.sha256).digest()
+
+
+def warn_of_a_derived_card_key(config: Mapping[str, Any]) -> bool:
+    """Say so when a site taking real payments finds its cards by the key derived from SECRET_KEY:
+    rotating SECRET_KEY would then make every card unfindable. A warning, not a refusal: setting a
+    key of its own on a site whose cards already exist would be the very loss to avoid."""
+    real = any(name != "sandbox" for name in config.get("HEYON_PROVIDERS") or ())
+    if real and not setting(config, "HEYON_CARD_KEY", required=False):
+        logging.getLogger(__name__).warning(
+            "HEYON_CARD_KEY is not set: cards are found by a key derived from SECRET_KEY, so SECRET_KEY "
+            "must never change (README: Card numbers)")
+        return True
+    return False
+
+
 def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The settings taken from ``env`` (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)
     return {
         **{k: v for k, v in env.items() if k.startswith(PROVIDER_SETTING_PREFIXES)},
         "SECRET_KEY": env.get("SECRET_KEY"),
+        # The key of the card-number digests (see card_number_key); set once, never changed.
+        "HEYON_CARD_KEY": env.get("HEYON_CARD_KEY", ""),
+        "HEYON_CARD_KEY_FILE": env.get("HEYON_CARD_KEY_FILE", ""),
         "DATABASE_URL": env.get("DATABASE_URL"),
         "HEYON_PROVIDERS": _csv(env.get("HEYON_PROVIDERS", "")),
         "HEYON_SANDBOX_SECRET": env.get("HEYON_SANDBOX_SECRET", ""),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ColumnElement, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, literal_column
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -27,12 +27,6 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-def card_last4(number: ColumnElement[str]) -> ColumnElement[str]:
-    """The last four digits of a card number, in SQL. 3 and 4 are literals, not bound parameters:
-    SQLite uses an index on an expression only when the query spells the same expression."""
-    return func.substr(number, func.length(number) - literal_column("3"), literal_column("4"))
-
-
 class Card(db.Model):
     __tablename__ = "cards"
     __table_args__ = (
@@ -42,21 +36,17 @@ class Card(db.Model):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    number: Mapped[str] = mapped_column(String(19), unique=True)
+    # The number itself is not stored: a card is found by a keyed hash of it (HMAC-SHA256, see
+    # billing.cards.number_digest), and receipts and staff searches need only the last four digits.
+    # A plain hash would not do: 10 to 19 digits, most of them a known prefix, are quickly guessed.
+    number_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    last4: Mapped[str] = mapped_column(String(4), index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="active")
     # A cache of SUM(ledger_entries.amount_fen), updated in the same transaction as each entry;
     # `flask ledger verify` proves the two agree.
     balance_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    @property
-    def last4(self) -> str:
-        return self.number[-4:]
-
-
-# Staff search by the last four digits of a card: an index on the very expression the search uses.
-Index("ix_cards_number_last4", card_last4(Card.__table__.c.number))
 
 
 class LoginThrottle(db.Model):

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 
-from heyon_site.billing.cards import create_card
+from heyon_site.billing.cards import create_card, number_digest
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Card, RechargeOrder
@@ -36,7 +36,7 @@ def make_card(number: str = CARD, pin: str = PIN, balance_fen: int = 0) -> int:
 
 def balance(number: str = CARD) -> int:
     db.session.rollback()
-    return db.session.scalar(select(Card.balance_fen).where(Card.number == number)) or 0
+    return db.session.scalar(select(Card.balance_fen).where(Card.number_digest == number_digest(number))) or 0
 
 
 def order(order_no: str) -> RechargeOrder:

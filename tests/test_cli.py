@@ -12,7 +12,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select, update
 
 from heyon_site.billing import ledger
-from heyon_site.billing.cards import authenticate
+from heyon_site.billing.cards import authenticate, number_digest
 from heyon_site.cli import DEMO_CARDS
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -28,9 +28,14 @@ AMOUNT = re.compile(r"\d+\.\d{2}")
 # ------------------------------------------------------------------ helpers (could move to kit.py)
 
 
-def card_numbers() -> list[str]:
+def stored_cards() -> list[str]:
+    """The cards in the database, as what they are found by (their numbers are not stored)."""
     db.session.rollback()
-    return list(db.session.scalars(select(Card.number).order_by(Card.number)))
+    return sorted(db.session.scalars(select(Card.number_digest)))
+
+
+def cards_of(*numbers: str) -> list[str]:
+    return sorted(number_digest(n) for n in numbers)
 
 
 def age_order(order_no: str, minutes: int) -> None:
@@ -73,7 +78,7 @@ def test_creating_the_same_card_twice_fails(runner: FlaskCliRunner) -> None:
     again = cli(runner, "cards", "create", CARD, "--password", "999999", "--balance", "500")
     assert again.exit_code == 1
     assert f"card **** {CARD[-4:]} exists already" in again.stderr
-    assert card_numbers() == [CARD] and balance() == 100
+    assert stored_cards() == cards_of(CARD) and balance() == 100
 
 
 @pytest.mark.parametrize("amount", ["12.345", "-1", "abc", "1e2", "NaN", "", "1,2.3.4"])
@@ -81,7 +86,7 @@ def test_a_bad_balance_is_refused_clearly(runner: FlaskCliRunner, amount: str) -
     result = cli(runner, "cards", "create", CARD, "--password", PIN, f"--balance={amount}")
     assert result.exit_code == 2
     assert f"{amount!r} is not an amount like 12.34" in result.stderr
-    assert card_numbers() == []
+    assert stored_cards() == []
 
 
 @pytest.mark.parametrize("number", ["123", "abc", "8600-0000-0000-12345678", "８６ab００００００００１２３４"])
@@ -89,14 +94,14 @@ def test_a_bad_number_is_refused_clearly(runner: FlaskCliRunner, number: str) ->
     result = cli(runner, "cards", "create", number, "--password", PIN, "--balance", "1")
     assert result.exit_code == 2
     assert "a card number has 10 to 19 digits" in result.stderr
-    assert card_numbers() == []
+    assert stored_cards() == []
 
 
 @pytest.mark.parametrize("pin", ["123", "x" * 65])
 def test_a_bad_password_is_refused_clearly(runner: FlaskCliRunner, pin: str) -> None:
     result = cli(runner, "cards", "create", CARD, "--password", pin)
     assert result.exit_code == 2 and "4 to 64 characters" in result.stderr
-    assert card_numbers() == []
+    assert stored_cards() == []
 
 
 @pytest.mark.parametrize("number", ["8600000000009999", "not a number"])
@@ -129,15 +134,16 @@ def test_import_a_csv_through_the_real_command(database: str, app: Flask, tmp_pa
     result = flask_cli(database, "cards", "import", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported 3 card(s), total opening balance 13.50"
-    assert card_numbers() == ["8600000000000101", "8600000000000102", "8600000000000103"]
-    assert [balance(n) for n in card_numbers()] == [100, 0, 1250]
+    imported = ("8600000000000101", "8600000000000102", "8600000000000103")
+    assert stored_cards() == cards_of(*imported)
+    assert [balance(n) for n in imported] == [100, 0, 1250]
     assert ledger.verify().ok
 
 
 def test_import_without_a_balance_column(runner: FlaskCliRunner, tmp_path: Path) -> None:
     path = write_csv(tmp_path, "number,password", "8600000000000101,1111")
     assert cli(runner, "cards", "import", str(path)).exit_code == 0
-    assert card_numbers() == ["8600000000000101"] and balance("8600000000000101") == 0
+    assert stored_cards() == cards_of("8600000000000101") and balance("8600000000000101") == 0
 
 
 BAD_LINES = {
@@ -159,7 +165,7 @@ def test_one_bad_line_imports_nothing(runner: FlaskCliRunner, tmp_path: Path, ba
     assert result.exit_code == 1
     assert message in result.stderr.splitlines()
     assert "1 line(s) refused; nothing imported" in result.stderr
-    assert card_numbers() == [CARD] and balance() == 700
+    assert stored_cards() == cards_of(CARD) and balance() == 700
     assert ledger.verify().ok
 
 
@@ -167,7 +173,7 @@ def test_import_without_the_header_imports_nothing(runner: FlaskCliRunner, tmp_p
     path = write_csv(tmp_path, *GOOD_ROWS)
     result = cli(runner, "cards", "import", str(path))
     assert result.exit_code == 1 and "the first line must name the columns" in result.stderr
-    assert card_numbers() == []
+    assert stored_cards() == []
 
 
 def test_the_error_names_the_file_line_even_after_a_blank_line(runner: FlaskCliRunner, tmp_path: Path) -> None:
@@ -180,7 +186,7 @@ def test_a_file_that_is_not_utf8_is_refused_cleanly(runner: FlaskCliRunner, tmp_
     path = tmp_path / "cards.csv"
     path.write_bytes("number,password,balance\n8600000000000101,密码1234,1.00\n".encode("gbk"))
     result = cli(runner, "cards", "import", str(path))
-    assert result.exit_code == 1 and card_numbers() == []
+    assert result.exit_code == 1 and stored_cards() == []
 
 
 # ------------------------------------------------------------------ seed-demo
@@ -189,13 +195,13 @@ def test_a_file_that_is_not_utf8_is_refused_cleanly(runner: FlaskCliRunner, tmp_
 def test_seed_demo_creates_the_demo_cards_once(runner: FlaskCliRunner) -> None:
     first = cli(runner, "seed-demo")
     assert first.exit_code == 0
-    demo = sorted(number for number, _, _ in DEMO_CARDS)
-    assert card_numbers() == demo
+    demo = cards_of(*(number for number, _, _ in DEMO_CARDS))
+    assert stored_cards() == demo
     assert [balance(n) for n, _, _ in DEMO_CARDS] == [5000, 0, 128050]  # 50.00, 0.00, 1280.50
     second = cli(runner, "seed-demo")
     assert second.exit_code == 0
     assert second.stdout.splitlines() == [f"demo card **** {n[-4:]} exists" for n, _, _ in DEMO_CARDS]
-    assert card_numbers() == demo
+    assert stored_cards() == demo
     verdict = ledger.verify()
     assert verdict.ok and verdict.entries == 2  # the 0.00 card has no opening entry
 

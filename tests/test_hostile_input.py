@@ -22,6 +22,7 @@ from markupsafe import escape
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+from heyon_site.billing.cards import number_digest
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -151,7 +152,7 @@ def books() -> Books:
     def count(model: Any) -> int:
         return int(db.session.scalar(select(func.count()).select_from(model)) or 0)
 
-    balances = tuple((n, b) for n, b in db.session.execute(select(Card.number, Card.balance_fen).order_by(Card.id)))
+    balances = tuple((n, b) for n, b in db.session.execute(select(Card.number_digest, Card.balance_fen).order_by(Card.id)))
     return Books(count(RechargeOrder), count(LedgerEntry), balances, count(SandboxPayment))
 
 
@@ -201,7 +202,7 @@ def assert_sent_to_gateway(r: TestResponse, htmx: bool, amount_fen: int, before:
     match = re.fullmatch(r".*/pay/sandbox/(\d+)", target)
     assert match, target
     made = order(match.group(1))
-    assert (made.status, made.amount_fen, made.card.number) == ("pending", amount_fen, CARD)
+    assert (made.status, made.amount_fen, made.card.number_digest) == ("pending", amount_fen, number_digest(CARD))
     after = books()
     # A new order only: no money moves before the payment is confirmed.
     assert after.orders == before.orders + 1

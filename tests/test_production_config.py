@@ -28,6 +28,7 @@ from heyon_site.config import (
     engine_options,
     from_environment,
     refuse_per_process_limits,
+    warn_of_a_derived_card_key,
 )
 from heyon_site.extensions import db
 
@@ -67,6 +68,26 @@ def test_only_limits_every_process_shares_are_allowed_in_several(settings: dict[
             refuse_per_process_limits(config)
     else:
         assert refuse_per_process_limits(config) is None
+
+
+@pytest.mark.parametrize(("settings", "warned"), [
+    ({"HEYON_PROVIDERS": ("alipay",)}, True),
+    ({"HEYON_PROVIDERS": ("alipay",), "HEYON_CARD_KEY": "its-own-key"}, False),
+    ({"HEYON_PROVIDERS": ("sandbox",)}, False),  # `make run`: the derived key is fine
+])
+def test_a_site_taking_payments_is_told_to_keep_its_own_card_key(
+        settings: dict[str, object], warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    assert warn_of_a_derived_card_key({"SECRET_KEY": "s", **settings}) is warned
+    assert ("HEYON_CARD_KEY is not set" in caplog.text) is warned
+
+
+def test_the_card_key_can_come_from_a_file(tmp_path: Path) -> None:
+    from heyon_site.config import card_number_key
+    (tmp_path / "card_key").write_text("key-from-a-file\n")
+    assert card_number_key({"SECRET_KEY": "s", "HEYON_CARD_KEY_FILE": str(tmp_path / "card_key")}) == b"key-from-a-file"
+    assert card_number_key({"SECRET_KEY": "s"}) != card_number_key({"SECRET_KEY": "t"})
+    env = from_environment({"HEYON_CARD_KEY_FILE": "/etc/heyon/card_key"})
+    assert env["HEYON_CARD_KEY_FILE"] == "/etc/heyon/card_key" and env["HEYON_CARD_KEY"] == ""
 
 
 def test_the_number_of_processes_and_the_switches_come_from_the_environment() -> None:

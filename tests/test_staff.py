@@ -370,7 +370,7 @@ def test_search_by_last_four_digits_uses_its_index(app: Flask) -> None:
     from heyon_site.staff.queries import search_orders
 
     if db.engine.dialect.name != "sqlite":
-        pytest.skip("the plan is checked on SQLite, whose planner matches the indexed expression as text")
+        pytest.skip("PostgreSQL's planner scans tables this small whatever the indexes (make bench-scale shows its plans)")
     seen: list[tuple[str, object]] = []
 
     def grab(_conn: object, _cursor: object, statement: str, params: object, *_rest: object) -> None:
@@ -384,4 +384,4 @@ def test_search_by_last_four_digits_uses_its_index(app: Flask) -> None:
         event.remove(db.engine, "before_cursor_execute", grab)
     statement, params = seen[0]
     plan = " ".join(row[3] for row in db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
-    assert "ix_cards_number_last4" in plan, plan
+    assert "USING COVERING INDEX ix_cards_last4" in plan, plan

@@ -1,6 +1,8 @@
 """Cards: number normalisation, argon2id passwords, creation, and throttled authentication."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from .. import throttle
+from ..config import card_number_key
 from ..database import in_write_transaction
 from ..extensions import db
 from ..models import Card, RechargeOrder, utcnow
@@ -65,9 +68,16 @@ def hash_password(password: str) -> str:
     return hasher().hash(normalise_password(password))
 
 
+def number_digest(number: str) -> str:
+    """What a card is found by: an HMAC of its normalised number (the number is never stored)."""
+    return hmac.new(card_number_key(current_app.config), number.encode(), hashlib.sha256).hexdigest()
+
+
 def create_card(number: str, password: str, balance_fen: int = 0) -> Card:
     """Add a card; an opening balance goes through the ledger like any other money."""
-    card = Card(number=normalise_card_number(number), password_hash=hash_password(password), balance_fen=0)
+    digits = normalise_card_number(number)
+    card = Card(number_digest=number_digest(digits), last4=digits[-4:], password_hash=hash_password(password),
+                balance_fen=0)
     db.session.add(card)
     db.session.flush()
     if balance_fen:
@@ -76,7 +86,7 @@ def create_card(number: str, password: str, balance_fen: int = 0) -> Card:
 
 
 def find_card(number: str) -> Card | None:
-    return db.session.scalar(select(Card).where(Card.number == number))
+    return db.session.scalar(select(Card).where(Card.number_digest == number_digest(number)))
 
 
 # ------------------------------------------------------------------ throttled authentication
@@ -166,4 +176,4 @@ def summary(card_id: int, recent: int = 10) -> CardSummary:
         select(RechargeOrder).where(RechargeOrder.card_id == card_id)
         .order_by(RechargeOrder.created_at.desc(), RechargeOrder.id.desc()).limit(recent)
     ).all()
-    return CardSummary(card.number[-4:], card.status, card.balance_fen, list(orders))
+    return CardSummary(card.last4, card.status, card.balance_fen, list(orders))

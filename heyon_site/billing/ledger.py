@@ -57,15 +57,15 @@ def verify(limit: int = 50) -> Verdict:
 
     sums = select(LedgerEntry.card_id, func.sum(LedgerEntry.amount_fen).label("total")).group_by(LedgerEntry.card_id).subquery()
     mismatched = s.execute(
-        select(Card.number, Card.balance_fen, func.coalesce(sums.c.total, 0))
+        select(Card.last4, Card.balance_fen, func.coalesce(sums.c.total, 0))
         .outerjoin(sums, sums.c.card_id == Card.id)
         .where(Card.balance_fen != func.coalesce(sums.c.total, 0))
         .limit(limit)
     ).all()
-    problems += [f"card *{num[-4:]}: cached balance {bal} fen != ledger sum {total} fen" for num, bal, total in mismatched]
+    problems += [f"card *{last4}: cached balance {bal} fen != ledger sum {total} fen" for last4, bal, total in mismatched]
 
-    negative = s.scalars(select(Card.number).where(Card.balance_fen < 0).limit(limit)).all()
-    problems += [f"card *{num[-4:]}: negative balance" for num in negative]
+    negative = s.scalars(select(Card.last4).where(Card.balance_fen < 0).limit(limit)).all()
+    problems += [f"card *{last4}: negative balance" for last4 in negative]
 
     # Each credited order: exactly one recharge entry of its amount, one bonus entry iff it has a
     # bonus, both on the order's own card; no entries at all on orders that are not credited.

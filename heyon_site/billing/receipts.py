@@ -42,7 +42,7 @@ def build(order: RechargeOrder, timezone: str) -> Receipt:
         order_no=order.order_no,
         provider=order.provider,
         provider_txn_id=order.provider_txn_id or "",
-        card_masked=mask(order.card.number),
+        card_masked=mask(order.card.last4),
         amount_fen=order.amount_fen,
         pay_fen=order.pay_fen,
         bonus_fen=order.bonus_fen,
