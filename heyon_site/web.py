@@ -1,11 +1,13 @@
 """What every page shares: template helpers, cache-busted static URLs, security headers, health."""
 from __future__ import annotations
 
+import base64
 import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
+from markupsafe import Markup
 from sqlalchemy import text
 from werkzeug.security import safe_join
 
@@ -14,11 +16,16 @@ from .extensions import db
 
 health = Blueprint("health", __name__)
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+CSP_TEMPLATE = (
+    "default-src 'self'; script-src 'self'; style-src 'self' {inline}; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 YEAR = 365 * 24 * 3600
+# Every page carries the site's stylesheet in a <style> element rather than a <link>: 1.6 KB
+# gzip, it costs less than the round trip a render-blocking stylesheet adds before the first
+# paint on a 3G phone (150 to 400 ms), and the first visit is most visits here. The CSP allows
+# exactly that text by its hash; any other inline style is still refused.
+INLINE_CSS = "css/site.css"
 
 
 @health.get("/healthz")
@@ -50,9 +57,25 @@ def static_url(filename: str) -> str:
     return url_for("static", filename=filename, v=_digest(str(Path(folder) / filename)))
 
 
+@lru_cache(maxsize=4)
+def _inline_css(path: str) -> tuple[Markup, str]:
+    """The stylesheet's text, and the CSP source that allows exactly it."""
+    text = Path(path).read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    return Markup(text), f"'sha256-{digest}'"  # noqa: S704 (our own file, not user input)
+
+
+def inline_css() -> Markup:
+    return _inline_css(str(Path(current_app.static_folder or "") / INLINE_CSS))[0]
+
+
+def csp() -> str:
+    return CSP_TEMPLATE.format(inline=_inline_css(str(Path(current_app.static_folder or "") / INLINE_CSS))[1])
+
+
 def _headers(response: Response) -> Response:
     h = response.headers
-    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("Content-Security-Policy", csp())
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("X-Frame-Options", "DENY")
     # Keeps the same-origin Referer that Flask-WTF checks on HTTPS, sends only the origin elsewhere.
@@ -112,6 +135,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["yuan"] = yuan
     app.jinja_env.globals.update(
         static_url=static_url,
+        inline_css=inline_css,
         sandbox_mode=lambda: "sandbox" in app.extensions.get("heyon.providers", {}),
         support=lambda: {
             "phone": app.config["HEYON_SUPPORT_PHONE"],

@@ -17,7 +17,7 @@ from heyon_site.extensions import db
 from heyon_site.faq import MAX_QUERY, clean_query
 from heyon_site.faq_starter import STARTER
 from heyon_site.models import FaqEntry
-from heyon_site.web import CSP
+from heyon_site.web import csp
 
 # ------------------------------------------------------------------ helpers
 
@@ -316,7 +316,7 @@ def test_hostile_questions_and_answers_are_inert_on_the_page(app: Flask, client:
 def test_security_headers_hold_on_the_faq(app: Flask, client: FlaskClient, hx: FlaskClient, face: str) -> None:
     add(entry(HOSTILE["script"], HOSTILE["img-onerror"]))
     r = (client if face == "plain" else hx).get("/faq", query_string={"q": "script"})
-    assert r.status_code == 200 and r.headers["Content-Security-Policy"] == CSP
+    assert r.status_code == 200 and r.headers["Content-Security-Policy"] == csp()
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     scripts = [a for t, a, _ in Tags(r.get_data(as_text=True)).found if t == "script"]
