@@ -147,6 +147,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_CARD_SPRAY_LIMIT": env.get("HEYON_CARD_SPRAY_LIMIT", "200 per minute"),
         "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
         "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
+        # How long each process keeps the rendered home page and recharge form (page_cache.py);
+        # a promotion change shows there at most this late. 0: render every time.
+        "HEYON_PAGE_CACHE_SECONDS": _int(env, "HEYON_PAGE_CACHE_SECONDS", 5),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
         "HEYON_STAFF_IDLE_MINUTES": _int(env, "HEYON_STAFF_IDLE_MINUTES", 30),
         # Logs: one JSON object per line (json), or the same fields for a terminal (text).

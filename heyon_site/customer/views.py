@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, abort, current_app, request, url_for
+from flask import Blueprint, Response, abort, current_app, make_response, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from .. import alarms
+from .. import alarms, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.promos import active_promotions, current_quote, quote
@@ -70,14 +70,24 @@ def recharge_page(form: RechargeForm, block: str | None = None, status: int = 20
     return render(template, block, status, form=form, promotions=running, quote=offer, amount_problem=problem)
 
 
+def form_page(template: str) -> Response:
+    """Home and the empty recharge form: the same for every visitor of a language but for the
+    CSRF token, so they come from the page cache (page_cache.py says what may be stale)."""
+    body = page_cache.page(template, lambda: recharge_page(RechargeForm(formdata=None), template=template)
+                           .get_data(as_text=True))
+    response = make_response(body)
+    response.vary.add("HX-Request")  # as render() says for every page
+    return response
+
+
 @bp.get("/")
 def home() -> Response:
-    return recharge_page(RechargeForm(formdata=None), template="customer/home.html")
+    return form_page("customer/home.html")
 
 
 @bp.get("/recharge")
 def recharge() -> Response:
-    return recharge_page(RechargeForm(formdata=None))
+    return form_page("customer/recharge.html")
 
 
 @bp.get("/recharge/quote")
