@@ -55,3 +55,8 @@ def page(template: str, build: Callable[[], str]) -> str:
         with _lock:  # threads of one worker: the last render wins, both are the same page
             pages[key] = hit
     return hit[1].replace(PLACEHOLDER, generate_csrf())
+
+
+def forget() -> None:
+    """Drop this process's pages (after a promotion change made here)."""
+    current_app.extensions.pop("heyon.page_cache", None)

@@ -126,3 +126,18 @@ def test_a_page_rendered_without_the_placeholder_is_served_but_not_kept(app: Fla
         assert page_cache.page("no-token.html", build) == "<p>1</p>"
     with app.test_request_context("/"):
         assert page_cache.page("no-token.html", build) == "<p>2</p>"
+
+
+def test_a_promotion_changed_by_staff_shows_at_once_in_the_same_process(
+        app: Flask, client: FlaskClient, cached: list[float]) -> None:
+    """Other processes wait out the lifetime; the one that made the change forgets its pages."""
+    from .test_staff import signed_in
+    from .test_staff_content import create_promo, the_promo, token
+
+    assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)
+    staff = signed_in(app, "editor")
+    create_promo(staff, title_en="Staff-made bonus")
+    assert "Staff-made bonus" in client.get("/?lang=en").get_data(as_text=True)
+    r = staff.post(f"/staff/promotions/{the_promo().id}/end", data={"csrf_token": token(staff)})
+    assert r.status_code == 303, r.status_code
+    assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)

@@ -20,6 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
+from .. import page_cache
 from ..billing.money import AmountError, parse_amount, yuan
 from ..billing.promos import MAX_TITLE, NewPromotion, PromotionError, create_promotion, end_promotion, update_promotion
 from ..billing.receipts import local_time
@@ -145,6 +146,12 @@ def _promo_fields(promo: Promotion) -> dict[str, Any]:
 
 def _after_post(list_endpoint: str) -> Response:
     return redirect_to(url_for(list_endpoint))
+
+
+def _after_promo_change() -> Response:
+    # This process shows the change at once; other processes within HEYON_PAGE_CACHE_SECONDS.
+    page_cache.forget()
+    return _after_post("staff.promo_list")
 
 
 # ------------------------------------------------------------------ FAQ
@@ -373,7 +380,7 @@ def promo_create() -> Response:
         in_write_transaction(work)
     except PromotionError as e:
         return _promo_form_page(form, None, 422, gettext(e.message, **e.params))
-    return _after_post("staff.promo_list")
+    return _after_promo_change()
 
 
 @bp.get("/promotions/<int:promo_id>/edit")
@@ -403,7 +410,7 @@ def promo_save(promo_id: int) -> Response:
         in_write_transaction(work)
     except PromotionError as e:
         return _promo_form_page(form, promo, 422, gettext(e.message, **e.params))
-    return _after_post("staff.promo_list")
+    return _after_promo_change()
 
 
 def _promo_set_published(promo_id: int, published: bool) -> Response:
@@ -419,7 +426,7 @@ def _promo_set_published(promo_id: int, published: bool) -> Response:
                   after=f"published={published}".lower())
 
     in_write_transaction(work)
-    return _after_post("staff.promo_list")
+    return _after_promo_change()
 
 
 @bp.post("/promotions/<int:promo_id>/publish")
@@ -450,4 +457,4 @@ def promo_end(promo_id: int) -> Response:
                   before=b, after=f"{a} ({outcome})")
 
     in_write_transaction(work)
-    return _after_post("staff.promo_list")
+    return _after_promo_change()
