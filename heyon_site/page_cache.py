@@ -1,60 +1,142 @@
 """A short-lived render cache for the two busiest pages, the home page and the recharge form.
 
-Rendering them (the form's widgets, the promotions query, the quote) is four fifths of what a
-visit costs, and they are the same for every visitor who reads the same language, but for one
-thing: the visitor's CSRF token, in the form and in ``hx-headers``. So the page is rendered once
-with a placeholder where the token goes, kept for ``HEYON_PAGE_CACHE_SECONDS`` in this process,
-and each visitor gets it with their own token put in. The token is Flask-WTF's own, made by
+Rendering them (the form's widgets, the promotions query, the quote) and compressing them was
+nine tenths of what a visit cost, and they are the same for every visitor who reads the same
+language, but for one thing: the visitor's CSRF token. So each page is rendered once with a
+placeholder where the token goes, kept for ``HEYON_PAGE_CACHE_SECONDS`` in this process, and
+every visitor gets it with their own token put in. The token is Flask-WTF's own, made by
 ``generate_csrf`` for this visitor's session, so the form posts and is checked exactly as before.
 
+The page is kept compressed too. The token is the last field of the form, so everything before
+it is the same for everyone: it is compressed once (brotli 11, gzip 6) and flushed to a byte
+boundary, and each answer appends the rest of the page (the token and a few hundred bytes after
+it) as an uncompressed block, which both formats allow (brotli: an uncompressed meta-block, RFC
+7932 section 9.2; deflate: a stored block, RFC 1951 section 3.2.4), then closes the stream. The
+browser decodes one ordinary stream. Pages where the token is not in one place near the end are
+cached as text only and compressed per answer as any page is.
+
 What may be stale, and for how long: a promotion started, edited or ended shows on these two
-pages up to that many seconds late. Nothing that moves money reads this cache: the order is
-quoted afresh when it is created, and the order page shows what will be credited before paying.
-Only pages that reflect nothing from the request may be cached (no form data, no query values),
-and the key is the template and the language.
+pages up to that many seconds late (at once in the process where staff made the change). Nothing
+that moves money reads this cache: an order is quoted afresh when it is created, and the order
+page shows what will be credited before paying. Only pages that reflect nothing from the request
+may be cached (no form data, no query values), and the key is the template and the language.
 """
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from flask import current_app, g
+import brotli
+from flask import Response, current_app, g, request
 from flask_babel import get_locale
 from flask_wtf.csrf import generate_csrf
 
 # Letters and digits only, so HTML and JSON escaping leave it as it is wherever it lands; it
 # cannot come from a visitor, since a cached page reflects nothing from the request.
 PLACEHOLDER = "heyonCsrfTokenPlaceholder7f3c1a"
+# The part of the page after the token travels uncompressed: past this size it would cost more
+# bytes than compressing each answer saves CPU.
+MAX_TAIL = 2048
+ENCODINGS = ("br", "gzip")
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no time, unknown OS
 _lock = threading.Lock()
 
 
-def page(template: str, build: Callable[[], str]) -> str:
-    """The HTML ``build`` renders for ``template`` in the visitor's language, with the visitor's
-    CSRF token. With ``HEYON_PAGE_CACHE_SECONDS`` 0 every call renders."""
+@dataclass(frozen=True)
+class Page:
+    expires: float
+    html: str  # with the placeholder
+    # When the token is in one place near the end: the bytes before it, compressed per encoding,
+    # and the CRC-32 and length gzip's trailer needs.
+    head: dict[str, bytes] = field(default_factory=dict)
+    head_crc: int = 0
+    head_size: int = 0
+    tail: str = ""
+
+
+def _split(html: str, expires: float) -> Page:
+    if html.count(PLACEHOLDER) != 1:
+        return Page(expires, html)
+    at = html.index(PLACEHOLDER)
+    head, tail = html[:at].encode(), html[at:]
+    if len(tail.encode()) > MAX_TAIL:
+        return Page(expires, html)
+    br = brotli.Compressor(quality=11)
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw deflate: gzip's header is ours
+    return Page(expires, html,
+                {"br": br.process(head) + br.flush(),  # flush: byte-aligned, stream still open
+                 "gzip": GZIP_HEADER + deflate.compress(head) + deflate.flush(zlib.Z_SYNC_FLUSH)},
+                zlib.crc32(head), len(head), tail)
+
+
+def brotli_tail(data: bytes) -> bytes:
+    """Uncompressed meta-blocks holding ``data``, then the empty last meta-block."""
+    out = bytearray()
+    for i in range(0, len(data), 1 << 16):
+        chunk = data[i:i + (1 << 16)]
+        # ISLAST=0, MNIBBLES=4 (code 0), MLEN-1 in 16 bits, ISUNCOMPRESSED=1, padded to 3 bytes.
+        out += (((len(chunk) - 1) << 3) | (1 << 19)).to_bytes(3, "little") + chunk
+    return bytes(out + b"\x03")  # ISLAST=1, ISLASTEMPTY=1
+
+
+def gzip_tail(data: bytes, head_crc: int, head_size: int) -> bytes:
+    """Stored deflate blocks holding ``data`` (the last one final), then gzip's CRC-32 and size."""
+    chunks = [data[i:i + 0xFFFF] for i in range(0, len(data), 0xFFFF)] or [b""]
+    out = bytearray()
+    for n, chunk in enumerate(chunks):
+        out += bytes([n == len(chunks) - 1]) + struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF) + chunk
+    return bytes(out + struct.pack("<II", zlib.crc32(data, head_crc), (head_size + len(data)) & 0xFFFFFFFF))
+
+
+def _cached(template: str, build: Callable[[], str]) -> Page | str:
+    """The page of ``template`` in the visitor's language, or (when it cannot be kept) the HTML
+    rendered for this visitor alone."""
     ttl = current_app.config.get("HEYON_PAGE_CACHE_SECONDS", 0)
     if ttl <= 0:
         return build()
-    pages: dict[tuple[str, str], tuple[float, str]] = current_app.extensions.setdefault("heyon.page_cache", {})
+    pages: dict[tuple[str, str], Page] = current_app.extensions.setdefault("heyon.page_cache", {})
     key, now = (template, str(get_locale())), time.monotonic()
     hit = pages.get(key)
-    if hit is None or hit[0] <= now:
-        field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if hit is None or hit.expires <= now:
+        name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
         # generate_csrf returns what g holds for the request: the placeholder, while rendering.
-        setattr(g, field, PLACEHOLDER)
+        setattr(g, name, PLACEHOLDER)
         try:
             html = build()
         finally:
-            g.pop(field, None)
+            g.pop(name, None)
         if PLACEHOLDER not in html:
             # The token did not come from g (Flask-WTF changed?): this render holds this visitor's
             # own token, right for them and wrong for anyone else, so it is served, never kept.
             current_app.logger.warning("page cache: %s rendered without the token placeholder", template)
             return html
-        hit = (now + ttl, html)
+        hit = _split(html, now + ttl)
         with _lock:  # threads of one worker: the last render wins, both are the same page
             pages[key] = hit
-    return hit[1].replace(PLACEHOLDER, generate_csrf())
+    return hit
+
+
+def response(template: str, build: Callable[[], str]) -> Response:
+    """The page as a response, with this visitor's CSRF token; compressed from the cache when
+    the browser takes brotli or gzip and the page allows it (Flask-Compress leaves an encoded
+    response alone)."""
+    page = _cached(template, build)
+    if isinstance(page, str):
+        return Response(page, mimetype="text/html")
+    token = generate_csrf()
+    encoding = request.accept_encodings.best_match(ENCODINGS) if page.head else None
+    if encoding is None:
+        return Response(page.html.replace(PLACEHOLDER, token), mimetype="text/html")
+    tail = page.tail.replace(PLACEHOLDER, token).encode()
+    end = brotli_tail(tail) if encoding == "br" else gzip_tail(tail, page.head_crc, page.head_size)
+    answer = Response(page.head[encoding] + end, mimetype="text/html")
+    answer.headers["Content-Encoding"] = encoding
+    answer.vary.add("Accept-Encoding")
+    return answer
 
 
 def forget() -> None:

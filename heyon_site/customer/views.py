@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, abort, current_app, make_response, request, url_for
+from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
@@ -73,9 +73,8 @@ def recharge_page(form: RechargeForm, block: str | None = None, status: int = 20
 def form_page(template: str) -> Response:
     """Home and the empty recharge form: the same for every visitor of a language but for the
     CSRF token, so they come from the page cache (page_cache.py says what may be stale)."""
-    body = page_cache.page(template, lambda: recharge_page(RechargeForm(formdata=None), template=template)
-                           .get_data(as_text=True))
-    response = make_response(body)
+    response = page_cache.response(template, lambda: recharge_page(RechargeForm(formdata=None), template=template)
+                                   .get_data(as_text=True))
     response.vary.add("HX-Request")  # as render() says for every page
     return response
 
