@@ -1,7 +1,12 @@
 """Language: zh-Hans by default, English on request (``?lang=en``, a cookie, Accept-Language)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
+from babel import Locale
 from flask import Flask, Response, g, request
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 from flask_babel import get_locale
 
 from .extensions import babel
@@ -10,23 +15,31 @@ LOCALES = {"zh": "zh_Hans", "en": "en"}  # what ?lang= accepts -> Babel locale
 COOKIE = "lang"
 
 
-def _from_accept_language() -> str | None:
-    for value, _quality in request.accept_languages:
+@lru_cache(maxsize=256)
+def _from_accept_language(header: str) -> str | None:
+    """Browsers send a handful of distinct headers, every request: each is parsed once."""
+    for value, _quality in parse_accept_header(header, LanguageAccept):
         primary = value.lower().replace("_", "-").split("-")[0]
         if primary in LOCALES:
             return LOCALES[primary]
     return None
 
 
-def select_locale() -> str:
+# Flask-Babel takes a Locale as it is; given a name, it builds a new one (and looks for its data
+# on disk) on every request.
+_LOCALE_OBJECTS = {name: Locale.parse(name) for name in LOCALES.values()}
+
+
+def select_locale() -> Locale:
     asked = request.args.get("lang", "")
     if asked in LOCALES:
         g.set_lang_cookie = asked
-        return LOCALES[asked]
+        return _LOCALE_OBJECTS[LOCALES[asked]]
     cookie = request.cookies.get(COOKIE, "")
     if cookie in LOCALES:
-        return LOCALES[cookie]
-    return _from_accept_language() or "zh_Hans"
+        return _LOCALE_OBJECTS[LOCALES[cookie]]
+    header = request.headers.get("Accept-Language", "")[:200]
+    return _LOCALE_OBJECTS[_from_accept_language(header) or "zh_Hans"]
 
 
 def current_lang() -> str:

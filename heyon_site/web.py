@@ -69,8 +69,13 @@ def inline_css() -> Markup:
     return _inline_css(str(Path(current_app.static_folder or "") / INLINE_CSS))[0]
 
 
+@lru_cache(maxsize=4)
+def _csp(static_folder: str) -> str:
+    return CSP_TEMPLATE.format(inline=_inline_css(str(Path(static_folder) / INLINE_CSS))[1])
+
+
 def csp() -> str:
-    return CSP_TEMPLATE.format(inline=_inline_css(str(Path(current_app.static_folder or "") / INLINE_CSS))[1])
+    return _csp(current_app.static_folder or "")
 
 
 def _headers(response: Response) -> Response:
