@@ -6,7 +6,10 @@ each test then gets an empty database (a copied SQLite file, or truncated Postgr
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from heyon_site import create_app
+from heyon_site import create_app, logs
 from heyon_site.config import database_url
 from heyon_site.extensions import db
 
@@ -164,3 +167,36 @@ def flask_cli(url: str, *args: str, env: dict[str, str] | None = None) -> subpro
                 "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, **(env or {})}
     return subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=120)
+
+
+# ------------------------------------------------------------------ the whole run's log
+
+# Every card number and card password the tests type, the demo cards' included.
+SUITE_SECRETS = ("8600000000001234", "246810", "8611223344556677", "97531864", "13572468",
+                 "8600000000000101", "8600000000000119", "8600000000000127",
+                 "8600000000000018", "135790", "8600000000000026", "246802", "8600000000000034", "112233")
+
+
+def secrets_in(text: str) -> list[str]:
+    """The secrets found as whole tokens: a PIN inside a longer run of digits or letters (a
+    timestamp's microseconds, a request id) is not one."""
+    return [s for s in SUITE_SECRETS if re.search(rf"(?<![0-9A-Za-z.]){s}(?![0-9A-Za-z])", text)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_log() -> Iterator[None]:
+    """Every record that reaches the root logger during the whole run (WARNING and up, and
+    whatever a test lowers the level to with caplog), written as production writes it, is
+    searched at the end for the test cards' numbers and passwords. tests/test_privacy.py checks
+    its own scenario at DEBUG, live servers included."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield
+    root.removeHandler(handler)
+    written = stream.getvalue()
+    leaked = secrets_in(written)
+    lines = [line for line in written.splitlines() if secrets_in(line)]
+    assert not leaked, f"{leaked} in the log of this run:\n" + "\n".join(lines[:10])

@@ -183,3 +183,12 @@ def test_nothing_secret_in_the_server_log(app: Flask, database: str, tmp_path: P
         log = site.log_text()
     assert cookies and f"/****{CARD[-4:]}" in log  # the access line is there, masked
     assert not leaks(log, (*SECRETS, *cookies))
+
+
+def test_the_whole_run_log_check_finds_a_password_and_ignores_lookalikes() -> None:
+    """conftest.suite_log searches the whole run's log with this: it must find a PIN in a
+    message, and not in a timestamp's microseconds or inside a longer id."""
+    from .conftest import secrets_in
+
+    assert secrets_in('{"message":"password=246810 for 8600000000001234"}') == ["8600000000001234", "246810"]
+    assert secrets_in('{"timestamp":"2026-11-24T21:10:09.246810Z","request_id":"a2468109","n":1246810}') == []
