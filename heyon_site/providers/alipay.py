@@ -23,7 +23,6 @@ from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import requests
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import url_for
@@ -83,26 +82,19 @@ def _key_bytes(text: str) -> tuple[bool, bytes]:
 
 
 def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
-    try:
+    def load() -> object:
         pem, data = _key_bytes(text)
-        key = (serialization.load_pem_private_key if pem else serialization.load_der_private_key)(data, None)
-    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
-        key = None
-    # `from None` everywhere: the message names the variable, and no library text about the value.
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-        raise MissingSetting(f"{name} is not an RSA private key of 2048 bits or more (PEM)") from None
-    return key
+        return (serialization.load_pem_private_key if pem else serialization.load_der_private_key)(data, None)
+
+    return rsa_signature.checked_key(load, rsa.RSAPrivateKey, name, "an RSA private key")
 
 
 def load_public_key(text: str, name: str) -> rsa.RSAPublicKey:
-    try:
+    def load() -> object:
         pem, data = _key_bytes(text)
-        key = (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(data)
-    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
-        key = None
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
-        raise MissingSetting(f"{name} is not an RSA public key of 2048 bits or more (PEM)") from None
-    return key
+        return (serialization.load_pem_public_key if pem else serialization.load_der_public_key)(data)
+
+    return rsa_signature.checked_key(load, rsa.RSAPublicKey, name, "an RSA public key")
 
 
 def beijing_time(moment: datetime) -> str:

@@ -1,12 +1,35 @@
-"""RSA PKCS#1 v1.5 with SHA-256, base64 signatures: Alipay's RSA2 and WeChat Pay v3 use the same."""
+"""RSA PKCS#1 v1.5 with SHA-256, base64 signatures: Alipay's RSA2 and WeChat Pay v3 use the same,
+and the same rule for the keys they are configured with."""
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature as BadRsaSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ..config import MissingSetting
+
+K = TypeVar("K", rsa.RSAPrivateKey, rsa.RSAPublicKey)
+
+
+def checked_key(load: Callable[[], object], kind: type[K], name: str, what: str) -> K:
+    """The key ``load`` reads from the setting ``name`` when it is ``kind`` of 2048 bits or more;
+    otherwise MissingSetting naming the variable. ``from None``: no library text about the value
+    reaches the message. A MissingSetting from ``load`` itself passes through as it is."""
+    try:
+        key = load()
+    except MissingSetting:
+        raise
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, kind) or key.key_size < 2048:
+        raise MissingSetting(f"{name} is not {what} of 2048 bits or more (PEM)") from None
+    return key
 
 
 def sign(key: rsa.RSAPrivateKey, message: bytes) -> str:

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 from cryptography import x509
-from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -81,35 +81,22 @@ class WaitingForPayment(MalformedCallback):
 
 
 def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_pem_private_key(text.encode("ascii"), None)
-    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
-        key = None
-    # `from None`: the message names the variable, and no library text about the value.
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-        raise MissingSetting(f"{name} is not an RSA private key of 2048 bits or more (PEM)") from None
-    return key
+    return rsa_signature.checked_key(lambda: serialization.load_pem_private_key(text.encode("ascii"), None),
+                                     rsa.RSAPrivateKey, name, "an RSA private key")
 
 
 def load_platform_key(text: str, name: str, serial: str) -> rsa.RSAPublicKey:
     """WeChat Pay's public key (PEM, "public key" mode) or a platform certificate (PEM), whose
     serial must then be the configured one."""
-    key: object = None
-    try:
-        if "CERTIFICATE" in text:
-            cert = x509.load_pem_x509_certificate(text.encode("ascii"))
-            if f"{cert.serial_number:X}" != serial.upper().lstrip("0"):
-                raise MissingSetting(f"{name} is a certificate whose serial is not HEYON_WECHAT_PLATFORM_SERIAL")
-            key = cert.public_key()
-        else:
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-    except MissingSetting:
-        raise
-    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
-        key = None
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
-        raise MissingSetting(f"{name} is not an RSA public key or certificate of 2048 bits or more (PEM)") from None
-    return key
+    def load() -> object:
+        if "CERTIFICATE" not in text:
+            return serialization.load_pem_public_key(text.encode("ascii"))
+        cert = x509.load_pem_x509_certificate(text.encode("ascii"))
+        if f"{cert.serial_number:X}" != serial.upper().lstrip("0"):
+            raise MissingSetting(f"{name} is a certificate whose serial is not HEYON_WECHAT_PLATFORM_SERIAL")
+        return cert.public_key()
+
+    return rsa_signature.checked_key(load, rsa.RSAPublicKey, name, "an RSA public key or certificate")
 
 
 def rfc3339(moment: datetime) -> str:
