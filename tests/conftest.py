@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,19 +124,42 @@ class ServerLikeClient(FlaskClient):
             return super().open(*args, **kwargs)
 
 
-@pytest.fixture
-def app(database: str) -> Iterator[Flask]:
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": database})
+@contextmanager
+def held(app: Flask) -> Iterator[Flask]:
+    """``app`` as tests use it: its clients run each request as a server does, one app context
+    is held for the test, and the engine is disposed of afterwards."""
     app.test_client_class = ServerLikeClient
-    sent: list[tuple[str, dict[str, str]]] = []
-    # The sandbox gateway's notifications are collected here instead of sent over the network;
-    # tests deliver them with `deliver_sandbox_notifications`.
-    app.extensions["heyon.sandbox_sender"] = lambda url, fields, schedule: sent.append((url, dict(fields)))
-    app.extensions["heyon.test_outbox"] = sent
     with app.app_context():
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+def site_for_tests(database: str, **overrides: Any) -> AbstractContextManager[Flask]:
+    """The site on ``database`` with TEST_CONFIG and ``overrides``, held as tests use it."""
+    return held(create_app({**TEST_CONFIG, "DATABASE_URL": database, **overrides}))
+
+
+@pytest.fixture
+def app(database: str) -> Iterator[Flask]:
+    with site_for_tests(database) as app:
+        sent: list[tuple[str, dict[str, str]]] = []
+        # The sandbox gateway's notifications are collected here instead of sent over the network;
+        # tests deliver them with `deliver_sandbox_notifications`.
+        app.extensions["heyon.sandbox_sender"] = lambda url, fields, schedule: sent.append((url, dict(fields)))
+        app.extensions["heyon.test_outbox"] = sent
+        yield app
+
+
+@pytest.fixture
+def books_balance(app: Flask) -> Iterator[None]:
+    """Whatever a test sends, the books must still prove afterwards (``ledger.verify``)."""
+    from heyon_site.billing import ledger
+
+    yield
+    db.session.rollback()
+    verdict = ledger.verify()
+    assert verdict.ok, verdict.violations
 
 
 def new_client(app: Flask, htmx: bool = False) -> FlaskClient:

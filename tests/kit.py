@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +18,20 @@ from pathlib import Path
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from heyon_site.billing.cards import create_card, number_digest
+from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import Card, RechargeOrder
+from heyon_site.models import Card, LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
 from heyon_site.providers.sandbox import sign
 
 from .conftest import ROOT, SANDBOX_SECRET
 
 CARD, PIN = "8600000000001234", "246810"
+# What the payment tests start from: a card holding 5.00 and an order of 100.00 on it.
+OPENING_FEN, ORDER_FEN = 500, 10000
 
 
 def make_card(number: str = CARD, pin: str = PIN, balance_fen: int = 0) -> int:
@@ -44,6 +48,42 @@ def order(order_no: str) -> RechargeOrder:
     found = db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no))
     assert found is not None, order_no
     return found
+
+
+def entries_of(order_no: str) -> int:
+    """The ledger entries an order has booked (recharge and bonus)."""
+    return db.session.scalar(select(func.count()).select_from(LedgerEntry)
+                             .where(LedgerEntry.order_id == order(order_no).id)) or 0
+
+
+def assert_not_credited(order_no: str) -> None:
+    assert balance() == OPENING_FEN
+    assert entries_of(order_no) == 0
+
+
+def event_outcomes(order_id: int) -> Counter[str]:
+    """The outcomes of the payment events kept for an order (credited, duplicate, ...)."""
+    db.session.rollback()  # a live server wrote them in other processes: a fresh snapshot
+    return Counter(db.session.scalars(select(PaymentEvent.outcome).where(PaymentEvent.order_id == order_id)))
+
+
+def callbacks() -> list[ProviderCallback]:
+    """Every provider callback received, as kept, oldest first."""
+    db.session.rollback()
+    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
+
+
+def provider_order(provider: str, card: str = CARD, amount_fen: int = ORDER_FEN) -> str:
+    """A pending order paid by ``provider`` on a new card holding OPENING_FEN; its number."""
+    card_id = make_card(card, balance_fen=OPENING_FEN)
+    return in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider, "en").order_no)
+
+
+def post_notification(path: str, client: FlaskClient, message: tuple[bytes, dict[str, str]]) -> tuple[int, str]:
+    """A provider's notification (body, headers) posted to ``path``: the answer's status and text."""
+    body, headers = message
+    answer = client.post(path, data=body, headers=headers)
+    return answer.status_code, answer.get_data(as_text=True)
 
 
 def csrf_from(html: str) -> str:

@@ -17,7 +17,7 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder
 
-from .conftest import TEST_CONFIG, ServerLikeClient, flask_cli
+from .conftest import TEST_CONFIG, flask_cli, site_for_tests
 from .kit import cli, make_card, notification
 
 MOST_ORDERS = 5000  # the writer stops here if the backup has not stopped it first
@@ -29,12 +29,8 @@ def live_db(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Flask, str]
     path = tmp_path / "live.db"
     path.write_bytes(sqlite_template.read_bytes())
     url = f"sqlite:///{path}"
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": url})
-    app.test_client_class = ServerLikeClient
-    with app.app_context():
+    with site_for_tests(url) as app:
         yield app, url
-        db.session.remove()
-        db.engine.dispose()
 
 
 def credited(url: str) -> int:

@@ -85,11 +85,6 @@ def recharge_entries(order_id: int) -> int:
         LedgerEntry.order_id == order_id, LedgerEntry.kind == "recharge")) or 0
 
 
-def event_outcomes(order_id: int) -> Counter[str]:
-    db.session.rollback()
-    return Counter(db.session.scalars(select(PaymentEvent.outcome).where(PaymentEvent.order_id == order_id)))
-
-
 def callback_outcomes(order_no: str) -> Counter[str]:
     db.session.rollback()
     return Counter(db.session.scalars(select(ProviderCallback.outcome).where(ProviderCallback.order_no == order_no)))
@@ -121,7 +116,7 @@ def test_identical_notifications_at_once_credit_once(app: Flask, client: FlaskCl
     assert kit.balance() == 500 + 10000
     assert recharge_entries(order_id) == 1
     # One payment event (the unique key), every other delivery recognised as a duplicate of it.
-    assert event_outcomes(order_id) == Counter({"credited": 1})
+    assert kit.event_outcomes(order_id) == Counter({"credited": 1})
     assert callback_outcomes(order_no) == Counter({"credited": 1, "duplicate": N - 1})
     assert_books_balance(database, credited_orders=1)
 
@@ -142,7 +137,7 @@ def test_distinct_payments_of_one_order_at_once_credit_once(app: Flask, client: 
     assert kit.balance() == 500 + 10000
     assert recharge_entries(order_id) == 1
     # Every extra payment is on record for a person to refund; none of them moved money.
-    assert event_outcomes(order_id) == Counter({"credited": 1, "paid_again": N - 1})
+    assert kit.event_outcomes(order_id) == Counter({"credited": 1, "paid_again": N - 1})
     assert callback_outcomes(order_no) == Counter({"credited": 1, "paid_again": N - 1})
     db.session.rollback()
     winner = db.session.scalar(select(PaymentEvent.provider_txn_id).where(

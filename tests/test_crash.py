@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from heyon_site.billing import ledger, recharge
 from heyon_site.extensions import db
-from heyon_site.models import LedgerEntry, PaymentEvent, ProviderCallback
+from heyon_site.models import LedgerEntry
 
 from . import kit
 from .conftest import ROOT
@@ -67,22 +67,12 @@ def ledger_entries(order_id: int) -> int:
     return db.session.scalar(select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id == order_id)) or 0
 
 
-def event_outcomes(order_id: int) -> Counter[str]:
-    db.session.rollback()
-    return Counter(db.session.scalars(select(PaymentEvent.outcome).where(PaymentEvent.order_id == order_id)))
-
-
-def callbacks() -> list[ProviderCallback]:
-    db.session.rollback()
-    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
-
-
 def assert_untouched(order_no: str, order_id: int) -> None:
     """Nothing of the interrupted crediting transaction is visible."""
     found = kit.order(order_no)
     assert (found.status, found.provider_txn_id, found.paid_fen, found.finalized_at) == ("pending", None, None, None)
     assert ledger_entries(order_id) == 0
-    assert event_outcomes(order_id) == Counter()
+    assert kit.event_outcomes(order_id) == Counter()
     assert kit.balance() == OPENING
     verdict = ledger.verify()
     assert verdict.ok, verdict.violations
@@ -96,7 +86,7 @@ def assert_redelivery_credits_once(client: FlaskClient, form: dict[str, str], or
         assert kit.order(order_no).status == "credited"
         assert kit.balance() == OPENING + 10000
         assert ledger_entries(order_id) == 1
-        assert event_outcomes(order_id) == Counter({"credited": 1})
+        assert kit.event_outcomes(order_id) == Counter({"credited": 1})
         verdict = ledger.verify()
         assert verdict.ok and verdict.credited_orders == 1, verdict.violations
 
@@ -120,12 +110,12 @@ def test_sigkill_while_crediting_leaves_no_partial_money_movement(app: Flask, cl
 
     assert_untouched(order_no, order_id)
     # The raw callback was committed before crediting began, so it outlived the worker.
-    [kept] = callbacks()
+    [kept] = kit.callbacks()
     assert (kept.provider, kept.outcome, kept.order_no) == ("sandbox", "received", None)
     assert dict(parse_qsl(kept.body)) == form
 
     assert_redelivery_credits_once(client, form, order_no, order_id)
-    assert [c.outcome for c in callbacks()] == ["received", "credited", "duplicate"]
+    assert [c.outcome for c in kit.callbacks()] == ["received", "credited", "duplicate"]
 
 
 class Boom(RuntimeError):
@@ -152,9 +142,9 @@ def test_error_while_crediting_rolls_everything_back(app: Flask, client: FlaskCl
     assert calls == [f"order:{order_id}:recharge"]
 
     assert_untouched(order_no, order_id)
-    [kept] = callbacks()
+    [kept] = kit.callbacks()
     assert (kept.outcome, kept.order_no) == ("received", None)
 
     monkeypatch.setattr(recharge, "credit", real_credit)
     assert_redelivery_credits_once(client, form, order_no, order_id)
-    assert [c.outcome for c in callbacks()] == ["received", "credited", "duplicate"]
+    assert [c.outcome for c in kit.callbacks()] == ["received", "credited", "duplicate"]

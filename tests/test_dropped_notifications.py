@@ -14,13 +14,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
-from heyon_site import create_app
 from heyon_site.billing import ledger
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, ProviderCallback, RechargeOrder, utcnow
 
-from .conftest import TEST_CONFIG, ServerLikeClient, new_client
+from .conftest import new_client, site_for_tests
 from .fakes import serving
 from .kit import cli, make_card, recharge_form
 
@@ -37,13 +36,8 @@ def kit_for(name: str) -> Any:
 def setting(request: pytest.FixtureRequest, database: str) -> Iterator[tuple[Any, Any, Flask]]:
     kit = kit_for(request.param)
     with serving(kit.fake_api()) as fake:
-        app = create_app({**TEST_CONFIG, "DATABASE_URL": database, "HEYON_PROVIDERS": (kit.name,),
-                          **kit.config(fake.base_url)})
-        app.test_client_class = ServerLikeClient
-        with app.app_context():
+        with site_for_tests(database, HEYON_PROVIDERS=(kit.name,), **kit.config(fake.base_url)) as app:
             yield kit, fake, app
-            db.session.remove()
-            db.engine.dispose()
 
 
 def test_reconcile_finds_every_lost_notification(setting: tuple[Any, Any, Flask]) -> None:

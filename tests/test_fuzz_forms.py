@@ -43,7 +43,6 @@ from sqlalchemy import text, update
 from werkzeug.test import TestResponse
 from werkzeug.wrappers import Response
 
-from heyon_site import create_app
 from heyon_site.billing import ledger
 from heyon_site.billing.promos import NewPromotion, create_promotion
 from heyon_site.billing.recharge import start_recharge
@@ -52,7 +51,7 @@ from heyon_site.extensions import db
 from heyon_site.models import FaqEntry, StaffUser, utcnow
 from heyon_site.staff.auth import create_staff
 
-from .conftest import TEST_CONFIG, ServerLikeClient
+from .conftest import site_for_tests
 from .fakes import serving
 from .kit import CARD, PIN, csrf_from, make_card, notification
 from .provider_kits.alipay import new_trade_no
@@ -305,14 +304,10 @@ def world(database: str, provider_config: dict[str, str]) -> Iterator[World]:
     """The site with every provider on, a card with a pending order of each provider, an FAQ
     entry, a running promotion, and staff signed in: an editor, an admin, and a member halfway
     through sign-in (password done, second-factor code due)."""
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": database, "HEYON_PROVIDERS": PROVIDERS, **provider_config})
-    app.test_client_class = ServerLikeClient
-    outbox: list[tuple[str, dict[str, str]]] = []
-    app.extensions["heyon.sandbox_sender"] = lambda url, fields, schedule: outbox.append((url, dict(fields)))
-    with app.app_context():
+    with site_for_tests(database, HEYON_PROVIDERS=PROVIDERS, **provider_config) as app:
+        outbox: list[tuple[str, dict[str, str]]] = []
+        app.extensions["heyon.sandbox_sender"] = lambda url, fields, schedule: outbox.append((url, dict(fields)))
         yield build_world(app, outbox)
-        db.session.remove()
-        db.engine.dispose()
 
 
 # ------------------------------------------------------------------ the forms

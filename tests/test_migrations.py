@@ -18,13 +18,12 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from heyon_site import create_app
 from heyon_site.billing import ledger
 from heyon_site.billing.cards import find_card, number_digest
 from heyon_site.config import database_url
 from heyon_site.extensions import db
 
-from .conftest import BACKENDS, ROOT, TEST_CONFIG
+from .conftest import BACKENDS, ROOT, site_for_tests
 
 MIGRATIONS = str(ROOT / "migrations")
 CARDS = {1: "8600000000001234", 2: "8611223344556677", 3: "1234567890"}  # 16, 16 and 10 digits
@@ -49,11 +48,8 @@ def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def site(blank_url: str) -> Iterator[Flask]:
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": blank_url})
-    with app.app_context():
+    with site_for_tests(blank_url) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 def books_at_0008() -> None:

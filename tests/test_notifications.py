@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
 import pytest
@@ -14,29 +14,33 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from heyon_site.billing import ledger
 from heyon_site.extensions import db
-from heyon_site.models import LedgerEntry, PaymentEvent, ProviderCallback, SandboxPayment
+from heyon_site.models import PaymentEvent, SandboxPayment
 
 from .conftest import SANDBOX_SECRET
-from .kit import balance, csrf_from, deliver_outbox, make_card, notification, order, start_order
+from .kit import (
+    OPENING_FEN,
+    assert_not_credited,
+    balance,
+    callbacks,
+    csrf_from,
+    deliver_outbox,
+    entries_of,
+    make_card,
+    notification,
+    order,
+    start_order,
+)
 
 NOTIFY = "/pay/notify/sandbox"
 FORM = "application/x-www-form-urlencoded"
-OPENING_FEN = 500
 ORDER_YUAN, ORDER_FEN = "100.00", 10000  # what kit.start_order orders by default
 # The fields the sandbox gateway sends, as its docstring and views describe them (Alipay's names).
 DOCUMENTED_FIELDS = {"out_trade_no", "trade_no", "total_amount", "trade_status", "notify_id", "notify_time",
                      "sign_type", "sign"}
 
 
-@pytest.fixture(autouse=True)
-def books_balance(app: Flask) -> Iterator[None]:
-    """Whatever a test sends, the books must still prove afterwards."""
-    yield
-    db.session.rollback()
-    verdict = ledger.verify()
-    assert verdict.ok, verdict.violations
+pytestmark = pytest.mark.usefixtures("books_balance")
 
 
 @pytest.fixture
@@ -62,21 +66,6 @@ def pay_on_gateway(client: FlaskClient, order_no: str, outcome: str = "pay") -> 
     done = client.post(f"/pay/sandbox/{order_no}",
                        data={"csrf_token": csrf_from(page.get_data(as_text=True)), "outcome": outcome})
     assert done.status_code == 303, done.get_data(as_text=True)[:300]
-
-
-def entries_of(order_no: str) -> int:
-    return db.session.scalar(select(func.count()).select_from(LedgerEntry)
-                             .where(LedgerEntry.order_id == order(order_no).id)) or 0
-
-
-def callbacks() -> list[ProviderCallback]:
-    db.session.rollback()
-    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
-
-
-def assert_not_credited(order_no: str) -> None:
-    assert balance() == OPENING_FEN
-    assert entries_of(order_no) == 0
 
 
 def assert_refused(response: TestResponse) -> None:

@@ -33,7 +33,7 @@ from heyon_site.config import (
 from heyon_site.extensions import db
 
 from . import kit
-from .conftest import ROOT, TEST_CONFIG, ServerLikeClient
+from .conftest import ROOT, TEST_CONFIG, site_for_tests
 
 HSTS = "max-age=31536000; includeSubDomains"
 PROXY = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_FOR": "203.0.113.5"}
@@ -166,12 +166,8 @@ def test_an_unreachable_redis_falls_back_to_limits_per_process(sqlite_db: str, t
 
 @pytest.fixture
 def https_app(database: str) -> Iterator[Flask]:
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": database, "HEYON_HTTPS": True, "HEYON_PROXY_HOPS": 1})
-    app.test_client_class = ServerLikeClient
-    with app.app_context():
+    with site_for_tests(database, HEYON_HTTPS=True, HEYON_PROXY_HOPS=1) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

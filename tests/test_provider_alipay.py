@@ -2,6 +2,7 @@
 nothing else, and the open API (query, close) against a local fake of Alipay's gateway."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -23,11 +24,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from heyon_site import create_app
-from heyon_site.billing import ledger
-from heyon_site.billing.recharge import start_recharge
-from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import LedgerEntry, PaymentEvent, ProviderCallback
+from heyon_site.models import PaymentEvent, ProviderCallback
 from heyon_site.payments.reconcile import candidate, check_one
 from heyon_site.providers import alipay
 from heyon_site.providers import get as get_provider
@@ -35,7 +33,7 @@ from heyon_site.providers.alipay import AlipayProvider, WaitingForPayment
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 
 from . import kit
-from .conftest import TEST_CONFIG, ServerLikeClient
+from .conftest import TEST_CONFIG, held
 from .fakes import serving
 from .provider_kits.alipay import (
     APP_ID,
@@ -48,8 +46,9 @@ from .provider_kits.alipay import (
     verifies,
 )
 
+pytestmark = pytest.mark.usefixtures("books_balance")
+
 NOTIFY = "/pay/notify/alipay"
-OPENING_FEN, ORDER_FEN = 500, 10000
 
 
 # ------------------------------------------------------------------ fixtures
@@ -70,20 +69,8 @@ def alipay_app(database: str, base_url: str, **overrides: Any) -> Flask:
 @pytest.fixture
 def app(database: str, fake: AlipayFakeApi) -> Iterator[Flask]:
     """The site with Alipay as its only provider, its gateway the fake one."""
-    app = alipay_app(database, fake.base_url)
-    app.test_client_class = ServerLikeClient
-    with app.app_context():
+    with held(alipay_app(database, fake.base_url)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture(autouse=True)
-def books_balance(app: Flask) -> Iterator[None]:
-    yield
-    db.session.rollback()
-    verdict = ledger.verify()
-    assert verdict.ok, verdict.violations
 
 
 @pytest.fixture
@@ -93,9 +80,7 @@ def provider(app: Flask) -> AlipayProvider:
     return found
 
 
-def new_order(card: str = kit.CARD, amount_fen: int = ORDER_FEN) -> str:
-    card_id = kit.make_card(card, balance_fen=OPENING_FEN)
-    return in_write_transaction(lambda: start_recharge(card_id, amount_fen, "alipay", "en").order_no)
+new_order = functools.partial(kit.provider_order, "alipay")
 
 
 @pytest.fixture
@@ -104,55 +89,37 @@ def order_no(app: Flask) -> str:
     return new_order()
 
 
-def post(client: FlaskClient, message: tuple[bytes, dict[str, str]]) -> tuple[int, str]:
-    body, headers = message
-    answer = client.post(NOTIFY, data=body, headers=headers)
-    return answer.status_code, answer.get_data(as_text=True)
-
-
-def callbacks() -> list[ProviderCallback]:
-    db.session.rollback()
-    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
-
-
-def recharge_entries(order_no: str) -> int:
-    return db.session.scalar(select(func.count()).select_from(LedgerEntry)
-                             .where(LedgerEntry.order_id == kit.order(order_no).id)) or 0
-
-
-def assert_not_credited(order_no: str) -> None:
-    assert kit.balance() == OPENING_FEN
-    assert recharge_entries(order_no) == 0
+post = functools.partial(kit.post_notification, NOTIFY)
 
 
 # ------------------------------------------------------------------ a genuine notification
 
 
 def test_genuine_notification_credits_exactly_once(client: FlaskClient, order_no: str) -> None:
-    message = KIT.notification(order_no, ORDER_FEN, "2026010122001400000000000001")
+    message = KIT.notification(order_no, kit.ORDER_FEN, "2026010122001400000000000001")
     assert post(client, message) == (200, "success")
     assert post(client, message) == (200, "success")  # Alipay's retry: acknowledged, not credited
     found = kit.order(order_no)
-    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", ORDER_FEN, "2026010122001400000000000001")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert recharge_entries(order_no) == 1
-    assert [(c.outcome, c.order_no) for c in callbacks()] == [("credited", order_no), ("duplicate", order_no)]
+    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", kit.ORDER_FEN, "2026010122001400000000000001")
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
+    assert [(c.outcome, c.order_no) for c in kit.callbacks()] == [("credited", order_no), ("duplicate", order_no)]
 
 
 def test_trade_finished_after_trade_success_credits_nothing_more(client: FlaskClient, order_no: str) -> None:
     # TRADE_FINISHED comes when the trade can no longer be refunded: the same payment again.
-    assert post(client, KIT.notification(order_no, ORDER_FEN, "T1")) == (200, "success")
-    assert post(client, KIT.notification(order_no, ORDER_FEN, "T1", trade_status="TRADE_FINISHED")) == (200, "success")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert [c.outcome for c in callbacks()] == ["credited", "duplicate"]
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, "T1")) == (200, "success")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, "T1", trade_status="TRADE_FINISHED")) == (200, "success")
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert [c.outcome for c in kit.callbacks()] == ["credited", "duplicate"]
 
 
 def test_url_encoded_values_are_verified_decoded(client: FlaskClient, order_no: str) -> None:
     # fund_bill_list is JSON, buyer_logon_id has "*", subject has spaces: all percent-encoded on
     # the wire and signed as plain text; a field Alipay sends empty is not in the signed content.
-    message = KIT.notification(order_no, ORDER_FEN, "T2", body="", passback_params="a=1&b=中文 +/")
+    message = KIT.notification(order_no, kit.ORDER_FEN, "T2", body="", passback_params="a=1&b=中文 +/")
     assert post(client, message) == (200, "success")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 def test_a_different_amount_is_never_credited(client: FlaskClient, order_no: str) -> None:
@@ -160,21 +127,21 @@ def test_a_different_amount_is_never_credited(client: FlaskClient, order_no: str
     assert post(client, KIT.notification(order_no, 1, "T3")) == (200, "success")
     found = kit.order(order_no)
     assert (found.status, found.status_reason, found.paid_fen) == ("review", "amount_mismatch", 1)
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["amount_mismatch"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["amount_mismatch"]
 
 
 def test_trade_closed_fails_the_order(client: FlaskClient, order_no: str) -> None:
-    assert post(client, KIT.notification(order_no, ORDER_FEN, "T4", trade_status="TRADE_CLOSED")) == (200, "success")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, "T4", trade_status="TRADE_CLOSED")) == (200, "success")
     found = kit.order(order_no)
     assert (found.status, found.status_reason) == ("failed", "closed_by_provider")
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 def test_unknown_order_is_refused(client: FlaskClient, order_no: str) -> None:
-    assert post(client, KIT.notification("2601010000000000", ORDER_FEN, "T5")) == (404, "fail")
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["unknown_order"]
+    assert post(client, KIT.notification("2601010000000000", kit.ORDER_FEN, "T5")) == (404, "fail")
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["unknown_order"]
 
 
 # ------------------------------------------------------------------ nothing else moves money
@@ -220,24 +187,24 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 @pytest.mark.parametrize(("tamper", "outcome"), REFUSED.values(), ids=REFUSED.keys())
 def test_refused_notification_credits_nothing_and_is_kept(client: FlaskClient, order_no: str,
                                                           tamper: dict[str, Any], outcome: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, "2026010122001400000000000009", **tamper)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, "2026010122001400000000000009", **tamper)
     assert post(client, (body, headers)) == (400, "fail")  # not "success": Alipay sends it again
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
     assert db.session.scalar(select(func.count()).select_from(PaymentEvent)) == 0
-    [kept] = callbacks()
+    [kept] = kit.callbacks()
     assert (kept.provider, kept.outcome, kept.body) == ("alipay", outcome, body.decode())
     assert kept.order_no is None  # nothing of a refused body is trusted, not even the order number
 
 
 def test_wait_buyer_pay_is_acknowledged_and_changes_nothing(provider: AlipayProvider, order_no: str, client: FlaskClient) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, "T6", trade_status="WAIT_BUYER_PAY")
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, "T6", trade_status="WAIT_BUYER_PAY")
     with pytest.raises(WaitingForPayment):
         provider.parse_callback(body, headers)
     assert post(client, (body, headers)) == (200, "success")  # nothing to do: Alipay may stop sending
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
-    [kept] = callbacks()
+    kit.assert_not_credited(order_no)
+    [kept] = kit.callbacks()
     assert kept.outcome == "ignored"
 
 
@@ -254,14 +221,14 @@ JUNK = {
 @pytest.mark.parametrize("body", JUNK.values(), ids=JUNK.keys())
 def test_junk_is_refused_without_a_5xx(client: FlaskClient, order_no: str, body: bytes) -> None:
     assert post(client, (body, {"Content-Type": "application/x-www-form-urlencoded"})) == (400, "fail")
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["bad_signature"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["bad_signature"]
 
 
 def test_a_repeated_field_is_refused(client: FlaskClient, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, "T7")
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, "T7")
     assert post(client, (body + b"&total_amount=1.00", headers)) == (400, "fail")
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 # ------------------------------------------------------------------ no network on the notify path
@@ -290,10 +257,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 def test_the_notification_path_makes_no_outbound_connection(client: FlaskClient, order_no: str,
                                                             no_network: list[object]) -> None:
-    assert post(client, KIT.notification(order_no, ORDER_FEN, "T8", key="other")) == (400, "fail")
-    assert post(client, KIT.notification(order_no, ORDER_FEN, "T8")) == (200, "success")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, "T8", key="other")) == (400, "fail")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, "T8")) == (200, "success")
     assert no_network == []
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 # ------------------------------------------------------------------ many at once, on a real server
@@ -315,7 +282,7 @@ def _post_live(url: str, body: bytes, barrier: threading.Barrier) -> tuple[int, 
 
 @pytest.mark.live
 def test_twenty_copies_at_once_credit_once(app: Flask, database: str, tmp_path: Path, order_no: str) -> None:
-    body, _ = KIT.notification(order_no, ORDER_FEN, "2026010122001400000000000020")
+    body, _ = KIT.notification(order_no, kit.ORDER_FEN, "2026010122001400000000000020")
     # gunicorn's workers read the same settings from their environment.
     env = {"HEYON_PROVIDERS": "alipay", **KIT.config("http://127.0.0.1:9")}
     with kit.live_site(database, tmp_path, workers=4, extra_env=env) as site:
@@ -325,8 +292,8 @@ def test_twenty_copies_at_once_credit_once(app: Flask, database: str, tmp_path: 
         assert answers == [(200, "success")] * 20, site.log_text()[-3000:]
         assert "Traceback" not in site.log_text()
     assert kit.order(order_no).status == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert recharge_entries(order_no) == 1
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
     db.session.rollback()
     assert Counter(db.session.scalars(select(ProviderCallback.outcome).where(ProviderCallback.order_no == order_no))) \
         == Counter({"credited": 1, "duplicate": 19})
@@ -342,20 +309,20 @@ def test_query_of_an_order_never_opened_is_none(provider: AlipayProvider, fake: 
 
 
 def test_query_while_the_buyer_has_not_paid_is_none(provider: AlipayProvider, fake: AlipayFakeApi, order_no: str) -> None:
-    KIT.open_cashier(fake, order_no, ORDER_FEN)
+    KIT.open_cashier(fake, order_no, kit.ORDER_FEN)
     assert provider.query(order_no) is None
 
 
 def test_query_of_a_paid_order(provider: AlipayProvider, fake: AlipayFakeApi, order_no: str) -> None:
-    trade_no = KIT.pay(fake, order_no, ORDER_FEN)
+    trade_no = KIT.pay(fake, order_no, kit.ORDER_FEN)
     event = provider.query(order_no)
     assert event is not None
     assert (event.provider, event.order_no, event.txn_id, event.kind, event.amount_fen) == (
-        "alipay", order_no, trade_no, "paid", ORDER_FEN)
+        "alipay", order_no, trade_no, "paid", kit.ORDER_FEN)
 
 
 def test_close_then_query_says_closed(provider: AlipayProvider, fake: AlipayFakeApi, order_no: str) -> None:
-    trade_no = KIT.open_cashier(fake, order_no, ORDER_FEN)
+    trade_no = KIT.open_cashier(fake, order_no, kit.ORDER_FEN)
     provider.close(order_no)
     event = provider.query(order_no)
     assert event is not None
@@ -368,7 +335,7 @@ def test_close_of_an_order_alipay_does_not_know_is_fine(provider: AlipayProvider
 
 def test_close_of_a_paid_order_is_fine_and_query_still_says_paid(provider: AlipayProvider, fake: AlipayFakeApi,
                                                                  order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     provider.close(order_no)  # ACQ.TRADE_STATUS_ERROR: nothing to close; the next query tells
     event = provider.query(order_no)
     assert event is not None and event.kind == "paid"
@@ -376,18 +343,18 @@ def test_close_of_a_paid_order_is_fine_and_query_still_says_paid(provider: Alipa
 
 def test_reconciliation_credits_a_payment_whose_notification_was_lost(app: Flask, fake: AlipayFakeApi,
                                                                      order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     found = candidate(order_no)
     assert found is not None
     assert check_one(found, get_provider, None) == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 @pytest.mark.parametrize("call", ["query", "close"])
 @pytest.mark.parametrize("failure", ["down", "garbled", "unsigned", "signed by another key"])
 def test_no_usable_answer_is_provider_unavailable(provider: AlipayProvider, fake: AlipayFakeApi, order_no: str,
                                                    call: str, failure: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     if failure == "down":
         fake.fail_next = 1
     else:
@@ -441,7 +408,7 @@ def beijing_now() -> datetime:
 
 
 def order_ref(order_no: str) -> OrderRef:
-    return OrderRef(order_no, ORDER_FEN, "Heyon card recharge", f"http://heyon.test/orders/{order_no}")
+    return OrderRef(order_no, kit.ORDER_FEN, "Heyon card recharge", f"http://heyon.test/orders/{order_no}")
 
 
 def assert_signed_link(url: str, fake: AlipayFakeApi, method: str, product_code: str, order_no: str) -> dict[str, str]:
@@ -556,6 +523,6 @@ def test_keys_from_files_and_as_bare_base64(tmp_path: Path, fake: AlipayFakeApi,
     config = {**KIT.config(fake.base_url), "HEYON_ALIPAY_PRIVATE_KEY": "", "HEYON_ALIPAY_PUBLIC_KEY": "",
               "HEYON_ALIPAY_PRIVATE_KEY_FILE": str(private), "HEYON_ALIPAY_PUBLIC_KEY_FILE": str(public)}
     provider = AlipayProvider(config)
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     event = provider.query(order_no)
     assert event is not None and event.kind == "paid"

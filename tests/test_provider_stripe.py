@@ -21,22 +21,21 @@ import pytest
 import stripe
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from heyon_site import create_app
-from heyon_site.billing import ledger
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import LedgerEntry, ProviderCallback, RechargeOrder
+from heyon_site.models import RechargeOrder
 from heyon_site.payments.reconcile import candidate, check_one
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.providers.stripe_checkout import PAY_TIMEOUT, StripeCheckoutProvider
 
 from . import kit
-from .conftest import TEST_CONFIG, ServerLikeClient, flask_cli
+from .conftest import TEST_CONFIG, flask_cli, site_for_tests
 from .fakes import serving
 from .provider_kits.stripe import (
     CHECKOUT_PAGE,
@@ -49,8 +48,7 @@ from .provider_kits.stripe import (
 )
 
 NOTIFY = "/pay/notify/stripe"
-OPENING_FEN = 500
-ORDER_FEN = 10000  # kit.recharge_form orders 100 yuan
+pytestmark = pytest.mark.usefixtures("books_balance")
 RECEIVED = (200, '{"received": true}')
 REFUSED = (400, '{"received": false}')
 PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
@@ -67,21 +65,8 @@ def fake() -> Iterator[StripeFake]:
 @pytest.fixture
 def app(database: str, fake: StripeFake) -> Iterator[Flask]:
     """The conftest app, with Stripe as its one payment method, talking to the fake."""
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": database, "HEYON_PROVIDERS": ("stripe",),
-                      **KIT.config(fake.base_url)})
-    app.test_client_class = ServerLikeClient
-    with app.app_context():
+    with site_for_tests(database, HEYON_PROVIDERS=("stripe",), **KIT.config(fake.base_url)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture(autouse=True)
-def books_balance(app: Flask) -> Iterator[None]:
-    yield
-    db.session.rollback()
-    verdict = ledger.verify()
-    assert verdict.ok, verdict.violations
 
 
 def provider() -> StripeCheckoutProvider:
@@ -101,7 +86,7 @@ def start(client: FlaskClient, fake: StripeFake, user_agent: str = PHONE) -> str
 
 @pytest.fixture
 def order_no(client: FlaskClient, fake: StripeFake) -> str:
-    kit.make_card(balance_fen=OPENING_FEN)
+    kit.make_card(balance_fen=kit.OPENING_FEN)
     return start(client, fake)
 
 
@@ -117,21 +102,6 @@ def post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> TestRespo
 
 def answer(r: TestResponse) -> tuple[int, str]:
     return r.status_code, r.get_data(as_text=True)
-
-
-def entries_of(order_no: str) -> int:
-    return db.session.scalar(select(func.count()).select_from(LedgerEntry)
-                             .where(LedgerEntry.order_id == kit.order(order_no).id)) or 0
-
-
-def callbacks() -> list[ProviderCallback]:
-    db.session.rollback()
-    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
-
-
-def assert_not_credited(order_no: str) -> None:
-    assert kit.balance() == OPENING_FEN
-    assert entries_of(order_no) == 0
 
 
 def create_requests(fake: StripeFake) -> list[dict[str, str]]:
@@ -154,7 +124,7 @@ def test_checkout_sends_phone_and_computer_to_the_session_page(client: FlaskClie
     assert sent["mode"] == "payment"
     assert sent["allowed_payment_method_types[0]"] == "card"
     assert (sent["line_items[0][price_data][currency]"], sent["line_items[0][price_data][unit_amount]"],
-            sent["line_items[0][quantity]"]) == ("cny", str(ORDER_FEN), "1")
+            sent["line_items[0][quantity]"]) == ("cny", str(kit.ORDER_FEN), "1")
     assert sent["client_reference_id"] == sent["metadata[order_no]"] == order_no
     order_page = f"http://heyon.test/orders/{found.token}"
     assert sent["success_url"] == sent["cancel_url"] == order_page
@@ -193,56 +163,56 @@ def test_stripe_down_at_checkout_keeps_the_customer_on_the_form(client: FlaskCli
 
 
 def test_a_signed_completed_session_credits_once(client: FlaskClient, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no))
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no))
     answers = [post(client, body, headers) for _ in range(3)]  # Stripe redelivers until it gets a 2xx
     assert [answer(a) for a in answers] == [RECEIVED] * 3
     assert answers[0].mimetype == "application/json"
     found = kit.order(order_no)
-    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", ORDER_FEN, session_id(order_no))
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert entries_of(order_no) == 1
-    assert [(c.outcome, c.order_no) for c in callbacks()] == [("credited", order_no), ("duplicate", order_no),
+    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", kit.ORDER_FEN, session_id(order_no))
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
+    assert [(c.outcome, c.order_no) for c in kit.callbacks()] == [("credited", order_no), ("duplicate", order_no),
                                                              ("duplicate", order_no)]
 
 
 def test_other_events_about_the_same_session_credit_nothing_more(client: FlaskClient, order_no: str) -> None:
     # Event ids differ between events (and a redelivery keeps its id); the key is the session.
     sid = session_id(order_no)
-    first = KIT.notification(order_no, ORDER_FEN, sid)
-    later = KIT.notification(order_no, ORDER_FEN, sid, event_type="checkout.session.async_payment_succeeded")
+    first = KIT.notification(order_no, kit.ORDER_FEN, sid)
+    later = KIT.notification(order_no, kit.ORDER_FEN, sid, event_type="checkout.session.async_payment_succeeded")
     assert answer(post(client, *first)) == answer(post(client, *later)) == RECEIVED
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert [c.outcome for c in callbacks()] == ["credited", "duplicate"]
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert [c.outcome for c in kit.callbacks()] == ["credited", "duplicate"]
 
 
 def test_the_kit_signs_as_the_stripe_package_does(order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no))
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no))
     t = int(headers["Stripe-Signature"].split(",")[0].removeprefix("t="))
     expected = stripe.WebhookSignature.generate_signature_header(body.decode(), keys().webhook_secret, t)
     assert headers["Stripe-Signature"] == expected
 
 
 def test_an_adaptive_pricing_session_credits_its_yuan_amount(client: FlaskClient, order_no: str) -> None:
-    conversion = {"source_currency": "cny", "amount_total": ORDER_FEN, "amount_subtotal": ORDER_FEN, "fx_rate": "0.138"}
+    conversion = {"source_currency": "cny", "amount_total": kit.ORDER_FEN, "amount_subtotal": kit.ORDER_FEN, "fx_rate": "0.138"}
     body, headers = KIT.notification(order_no, 1380, session_id(order_no), currency="usd", currency_conversion=conversion)
     assert answer(post(client, body, headers)) == RECEIVED
     assert kit.order(order_no).status == "credited"
 
 
 def test_an_expired_session_fails_the_order(client: FlaskClient, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no), event_type="checkout.session.expired")
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no), event_type="checkout.session.expired")
     assert answer(post(client, body, headers)) == RECEIVED
     found = kit.order(order_no)
     assert (found.status, found.status_reason) == ("failed", "closed_by_provider")
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 def test_a_different_amount_goes_to_review(client: FlaskClient, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN - 1, session_id(order_no))
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN - 1, session_id(order_no))
     assert answer(post(client, body, headers)) == RECEIVED  # on record; retrying would not help
     found = kit.order(order_no)
-    assert (found.status, found.status_reason, found.paid_fen) == ("review", "amount_mismatch", ORDER_FEN - 1)
-    assert_not_credited(order_no)
+    assert (found.status, found.status_reason, found.paid_fen) == ("review", "amount_mismatch", kit.ORDER_FEN - 1)
+    kit.assert_not_credited(order_no)
 
 
 # ------------------------------------------------------------------ webhooks: refused
@@ -261,11 +231,11 @@ FORGED: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("tamper", FORGED.values(), ids=FORGED.keys())
 def test_a_forged_webhook_credits_nothing_and_is_kept(client: FlaskClient, order_no: str, tamper: dict[str, Any]) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no), **tamper)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no), **tamper)
     assert answer(post(client, body, headers)) == REFUSED
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
-    [kept] = callbacks()
+    kit.assert_not_credited(order_no)
+    [kept] = kit.callbacks()
     assert (kept.provider, kept.outcome, kept.body) == ("stripe", "bad_signature", body.decode())
     assert kept.order_no is None  # nothing from an unverified body is trusted
 
@@ -274,7 +244,7 @@ def test_a_body_that_is_not_utf8_is_refused(client: FlaskClient, order_no: str) 
     body = b'{"id": "\xff"}'
     headers = {"Stripe-Signature": signature_header(body, keys().webhook_secret, int(time.time()))}
     assert answer(post(client, body, headers)) == REFUSED
-    assert [c.outcome for c in callbacks()] == ["bad_signature"]
+    assert [c.outcome for c in kit.callbacks()] == ["bad_signature"]
 
 
 UNCREDITED: dict[str, dict[str, Any]] = {
@@ -293,21 +263,21 @@ NOT_FOR_US: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("tamper", NOT_FOR_US.values(), ids=NOT_FOR_US.keys())
 def test_a_signed_webhook_not_for_us_is_acknowledged_and_ignored(client: FlaskClient, order_no: str,
                                                                tamper: dict[str, Any]) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no), **tamper)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no), **tamper)
     assert answer(post(client, body, headers)) == (200, '{"received": true}')  # else Stripe retries for days
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["ignored"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["ignored"]
 
 
 @pytest.mark.parametrize("tamper", UNCREDITED.values(), ids=UNCREDITED.keys())
 def test_a_signed_webhook_that_is_not_a_payment_credits_nothing(client: FlaskClient, order_no: str,
                                                                 tamper: dict[str, Any]) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no), **tamper)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no), **tamper)
     assert answer(post(client, body, headers)) == REFUSED
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["malformed"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["malformed"]
 
 
 def test_a_signed_body_that_is_not_an_event_is_malformed(client: FlaskClient, order_no: str) -> None:
@@ -317,13 +287,13 @@ def test_a_signed_body_that_is_not_an_event_is_malformed(client: FlaskClient, or
     for body in (b"[1, 2]", b"not json", fractional):
         headers = {"Stripe-Signature": signature_header(body, keys().webhook_secret, int(time.time()))}
         assert answer(post(client, body, headers)) == REFUSED
-    assert [c.outcome for c in callbacks()] == ["malformed"] * 3
-    assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["malformed"] * 3
+    kit.assert_not_credited(order_no)
 
 
 def test_the_webhook_path_makes_no_outbound_connection(client: FlaskClient, order_no: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, session_id(order_no))
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, session_id(order_no))
     attempts: list[Any] = []
     real_connect = socket.socket.connect
 
@@ -344,11 +314,11 @@ def test_the_webhook_path_makes_no_outbound_connection(client: FlaskClient, orde
 
 def test_query_says_unpaid_paid_or_closed(app: Flask, fake: StripeFake, order_no: str) -> None:
     assert provider().query(order_no) is None  # open
-    sid = KIT.pay(fake, order_no, ORDER_FEN)
+    sid = KIT.pay(fake, order_no, kit.ORDER_FEN)
     assert sid == session_id(order_no)
     paid = provider().query(order_no)
     assert paid is not None
-    assert (paid.kind, paid.txn_id, paid.amount_fen, paid.order_no) == ("paid", sid, ORDER_FEN, order_no)
+    assert (paid.kind, paid.txn_id, paid.amount_fen, paid.order_no) == ("paid", sid, kit.ORDER_FEN, order_no)
     KIT.expire(fake, order_no)
     closed = provider().query(order_no)
     assert closed is not None and closed.kind == "closed"
@@ -356,7 +326,7 @@ def test_query_says_unpaid_paid_or_closed(app: Flask, fake: StripeFake, order_no
 
 def test_query_of_an_order_without_a_session_asks_nothing(app: Flask, fake: StripeFake) -> None:
     card_id = kit.make_card()
-    order_no = in_write_transaction(lambda: start_recharge(card_id, ORDER_FEN, "stripe", "en").order_no)
+    order_no = in_write_transaction(lambda: start_recharge(card_id, kit.ORDER_FEN, "stripe", "en").order_no)
     assert provider().query(order_no) is None
     provider().close(order_no)
     assert fake.seen == []
@@ -391,7 +361,7 @@ def test_close_expires_an_open_session_and_accepts_a_finished_one(app: Flask, fa
     provider().close(order_no)
     assert fake.sessions[session_id(order_no)]["status"] == "expired"
     provider().close(order_no)  # already expired: fine
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     provider().close(order_no)  # paid meanwhile: fine, the next query finds it paid
 
 
@@ -402,11 +372,11 @@ def test_close_of_a_session_stripe_does_not_know_is_unavailable(app: Flask, fake
 
 
 def test_reconciliation_credits_a_payment_whose_webhook_was_lost(app: Flask, fake: StripeFake, order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     asked = candidate(order_no)
     assert asked is not None
     assert check_one(asked, get_provider, expire_after=None) == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 def test_reconciliation_closes_the_session_of_an_abandoned_order(app: Flask, fake: StripeFake, order_no: str) -> None:
@@ -416,7 +386,7 @@ def test_reconciliation_closes_the_session_of_an_abandoned_order(app: Flask, fak
     assert check_one(asked, get_provider, expire_after=timedelta(minutes=1), now=later) == "expired"
     assert fake.sessions[session_id(order_no)]["status"] == "expired"
     assert kit.order(order_no).status_reason == "timeout"  # ran out of time: not a failed payment
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 # ------------------------------------------------------------------ configuration
@@ -490,8 +460,8 @@ def test_twenty_deliveries_at_once_credit_once(app: Flask, fake: StripeFake, ord
                                                tmp_path: Path) -> None:
     sid = session_id(order_no)
     # Ten redeliveries of one event and ten of another event about the same session.
-    deliveries = ([KIT.notification(order_no, ORDER_FEN, sid)] * 10
-                  + [KIT.notification(order_no, ORDER_FEN, sid, event_id=stripe_id("evt_", 24))] * 10)
+    deliveries = ([KIT.notification(order_no, kit.ORDER_FEN, sid)] * 10
+                  + [KIT.notification(order_no, kit.ORDER_FEN, sid, event_id=stripe_id("evt_", 24))] * 10)
     env = {"HEYON_PROVIDERS": "stripe", **KIT.config(fake.base_url)}
     with kit.live_site(database, tmp_path, workers=4, extra_env=env) as site:
         barrier = threading.Barrier(len(deliveries))
@@ -512,8 +482,8 @@ def test_twenty_deliveries_at_once_credit_once(app: Flask, fake: StripeFake, ord
         assert answers == [RECEIVED] * len(deliveries), (answers, site.log_text()[-3000:])
         assert "Traceback" not in site.log_text()
     assert kit.order(order_no).status == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert entries_of(order_no) == 1
-    assert Counter(c.outcome for c in callbacks()) == Counter({"credited": 1, "duplicate": 19})
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
+    assert Counter(c.outcome for c in kit.callbacks()) == Counter({"credited": 1, "duplicate": 19})
     verify = flask_cli(database, "ledger", "verify")
     assert verify.returncode == 0, (verify.stdout, verify.stderr)

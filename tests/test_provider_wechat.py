@@ -2,6 +2,7 @@
 the configured platform key and nothing else, and query and close against a local fake API."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -27,11 +28,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from heyon_site import create_app
-from heyon_site.billing import ledger
-from heyon_site.billing.recharge import start_recharge
-from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
+from heyon_site.models import PaymentEvent, ProviderCallback, RechargeOrder
 from heyon_site.payments.reconcile import candidate, check_one
 from heyon_site.providers import get as get_provider
 from heyon_site.providers import wechat
@@ -39,7 +37,7 @@ from heyon_site.providers.base import InvalidSignature, OrderRef, ProviderUnavai
 from heyon_site.providers.wechat import WaitingForPayment, WechatPayProvider
 
 from . import kit
-from .conftest import TEST_CONFIG, ServerLikeClient
+from .conftest import TEST_CONFIG, held
 from .fakes import serving
 from .provider_kits.wechat import (
     APPID,
@@ -53,8 +51,9 @@ from .provider_kits.wechat import (
     signed_headers,
 )
 
+pytestmark = pytest.mark.usefixtures("books_balance")
+
 NOTIFY = "/pay/notify/wechat"
-OPENING_FEN, ORDER_FEN = 500, 10000
 TXN = "4200002026010100000000000001"
 REFUSAL = {"code": "FAIL", "message": "refused"}
 
@@ -77,20 +76,8 @@ def wechat_app(database: str, base_url: str, **overrides: Any) -> Flask:
 @pytest.fixture
 def app(database: str, fake: WechatFakeApi) -> Iterator[Flask]:
     """The site with WeChat Pay as its only provider, its API the fake one."""
-    app = wechat_app(database, fake.base_url)
-    app.test_client_class = ServerLikeClient
-    with app.app_context():
+    with held(wechat_app(database, fake.base_url)) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture(autouse=True)
-def books_balance(app: Flask) -> Iterator[None]:
-    yield
-    db.session.rollback()
-    verdict = ledger.verify()
-    assert verdict.ok, verdict.violations
 
 
 @pytest.fixture
@@ -100,9 +87,7 @@ def provider(app: Flask) -> WechatPayProvider:
     return found
 
 
-def new_order(card: str = kit.CARD, amount_fen: int = ORDER_FEN) -> str:
-    card_id = kit.make_card(card, balance_fen=OPENING_FEN)
-    return in_write_transaction(lambda: start_recharge(card_id, amount_fen, "wechat", "en").order_no)
+new_order = functools.partial(kit.provider_order, "wechat")
 
 
 @pytest.fixture
@@ -111,10 +96,7 @@ def order_no(app: Flask) -> str:
     return new_order()
 
 
-def post(client: FlaskClient, message: tuple[bytes, dict[str, str]]) -> tuple[int, str]:
-    body, headers = message
-    answer = client.post(NOTIFY, data=body, headers=headers)
-    return answer.status_code, answer.get_data(as_text=True)
+post = functools.partial(kit.post_notification, NOTIFY)
 
 
 def refused(answer: tuple[int, str]) -> bool:
@@ -123,41 +105,26 @@ def refused(answer: tuple[int, str]) -> bool:
     return 400 <= status < 600 and json.loads(text) == REFUSAL
 
 
-def callbacks() -> list[ProviderCallback]:
-    db.session.rollback()
-    return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
-
-
-def recharge_entries(order_no: str) -> int:
-    return db.session.scalar(select(func.count()).select_from(LedgerEntry)
-                             .where(LedgerEntry.order_id == kit.order(order_no).id)) or 0
-
-
-def assert_not_credited(order_no: str) -> None:
-    assert kit.balance() == OPENING_FEN
-    assert recharge_entries(order_no) == 0
-
-
 # ------------------------------------------------------------------ a genuine notification
 
 
 def test_genuine_notification_credits_exactly_once(client: FlaskClient, order_no: str) -> None:
-    message = KIT.notification(order_no, ORDER_FEN, TXN)
+    message = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     assert post(client, message) == (204, "")  # WeChat's "received": 2xx, no body
     assert post(client, message) == (204, "")  # its retry: acknowledged, not credited again
     found = kit.order(order_no)
-    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", ORDER_FEN, TXN)
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert recharge_entries(order_no) == 1
-    assert [(c.outcome, c.order_no) for c in callbacks()] == [("credited", order_no), ("duplicate", order_no)]
+    assert (found.status, found.paid_fen, found.provider_txn_id) == ("credited", kit.ORDER_FEN, TXN)
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
+    assert [(c.outcome, c.order_no) for c in kit.callbacks()] == [("credited", order_no), ("duplicate", order_no)]
 
 
 def test_the_same_payment_notified_anew_credits_nothing_more(client: FlaskClient, order_no: str) -> None:
     # A new notification (new id, nonce, time and encryption) about the same transaction.
-    assert post(client, KIT.notification(order_no, ORDER_FEN, TXN)) == (204, "")
-    assert post(client, KIT.notification(order_no, ORDER_FEN, TXN)) == (204, "")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert [c.outcome for c in callbacks()] == ["credited", "duplicate"]
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN)) == (204, "")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN)) == (204, "")
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert [c.outcome for c in kit.callbacks()] == ["credited", "duplicate"]
 
 
 def test_a_different_amount_is_never_credited(client: FlaskClient, order_no: str) -> None:
@@ -165,22 +132,22 @@ def test_a_different_amount_is_never_credited(client: FlaskClient, order_no: str
     assert post(client, KIT.notification(order_no, 1, TXN)) == (204, "")
     found = kit.order(order_no)
     assert (found.status, found.status_reason, found.paid_fen) == ("review", "amount_mismatch", 1)
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["amount_mismatch"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["amount_mismatch"]
 
 
 def test_a_closed_trade_fails_the_order(client: FlaskClient, order_no: str) -> None:
-    assert post(client, KIT.notification(order_no, ORDER_FEN, TXN, trade_state="CLOSED")) == (204, "")
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN, trade_state="CLOSED")) == (204, "")
     found = kit.order(order_no)
     assert (found.status, found.status_reason) == ("failed", "closed_by_provider")
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 def test_unknown_order_is_refused(client: FlaskClient, order_no: str) -> None:
-    status, _ = post(client, KIT.notification("2601010000000000", ORDER_FEN, TXN))
+    status, _ = post(client, KIT.notification("2601010000000000", kit.ORDER_FEN, TXN))
     assert status == 404
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["unknown_order"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["unknown_order"]
 
 
 # ------------------------------------------------------------------ nothing else moves money
@@ -190,7 +157,7 @@ def test_unknown_order_is_refused(client: FlaskClient, order_no: str) -> None:
 REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
     "signed with another key": ({"other_key": True}, "bad_signature", "does not verify"),
     "amount changed after signing": ({"amount": 1}, "bad_signature", "does not verify"),
-    "amount raised after signing": ({"amount": 10 * ORDER_FEN}, "bad_signature", "does not verify"),
+    "amount raised after signing": ({"amount": 10 * kit.ORDER_FEN}, "bad_signature", "does not verify"),
     "stale timestamp (6 minutes)": ({"stale": True}, "bad_signature", "5 minutes off"),
     "timestamp 6 minutes ahead": ({"skew": 360}, "bad_signature", "5 minutes off"),
     "unknown serial": ({"unknown_serial": True}, "bad_signature", "Wechatpay-Serial"),
@@ -212,12 +179,12 @@ REFUSED: dict[str, tuple[dict[str, Any], str, str]] = {
 @pytest.mark.parametrize(("tamper", "outcome", "reason"), REFUSED.values(), ids=REFUSED.keys())
 def test_refused_notification_credits_nothing_and_is_kept(client: FlaskClient, order_no: str,
                                                           tamper: dict[str, Any], outcome: str, reason: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN, **tamper)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN, **tamper)
     assert refused(post(client, (body, headers)))  # not 2xx: WeChat sends it again
     assert kit.order(order_no).status == "pending"
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
     assert db.session.scalar(select(func.count()).select_from(PaymentEvent)) == 0
-    [kept] = callbacks()
+    [kept] = kit.callbacks()
     assert (kept.provider, kept.outcome, kept.body) == ("wechat", outcome, body.decode())
     assert reason in (kept.detail or "")
     assert kept.order_no is None  # nothing of a refused body is trusted, not even the order number
@@ -225,30 +192,30 @@ def test_refused_notification_credits_nothing_and_is_kept(client: FlaskClient, o
 
 def test_a_notification_four_minutes_old_is_still_taken(client: FlaskClient, order_no: str) -> None:
     # Within WeChat's five minutes: a slow network or a clock a little off is not a replay.
-    assert post(client, KIT.notification(order_no, ORDER_FEN, TXN, skew=-240)) == (204, "")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN, skew=-240)) == (204, "")
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 def test_not_paid_yet_is_recognised_as_nothing_to_do(provider: WechatPayProvider, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN, trade_state="NOTPAY")
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN, trade_state="NOTPAY")
     with pytest.raises(WaitingForPayment):
         provider.parse_callback(body, headers)
 
 
 def test_a_signature_probe_is_refused(client: FlaskClient, order_no: str) -> None:
     # WeChat sends probes signed "WECHATPAY/SIGNTEST/..." to check that merchants verify.
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     headers["Wechatpay-Signature"] = "WECHATPAY/SIGNTEST/" + headers["Wechatpay-Signature"][:40]
     assert refused(post(client, (body, headers)))
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["bad_signature"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["bad_signature"]
 
 
 def test_the_signature_type_must_be_rsa_sha256(client: FlaskClient, order_no: str) -> None:
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     headers["Wechatpay-Signature-Type"] = "WECHATPAY2-SM2-WITH-SM3"
     assert refused(post(client, (body, headers)))
-    assert [c.outcome for c in callbacks()] == ["bad_signature"]
+    assert [c.outcome for c in kit.callbacks()] == ["bad_signature"]
 
 
 SIGNED_JUNK = {
@@ -268,23 +235,23 @@ SIGNED_JUNK = {
 @pytest.mark.parametrize("body", SIGNED_JUNK.values(), ids=SIGNED_JUNK.keys())
 def test_signed_junk_is_malformed_without_a_5xx(client: FlaskClient, order_no: str, body: bytes) -> None:
     assert refused(post(client, (body, {"Content-Type": "application/json", **signed_headers(body)})))
-    assert_not_credited(order_no)
-    assert [c.outcome for c in callbacks()] == ["malformed"]
+    kit.assert_not_credited(order_no)
+    assert [c.outcome for c in kit.callbacks()] == ["malformed"]
 
 
 @pytest.mark.parametrize("body", [b"", b"{}", bytes(range(256)) * 4], ids=["empty", "empty JSON", "binary"])
 def test_unsigned_junk_is_refused_without_a_5xx(client: FlaskClient, order_no: str, body: bytes) -> None:
     assert refused(post(client, (body, {"Content-Type": "application/json"})))
-    assert [c.outcome for c in callbacks()] == ["bad_signature"]
+    assert [c.outcome for c in kit.callbacks()] == ["bad_signature"]
 
 
 def test_the_body_is_verified_as_received(client: FlaskClient, order_no: str) -> None:
     # Re-serialising the JSON (spacing, key order) would break a genuine signature; adding a
     # space after signing must break it too.
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN)
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     assert refused(post(client, (body + b" ", headers)))
     assert post(client, (body, headers)) == (204, "")
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 # ------------------------------------------------------------------ no network on the notify path
@@ -315,10 +282,10 @@ def test_the_notification_path_makes_no_outbound_connection(client: FlaskClient,
                                                             no_network: list[object]) -> None:
     # An unknown serial is where an SDK would go and download certificates.
     for tamper in ({"unknown_serial": True}, {"other_key": True}, {"stale": True}, {"bad_ciphertext": True}):
-        assert refused(post(client, KIT.notification(order_no, ORDER_FEN, TXN, **tamper)))
-    assert post(client, KIT.notification(order_no, ORDER_FEN, TXN)) == (204, "")
+        assert refused(post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN, **tamper)))
+    assert post(client, KIT.notification(order_no, kit.ORDER_FEN, TXN)) == (204, "")
     assert no_network == []
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 # ------------------------------------------------------------------ many at once, on a real server
@@ -338,7 +305,7 @@ def _post_live(url: str, message: tuple[bytes, dict[str, str]], barrier: threadi
 
 @pytest.mark.live
 def test_twenty_copies_at_once_credit_once(app: Flask, database: str, tmp_path: Path, order_no: str) -> None:
-    message = KIT.notification(order_no, ORDER_FEN, TXN)
+    message = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     # gunicorn's workers read the same settings from their environment (PEM keys and all).
     env = {"HEYON_PROVIDERS": "wechat", **KIT.config("http://127.0.0.1:9")}
     with kit.live_site(database, tmp_path, workers=4, extra_env=env) as site:
@@ -348,8 +315,8 @@ def test_twenty_copies_at_once_credit_once(app: Flask, database: str, tmp_path: 
         assert answers == [(204, "")] * 20, site.log_text()[-3000:]
         assert "Traceback" not in site.log_text()
     assert kit.order(order_no).status == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
-    assert recharge_entries(order_no) == 1
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
+    assert kit.entries_of(order_no) == 1
     db.session.rollback()
     assert Counter(db.session.scalars(select(ProviderCallback.outcome).where(ProviderCallback.order_no == order_no))) \
         == Counter({"credited": 1, "duplicate": 19})
@@ -367,26 +334,26 @@ def test_query_of_an_order_wechat_does_not_know_is_none(provider: WechatPayProvi
 
 
 def test_query_while_not_paid_is_none(provider: WechatPayProvider, fake: WechatFakeApi, order_no: str) -> None:
-    KIT.open_order(fake, order_no, ORDER_FEN)
+    KIT.open_order(fake, order_no, kit.ORDER_FEN)
     assert provider.query(order_no) is None
 
 
 def test_query_of_a_paid_order(provider: WechatPayProvider, fake: WechatFakeApi, order_no: str) -> None:
-    txn_id = KIT.pay(fake, order_no, ORDER_FEN)
+    txn_id = KIT.pay(fake, order_no, kit.ORDER_FEN)
     event = provider.query(order_no)
     assert event is not None
     assert (event.provider, event.order_no, event.txn_id, event.kind, event.amount_fen) == (
-        "wechat", order_no, txn_id, "paid", ORDER_FEN)
+        "wechat", order_no, txn_id, "paid", kit.ORDER_FEN)
 
 
 def test_close_then_query_says_closed(provider: WechatPayProvider, fake: WechatFakeApi, order_no: str) -> None:
-    KIT.open_order(fake, order_no, ORDER_FEN)
+    KIT.open_order(fake, order_no, kit.ORDER_FEN)
     provider.close(order_no)
     assert fake.trades[order_no].state == "CLOSED"
     event = provider.query(order_no)
     assert event is not None
     # Never paid, so WeChat has no transaction_id: the close is keyed by the order, once.
-    assert (event.kind, event.txn_id, event.amount_fen) == ("closed", f"closed-{order_no}", ORDER_FEN)
+    assert (event.kind, event.txn_id, event.amount_fen) == ("closed", f"closed-{order_no}", kit.ORDER_FEN)
     provider.close(order_no)  # closing again: ORDER_CLOSED, nothing left to do
 
 
@@ -396,7 +363,7 @@ def test_close_of_an_order_wechat_does_not_know_is_fine(provider: WechatPayProvi
 
 def test_close_of_a_paid_order_is_fine_and_query_still_says_paid(provider: WechatPayProvider, fake: WechatFakeApi,
                                                                  order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     provider.close(order_no)  # ORDERPAID: nothing to close; the next query tells
     event = provider.query(order_no)
     assert event is not None and event.kind == "paid"
@@ -404,15 +371,15 @@ def test_close_of_a_paid_order_is_fine_and_query_still_says_paid(provider: Wecha
 
 def test_reconciliation_credits_a_payment_whose_notification_was_lost(app: Flask, fake: WechatFakeApi,
                                                                      order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     found = candidate(order_no)
     assert found is not None
     assert check_one(found, get_provider, None) == "credited"
-    assert kit.balance() == OPENING_FEN + ORDER_FEN
+    assert kit.balance() == kit.OPENING_FEN + kit.ORDER_FEN
 
 
 def test_reconciliation_closes_an_abandoned_order(app: Flask, fake: WechatFakeApi, order_no: str) -> None:
-    KIT.open_order(fake, order_no, ORDER_FEN)
+    KIT.open_order(fake, order_no, kit.ORDER_FEN)
     found = candidate(order_no)
     assert found is not None
     later = found.created_at + WechatPayProvider.pay_timeout + timedelta(minutes=1)
@@ -422,40 +389,29 @@ def test_reconciliation_closes_an_abandoned_order(app: Flask, fake: WechatFakeAp
     assert outcome in ("failed", "expired")
     assert fake.trades[order_no].state == "CLOSED"
     assert kit.order(order_no).status == outcome
-    assert_not_credited(order_no)
+    kit.assert_not_credited(order_no)
 
 
 QUERY_FAILURES = ["down", "garbled", "unsigned", "other", "stale", "unknown_serial", "tampered"]
 CLOSE_FAILURES = ["down", "unsigned", "other", "stale", "unknown_serial"]
 
 
-@pytest.mark.parametrize("failure", QUERY_FAILURES)
-def test_no_usable_query_answer_is_provider_unavailable(provider: WechatPayProvider, fake: WechatFakeApi,
-                                                        order_no: str, failure: str) -> None:
-    KIT.open_order(fake, order_no, ORDER_FEN)
+@pytest.mark.parametrize(("operation", "failure"), [("query", f) for f in QUERY_FAILURES]
+                                                    + [("close", f) for f in CLOSE_FAILURES])
+def test_no_usable_answer_is_provider_unavailable(provider: WechatPayProvider, fake: WechatFakeApi,
+                                                  order_no: str, operation: str, failure: str) -> None:
+    KIT.open_order(fake, order_no, kit.ORDER_FEN)
     if failure == "down":
         fake.fail_next = 1
     else:
         fake.answer_with = failure
     with pytest.raises(ProviderUnavailable):
-        provider.query(order_no)
-
-
-@pytest.mark.parametrize("failure", CLOSE_FAILURES)
-def test_no_usable_close_answer_is_provider_unavailable(provider: WechatPayProvider, fake: WechatFakeApi,
-                                                        order_no: str, failure: str) -> None:
-    KIT.open_order(fake, order_no, ORDER_FEN)
-    if failure == "down":
-        fake.fail_next = 1
-    else:
-        fake.answer_with = failure
-    with pytest.raises(ProviderUnavailable):
-        provider.close(order_no)
+        getattr(provider, operation)(order_no)
 
 
 def test_a_signed_answer_about_another_merchant_is_provider_unavailable(provider: WechatPayProvider,
                                                                         fake: WechatFakeApi, order_no: str) -> None:
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     fake.answer_appid = "wx9999999999999999"
     with pytest.raises(ProviderUnavailable, match="another order or merchant"):
         provider.query(order_no)
@@ -501,13 +457,13 @@ def test_the_api_is_wechats_by_default(app: Flask, order_no: str, monkeypatch: p
 
 
 def order_ref(order_no: str) -> OrderRef:
-    return OrderRef(order_no, ORDER_FEN, "Heyon card recharge", f"http://heyon.test/orders/{order_no}")
+    return OrderRef(order_no, kit.ORDER_FEN, "Heyon card recharge", f"http://heyon.test/orders/{order_no}")
 
 
 def assert_order_request(sent: dict[str, Any], order_no: str) -> None:
     assert {k: sent[k] for k in ("appid", "mchid", "description", "out_trade_no", "notify_url", "amount")} == {
         "appid": APPID, "mchid": MCHID, "description": "Heyon card recharge", "out_trade_no": order_no,
-        "notify_url": "http://heyon.test/pay/notify/wechat", "amount": {"total": ORDER_FEN, "currency": "CNY"}}
+        "notify_url": "http://heyon.test/pay/notify/wechat", "amount": {"total": kit.ORDER_FEN, "currency": "CNY"}}
     expires = datetime.fromisoformat(sent["time_expire"])
     assert sent["time_expire"].endswith("+08:00")  # RFC 3339 in Beijing time, as WeChat writes it
     assert abs(expires - (datetime.now(UTC) + WechatPayProvider.pay_timeout)) < timedelta(seconds=5)
@@ -544,7 +500,7 @@ COMPUTER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/
 
 
 def recharge(client: FlaskClient, user_agent: str) -> tuple[str, str]:
-    kit.make_card(balance_fen=OPENING_FEN)
+    kit.make_card(balance_fen=kit.OPENING_FEN)
     client.environ_base.update({"HTTP_USER_AGENT": user_agent, "REMOTE_ADDR": "203.0.113.7"})
     answer = client.post("/recharge", data=kit.recharge_form(client, method="wechat"))
     assert answer.status_code == 303, answer.get_data(as_text=True)[:500]
@@ -573,7 +529,7 @@ def test_recharging_on_a_computer_shows_the_qr_code(client: FlaskClient, fake: W
 
 def test_recharging_while_wechat_is_down_keeps_the_customer_on_the_form(client: FlaskClient,
                                                                          fake: WechatFakeApi) -> None:
-    kit.make_card(balance_fen=OPENING_FEN)
+    kit.make_card(balance_fen=kit.OPENING_FEN)
     fake.fail_next = 1
     answer = client.post("/recharge", data=kit.recharge_form(client, method="wechat"),
                          headers={"User-Agent": COMPUTER})
@@ -681,11 +637,11 @@ def test_keys_from_files(tmp_path: Path, fake: WechatFakeApi, order_no: str) -> 
         path.write_text(value)
         config[name], config[name + "_FILE"] = "", str(path)
     provider = WechatPayProvider(config)
-    KIT.pay(fake, order_no, ORDER_FEN)
+    KIT.pay(fake, order_no, kit.ORDER_FEN)
     event = provider.query(order_no)
     assert event is not None and event.kind == "paid"
-    body, headers = KIT.notification(order_no, ORDER_FEN, TXN)
-    assert provider.parse_callback(body, headers).amount_fen == ORDER_FEN
+    body, headers = KIT.notification(order_no, kit.ORDER_FEN, TXN)
+    assert provider.parse_callback(body, headers).amount_fen == kit.ORDER_FEN
 
 
 def test_a_platform_certificate_instead_of_a_public_key(app: Flask, order_no: str) -> None:
@@ -693,9 +649,9 @@ def test_a_platform_certificate_instead_of_a_public_key(app: Flask, order_no: st
     config = {**KIT.config("http://127.0.0.1:9"), "HEYON_WECHAT_PLATFORM_PUBLIC_KEY": certificate_pem(serial),
               "HEYON_WECHAT_PLATFORM_SERIAL": f"{serial:X}"}
     provider = WechatPayProvider(config)
-    body, _ = KIT.notification(order_no, ORDER_FEN, TXN)
+    body, _ = KIT.notification(order_no, kit.ORDER_FEN, TXN)
     event = provider.parse_callback(body, signed_headers(body, serial=f"{serial:X}"))
-    assert (event.order_no, event.txn_id, event.amount_fen) == (order_no, TXN, ORDER_FEN)
+    assert (event.order_no, event.txn_id, event.amount_fen) == (order_no, TXN, kit.ORDER_FEN)
     with pytest.raises(InvalidSignature):
         provider.parse_callback(body, signed_headers(body, serial=PLATFORM_SERIAL))
 

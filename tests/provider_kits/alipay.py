@@ -7,7 +7,6 @@ documentation rather than imported from the adapter, so a mistake in one does no
 """
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import secrets
@@ -19,12 +18,11 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.wrappers import Request, Response
 
 from ..fakes import FakeApi
+from .rsa_keys import new_key, private_pem, public_pem, sign, verifies  # noqa: F401 (tests import them from here)
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 APP_ID = "2021000000000001"
@@ -43,37 +41,13 @@ class Keys:
 
 @functools.cache
 def keys() -> Keys:
-    def new() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return Keys(new(), new(), new())
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return Keys(new_key(), new_key(), new_key())
 
 
 def content(fields: Mapping[str, str]) -> bytes:
     """Alipay's signing content: sorted ``k=v`` joined by ``&``, without sign, sign_type or empties."""
     return "&".join(f"{k}={fields[k]}" for k in sorted(fields)
                     if k not in ("sign", "sign_type") and fields[k]).encode()
-
-
-def sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def verifies(key: rsa.RSAPrivateKey, message: bytes, signature: str) -> bool:
-    try:
-        key.public_key().verify(base64.b64decode(signature), message, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def beijing(moment: datetime) -> str:

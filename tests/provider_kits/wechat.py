@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.wrappers import Request, Response
 
 from ..fakes import FakeApi, Handler
+from .rsa_keys import new_key, private_pem, public_pem, sign, verifies  # noqa: F401 (tests import them from here)
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 APPID = "wx0000000000000001"
@@ -52,31 +51,7 @@ class Keys:
 
 @functools.cache
 def keys() -> Keys:
-    def new() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return Keys(new(), new(), new(), secrets.token_hex(16), secrets.token_hex(16))
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def verifies(key: rsa.RSAPrivateKey, message: bytes, signature: str) -> bool:
-    try:
-        key.public_key().verify(base64.b64decode(signature), message, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return Keys(new_key(), new_key(), new_key(), secrets.token_hex(16), secrets.token_hex(16))
 
 
 def signed_headers(body: bytes, key: rsa.RSAPrivateKey | None = None, serial: str = PLATFORM_SERIAL,
