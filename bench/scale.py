@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import platform
@@ -62,6 +60,7 @@ from sqlalchemy import Engine, event, select
 from heyon_site import create_app
 from heyon_site.billing import ledger
 from heyon_site.billing.cards import find_card, hash_password, summary
+from heyon_site.config import card_number_digest
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.staff.queries import search_orders
@@ -180,7 +179,7 @@ class Shape:
     def card_rows(self, password_hash: str) -> Iterator[tuple[Any, ...]]:
         for c in range(1, self.cards + 1):
             number = self.number(c)
-            yield (c, hmac.new(CARD_KEY, number.encode(), hashlib.sha256).hexdigest(), number[-4:], password_hash,
+            yield (c, card_number_digest(CARD_KEY, number), number[-4:], password_hash,
                    "active", self.balance_fen(c), stamp(self.card_time(c)))
 
     def order_rows(self) -> Iterator[tuple[Any, ...]]:

@@ -38,6 +38,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
     cfg.refuse_per_process_limits(app.config)
     cfg.warn_of_a_derived_card_key(app.config)
+    # Once, at start-up: every card lookup needs it, and an unreadable HEYON_CARD_KEY_FILE stops
+    # the site here rather than failing each lookup.
+    app.extensions["heyon.card_key"] = cfg.card_number_key(app.config)
     if app.config["HEYON_HTTPS"]:
         app.config.update(cfg.HTTPS_ONLY)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", cfg.engine_options(app.config))

@@ -118,13 +118,10 @@ def test_the_models_and_the_migrations_describe_the_same_schema(site: Flask) -> 
     assert differences == []
 
 
-def test_the_digest_depends_on_the_card_key(app: Flask) -> None:
+def test_the_digest_depends_on_the_card_key(app: Flask, database: str) -> None:
     """With its own HEYON_CARD_KEY, a site finds cards by another digest than with the default
     derived from SECRET_KEY; so the key must never change once cards exist (README)."""
     derived = number_digest(CARDS[1])
-    app.config["HEYON_CARD_KEY"] = "a-separate-card-key"
-    try:
+    with site_for_tests(database, HEYON_CARD_KEY="a-separate-card-key"):
         own = number_digest(CARDS[1])
-    finally:
-        app.config["HEYON_CARD_KEY"] = ""
     assert len(derived) == len(own) == 64 and derived != own and CARDS[1] not in derived + own

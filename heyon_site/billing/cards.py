@@ -1,8 +1,6 @@
 """Cards: number normalisation, argon2id passwords, creation, and throttled authentication."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from .. import throttle
-from ..config import card_number_key
+from ..config import card_number_digest
 from ..database import in_write_transaction
 from ..extensions import db
 from ..models import Card, RechargeOrder, utcnow
@@ -70,7 +68,7 @@ def hash_password(password: str) -> str:
 
 def number_digest(number: str) -> str:
     """What a card is found by: an HMAC of its normalised number (the number is never stored)."""
-    return hmac.new(card_number_key(current_app.config), number.encode(), hashlib.sha256).hexdigest()
+    return card_number_digest(current_app.extensions["heyon.card_key"], number)
 
 
 def create_card(number: str, password: str, balance_fen: int = 0) -> Card:

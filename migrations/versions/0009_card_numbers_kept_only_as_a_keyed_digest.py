@@ -10,14 +10,11 @@ Revises: 0008
 Create Date: 2026-11-24 21:00:00
 
 """
-import hashlib
-import hmac
-
 from alembic import op
 import sqlalchemy as sa
 from flask import current_app
 
-from heyon_site.config import card_number_key
+from heyon_site.config import card_number_digest, card_number_key
 
 
 revision = '0009'
@@ -42,8 +39,8 @@ def upgrade():
         if not rows:
             break
         conn.execute(sa.text("UPDATE cards SET number_digest = :digest, last4 = :last4 WHERE id = :id"),
-                     [{"id": id_, "digest": hmac.new(key, number.encode(), hashlib.sha256).hexdigest(),
-                       "last4": number[-4:]} for id_, number in rows])
+                     [{"id": id_, "digest": card_number_digest(key, number), "last4": number[-4:]}
+                      for id_, number in rows])
         after = rows[-1][0]
 
     op.drop_index('ix_cards_number_last4', table_name='cards')
