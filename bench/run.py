@@ -176,25 +176,11 @@ def serving(database_url: str, logfile: Path, *, workers: int = WORKERS, app: st
             proc.wait(5)
 
 
-@contextlib.contextmanager
-def scratch_postgres(server_url: str) -> Iterator[str]:
-    """A database of our own on that server, dropped afterwards (as tests/conftest.py does)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+def scratch_postgres(server_url: str) -> contextlib.AbstractContextManager[str]:
+    """A database of our own on that server, dropped afterwards."""
+    from heyon_site.database import scratch_postgres as scratch
 
-    from heyon_site.config import database_url
-
-    admin_url = make_url(database_url(server_url, ROOT))
-    name = f"heyon_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch(server_url, "heyon_bench")
 
 
 # ------------------------------------------------------------------ load

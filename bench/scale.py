@@ -40,7 +40,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -61,6 +60,7 @@ from heyon_site import create_app
 from heyon_site.billing import ledger
 from heyon_site.billing.cards import find_card, hash_password, summary
 from heyon_site.config import card_number_digest
+from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.staff.queries import search_orders
@@ -372,26 +372,12 @@ def sqlite_database(tmp: Path, shape: Shape, password_hash: str) -> Iterator[Dat
 
 @contextlib.contextmanager
 def postgres_database(server: str, shape: Shape, password_hash: str) -> Iterator[Database]:
-    """A database of our own on that server, dropped afterwards (as tests/conftest.py does)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from heyon_site.config import database_url
-
-    admin_url = make_url(database_url(server, ROOT))
-    name = f"heyon_scale_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        found = Database("postgresql", shape.cards, admin_url.set(database=name).render_as_string(hide_password=False))
+    """A database of our own on that server, loaded, and dropped afterwards."""
+    with scratch_postgres(server, "heyon_scale") as url:
+        found = Database("postgresql", shape.cards, url)
         migrate(found.url)
         load_postgres(found.url, shape, password_hash, found)
         yield found
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # ------------------------------------------------------------------ measuring

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -25,10 +24,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from heyon_site import create_app, logs
-from heyon_site.config import database_url
+from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,17 +66,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of our own on the server TEST_DATABASE_URL names, dropped at the end."""
-    admin_url = make_url(database_url(os.environ["TEST_DATABASE_URL"], ROOT))
-    name = f"heyon_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    _migrate(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres(os.environ["TEST_DATABASE_URL"], "heyon_test") as url:
+        _migrate(url)
+        yield url
 
 
 APPEND_ONLY = ("ledger_entries", "audit_log")

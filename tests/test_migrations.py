@@ -6,7 +6,6 @@ orders, ledger entries and payments in it, upgrade, and check that nothing was l
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,13 +13,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from heyon_site.billing import ledger
 from heyon_site.billing.cards import find_card, number_digest
-from heyon_site.config import database_url
+from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 
 from .conftest import BACKENDS, ROOT, site_for_tests
@@ -35,15 +33,8 @@ def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    admin_url = make_url(database_url(os.environ["TEST_DATABASE_URL"], ROOT))
-    name = f"heyon_migrate_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres(os.environ["TEST_DATABASE_URL"], "heyon_migrate") as url:
+        yield url
 
 
 @pytest.fixture
