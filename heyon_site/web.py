@@ -58,24 +58,19 @@ def static_url(filename: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _inline_css(path: str) -> tuple[Markup, str]:
-    """The stylesheet's text, and the CSP source that allows exactly it."""
-    text = Path(path).read_text(encoding="utf-8")
+def _inline_css(static_folder: str) -> tuple[Markup, str]:
+    """The stylesheet's text, and the whole CSP, which allows exactly that text by its hash."""
+    text = (Path(static_folder) / INLINE_CSS).read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-    return Markup(text), f"'sha256-{digest}'"  # noqa: S704 (our own file, not user input)
+    return Markup(text), CSP_TEMPLATE.format(inline=f"'sha256-{digest}'")  # noqa: S704 (our own file)
 
 
 def inline_css() -> Markup:
-    return _inline_css(str(Path(current_app.static_folder or "") / INLINE_CSS))[0]
-
-
-@lru_cache(maxsize=4)
-def _csp(static_folder: str) -> str:
-    return CSP_TEMPLATE.format(inline=_inline_css(str(Path(static_folder) / INLINE_CSS))[1])
+    return _inline_css(current_app.static_folder or "")[0]
 
 
 def csp() -> str:
-    return _csp(current_app.static_folder or "")
+    return _inline_css(current_app.static_folder or "")[1]
 
 
 def _headers(response: Response) -> Response:
