@@ -1,6 +1,15 @@
-"""gunicorn settings for production, overridable from the environment.
+"""gunicorn settings for production and for `make run`, overridable from the environment.
 
-Sync workers: every request is short, and the database is the bottleneck, not I/O waits.
+Threaded workers (gthread), not sync ones. A sync worker serves one connection from accept to
+close: one client that connects and sends nothing (or trickles its headers, or keeps its
+connection alive) holds the whole process until `timeout` kills it, and under `make run`, which
+has one worker, that stopped the site for 30 s. A gthread worker serves from a pool of
+threads: a new connection that sends nothing for 5 s goes back to the poller and costs a socket,
+not a thread, and an idle kept-alive one waits there too. A client that sends part of a request
+and stops does hold a thread until it finishes or goes away, so each worker has several: a few
+such clients slow nobody else, and in production nginx (deploy/nginx/heyon.conf) buffers whole
+requests before they reach gunicorn, with its own timeouts. argon2 and the database drivers
+release the GIL while they work or wait, so the threads of one process share its CPU well.
 """
 import os
 from typing import Any
@@ -16,6 +25,13 @@ bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000
 # Several workers need limits every process shares (Redis). Without that, one worker: `make run`
 # on a fresh machine stays exact, and the app would refuse more (see pre_fork).
 workers = int(os.environ.get("WEB_CONCURRENCY") or (1 if _limits_in_process_memory() else 2))
+worker_class = "gthread"
+# A request that needs the database waits for one of the process's pooled connections
+# (HEYON_DB_POOL_SIZE + HEYON_DB_MAX_OVERFLOW, 2 + 3 by default) for at most HEYON_DB_POOL_TIMEOUT
+# seconds; requests are milliseconds long, so more threads than connections only queue briefly.
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Idle kept-alive connections wait in the poller, not in a thread, for this many seconds.
+keepalive = 5
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 # Recycle workers now and then so a slow leak never becomes an outage.

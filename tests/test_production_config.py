@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import runpy
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -159,6 +160,37 @@ def test_an_unreachable_redis_falls_back_to_limits_per_process(sqlite_db: str, t
         answers = [browser.post(f"{site.url}/recharge", data=form, timeout=30).status_code for _ in range(3)]
     assert answers == [422, 422, 429]  # the limit still holds, in this one process's memory
     assert "falling back to in-memory storage" in site.log_text()
+
+
+def test_gunicorn_serves_with_threads_and_keeps_connections_waiting_in_its_poller(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = _gunicorn_conf(monkeypatch)
+    assert conf["worker_class"] == "gthread" and conf["threads"] >= 2
+    assert _gunicorn_conf(monkeypatch, GUNICORN_THREADS="8")["threads"] == 8
+
+
+SLOW_CLIENTS = 6
+
+
+@pytest.mark.live
+def test_slow_clients_do_not_stall_the_one_worker_of_make_run(database: str, tmp_path: Path) -> None:
+    """`make run` serves with one worker. Clients that connect and send nothing, or send half a
+    request and stop, must not keep everyone else waiting (a sync worker answered /healthz only
+    after its 30 s timeout killed it)."""
+    with kit.live_site(database, tmp_path, workers=1) as site:
+        host, port = site.url.removeprefix("http://").split(":")
+        slow = [socket.create_connection((host, int(port)), timeout=5) for _ in range(SLOW_CLIENTS)]
+        try:
+            for n, conn in enumerate(slow):
+                if n % 2:  # half of them trickle the start of a request, then stop
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            for path in ("/healthz", "/recharge?lang=en", "/healthz"):
+                # Well inside gunicorn's 30 s timeout: an answer now, not after a worker restart.
+                answer = requests.get(site.url + path, timeout=10)
+                assert answer.status_code == 200, path
+        finally:
+            for conn in slow:
+                conn.close()
+    assert "WORKER TIMEOUT" not in site.log_text()
 
 
 # ------------------------------------------------------------------ HTTPS behind a proxy
