@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -105,6 +105,14 @@ class RechargeOrder(db.Model):
     # Reconciliation: when the provider was last asked about this order (bounds how often the
     # customer's "check payment now" and cron ask).
     checked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The recharge form that made it: its one-time id and what it asked for (card, amount,
+    # method). A form sent again (Enter pressed three times, a retried POST) lands on this same
+    # order instead of making another; the unique constraint holds that against concurrent repeats.
+    submission_key: Mapped[str | None] = mapped_column(String(100), unique=True, default=None)
+    # The terms changed between the page the customer saw and the order (a promotion started,
+    # changed or ended): the order page shows the new ones and waits for the customer's "pay"
+    # before the provider is asked for anything.
+    needs_confirmation: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     card: Mapped[Card] = relationship(lazy="joined")
 

@@ -15,6 +15,10 @@ it) as an uncompressed block, which both formats allow (brotli: an uncompressed 
 browser decodes one ordinary stream. Pages where the token is not in one place near the end are
 cached as text only and compressed per answer as any page is.
 
+The recharge form also carries a one-time id (one form, one order: a form sent twice makes one
+order), which must differ for every visitor too: it has a placeholder of its own, right before
+the token, and each answer gets a new id there.
+
 What may be stale, and for how long: a promotion started, edited or ended shows on these two
 pages up to that many seconds late (at once in the process where staff made the change). Nothing
 that moves money reads this cache: an order is quoted afresh when it is created, and the order
@@ -23,6 +27,7 @@ may be cached (no form data, no query values), and the key is the template and t
 """
 from __future__ import annotations
 
+import secrets
 import struct
 import threading
 import time
@@ -38,6 +43,8 @@ from flask_wtf.csrf import generate_csrf
 # Letters and digits only, so HTML and JSON escaping leave it as it is wherever it lands; it
 # cannot come from a visitor, since a cached page reflects nothing from the request.
 PLACEHOLDER = "heyonCsrfTokenPlaceholder7f3c1a"
+FORM_ID_PLACEHOLDER = "heyonFormIdPlaceholder5d21b9"
+_RENDERING = "heyon_page_cache_rendering"
 # The part of the page after the token travels uncompressed: past this size it would cost more
 # bytes than compressing each answer saves CPU.
 MAX_TAIL = 2048
@@ -58,10 +65,16 @@ class Page:
     tail: str = ""
 
 
+def one_time_id() -> str:
+    """A new one-time id for a form; while a page for the cache is rendered, the placeholder
+    that each visitor's own id replaces."""
+    return FORM_ID_PLACEHOLDER if g.get(_RENDERING) else secrets.token_urlsafe(18)
+
+
 def _split(html: str, expires: float) -> Page:
-    if html.count(PLACEHOLDER) != 1:
+    if html.count(PLACEHOLDER) != 1 or html.count(FORM_ID_PLACEHOLDER) > 1:
         return Page(expires, html)
-    at = html.index(PLACEHOLDER)
+    at = min(html.index(p) for p in (PLACEHOLDER, FORM_ID_PLACEHOLDER) if p in html)
     head, tail = html[:at].encode(), html[at:]
     if len(tail.encode()) > MAX_TAIL:
         return Page(expires, html)
@@ -105,10 +118,12 @@ def _cached(template: str, build: Callable[[], str]) -> Page | str:
         name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
         # generate_csrf returns what g holds for the request: the placeholder, while rendering.
         setattr(g, name, PLACEHOLDER)
+        setattr(g, _RENDERING, True)
         try:
             html = build()
         finally:
             g.pop(name, None)
+            g.pop(_RENDERING, None)
         if PLACEHOLDER not in html:
             # The token did not come from g (Flask-WTF changed?): this render holds this visitor's
             # own token, right for them and wrong for anyone else, so it is served, never kept.
@@ -126,12 +141,12 @@ def response(template: str, build: Callable[[], str]) -> Response:
     response alone)."""
     page = _cached(template, build)
     if isinstance(page, str):
-        return Response(page, mimetype="text/html")
-    token = generate_csrf()
+        return Response(page.replace(FORM_ID_PLACEHOLDER, secrets.token_urlsafe(18)), mimetype="text/html")
+    token, form_id = generate_csrf(), secrets.token_urlsafe(18)
     encoding = request.accept_encodings.best_match(ENCODINGS) if page.head else None
     if encoding is None:
-        return Response(page.html.replace(PLACEHOLDER, token), mimetype="text/html")
-    tail = page.tail.replace(PLACEHOLDER, token).encode()
+        return Response(page.html.replace(PLACEHOLDER, token).replace(FORM_ID_PLACEHOLDER, form_id), mimetype="text/html")
+    tail = page.tail.replace(PLACEHOLDER, token).replace(FORM_ID_PLACEHOLDER, form_id).encode()
     end = brotli_tail(tail) if encoding == "br" else gzip_tail(tail, page.head_crc, page.head_size)
     answer = Response(page.head[encoding] + end, mimetype="text/html")
     answer.headers["Content-Encoding"] = encoding

@@ -92,10 +92,19 @@ def csrf_from(html: str) -> str:
     return match.group(1) or match.group(2)
 
 
+def hidden_value(html: str, name: str) -> str:
+    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+    assert match, f"no {name} field in the page"
+    value = re.search(r'value="([^"]*)"', match.group(0))
+    return value.group(1) if value else ""
+
+
 def recharge_form(client: FlaskClient, **fields: str) -> dict[str, str]:
-    page = client.get("/recharge?lang=en")
-    data = {"csrf_token": csrf_from(page.get_data(as_text=True)), "card_number": CARD, "password": PIN,
-            "amount": "100", "custom_amount": "", "method": "sandbox"}
+    """The recharge form as a browser sends it: its hidden fields (the token, the version of the
+    promotions it showed, its one-time id) as the page gave them, then ``fields``."""
+    html = client.get("/recharge?lang=en").get_data(as_text=True)
+    data = {"csrf_token": csrf_from(html), "offer": hidden_value(html, "offer"), "form_id": hidden_value(html, "form_id"),
+            "card_number": CARD, "password": PIN, "amount": "100", "custom_amount": "", "method": "sandbox"}
     data.update(fields)
     return data
 

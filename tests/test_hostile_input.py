@@ -29,7 +29,7 @@ from heyon_site.extensions import db
 from heyon_site.models import Card, LedgerEntry, RechargeOrder, SandboxPayment
 
 from .conftest import ROOT, new_client
-from .kit import CARD, PIN, csrf_from, make_card, order, recharge_form, start_order
+from .kit import CARD, PIN, csrf_from, hidden_value, make_card, order, recharge_form, start_order
 
 with (ROOT / "translations/zh_Hans/LC_MESSAGES/messages.po").open("rb") as _po:
     ZH: dict[str, str] = {m.id: m.string for m in read_po(_po) if isinstance(m.id, str) and m.id}
@@ -99,18 +99,15 @@ def recharge_answer(field: str, value: str) -> Refused | Accepted:
         # Anything else is just a wrong password, answered like an unknown card.
         return Refused(403, (WRONG_CARD,))
     if field == "amount":
-        if value == FULLWIDTH_AMOUNT:
-            return Accepted(10050)
-        if value == "":
-            return Refused(422, ("Choose an amount.",))
-        return Refused(422, (NOT_AN_AMOUNT,))
-    if field == "custom_amount":
+        # The choice is a preset or "Other"; anything else (a full-width number too) is none.
+        return Refused(422, ("Choose an amount.",))
+    if field == "custom_amount":  # sent with "Other" chosen, as the page does it
         if value.strip() == "":
-            return Accepted(10000)  # nothing typed: the chosen preset (100) counts
+            return Refused(422, ("Type the amount, or choose one of the amounts above.",))
         if value == FULLWIDTH_AMOUNT:
             return Accepted(10050)
-        if len(value) > 20:
-            return Refused(422, ("That amount is too long.", NOT_AN_AMOUNT))
+        if len(value.strip()) > 20:
+            return Refused(422, ("That amount is too long.",))
         return Refused(422, (NOT_AN_AMOUNT,))
     assert field == "method"
     return Refused(422, ("Choose a payment method.",))
@@ -161,9 +158,11 @@ def form_data(c: FlaskClient, lang: str, **fields: str) -> dict[str, str]:
 
     Not kit.recharge_form: that one loads ``?lang=en``, whose cookie would pin English.
     """
-    page = c.get("/recharge", headers=HEADERS[lang])
-    data = {"csrf_token": csrf_from(page.get_data(as_text=True)), "card_number": CARD, "password": PIN,
-            "amount": "100", "custom_amount": "", "method": "sandbox"}
+    html = c.get("/recharge", headers=HEADERS[lang]).get_data(as_text=True)
+    data = {"csrf_token": csrf_from(html), "offer": hidden_value(html, "offer"), "form_id": hidden_value(html, "form_id"),
+            "card_number": CARD, "password": PIN, "amount": "100", "custom_amount": "", "method": "sandbox"}
+    if "custom_amount" in fields:
+        data["amount"] = "other"  # a typed amount counts only with "Other" chosen
     data.update(fields)
     return data
 
@@ -443,8 +442,9 @@ def test_a_full_width_password_opens_the_card(client: FlaskClient) -> None:
 
 
 def _comparable(body: str, card_number: str) -> str:
-    """The body without what legitimately differs: CSRF token values and the echoed number."""
-    body = re.sub(r'(name="csrf_token" type="hidden" value=")[^"]*"', r'\1"', body)
+    """The body without what legitimately differs: CSRF token values, one-time form ids and the
+    echoed number."""
+    body = re.sub(r'(name="(?:csrf_token|form_id)" type="hidden" value=")[^"]*"', r'\1"', body)
     body = re.sub(r'("X-CSRFToken": ")[^"]*"', r'\1"', body)
     return body.replace(f'value="{card_number}"', 'value="(card number)"')
 

@@ -90,7 +90,7 @@ def test_a_message_with_placeholders_is_filled_in_the_visitors_language(
     make_card()
     page = client.get("/recharge", headers={"Accept-Language": accept})
     data = {"csrf_token": csrf_from(page.get_data(as_text=True)), "card_number": CARD, "password": "246810",
-            "amount": "100", "custom_amount": "5", "method": "sandbox"}
+            "amount": "other", "custom_amount": "5", "method": "sandbox"}
     r = client.post("/recharge", data=data, headers={"Accept-Language": accept})
     assert r.status_code == 422 and message in r.get_data(as_text=True)
 

@@ -19,7 +19,7 @@ from heyon_site import page_cache
 from heyon_site.customer import views
 
 from .conftest import new_client
-from .kit import CARD, PIN, csrf_from, make_card
+from .kit import CARD, PIN, csrf_from, hidden_value, make_card
 from .test_budgets import masked
 from .test_promotions import save
 
@@ -62,6 +62,9 @@ def test_each_visitor_gets_the_same_page_with_their_own_token(app: Flask, cached
     assert page_cache.PLACEHOLDER not in a + b + again
     assert masked(a.encode()) == masked(b.encode()) == masked(again.encode())
     assert csrf_from(a) != csrf_from(b)
+    # The one-time form id is new in every answer, never the placeholder (one form, one order).
+    ids = [hidden_value(page, "form_id") for page in (a, b, again)]
+    assert len(set(ids)) == 3 and page_cache.FORM_ID_PLACEHOLDER not in a + b + again
     # One token, the form's last field: the form is the page's only htmx post.
     assert a.count(csrf_from(a)) == 1 and "X-CSRFToken" not in a
     assert re.search(r'name="csrf_token" type="hidden" value="[^"]+">\s*</form>', a)

@@ -27,13 +27,14 @@ from heyon_site.extensions import db
 from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
 
 from .conftest import flask_cli, new_client
-from .kit import CARD, PIN, balance, cli, deliver_outbox, make_card, notification, order, recharge_form, start_order
+from .kit import CARD, PIN, balance, cli, csrf_from, deliver_outbox, make_card, notification, order, recharge_form, start_order
 from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
 from .test_notifications import pay_on_gateway, post_notify
 
 NOW = datetime(2026, 12, 1, 4, 0)  # naive UTC, like every stored time
 DAY = timedelta(days=1)
-TRIGGER = "change from:.amounts, change from:.methods, keyup changed delay:400ms from:#custom_amount"
+# "input", not "keyup": a Chinese IME or a phone keyboard may type without key events.
+TRIGGER = "change from:.amounts, change from:.methods, input changed delay:400ms from:#custom_amount"
 QUOTE = re.compile(r'<p id="quote"([^>]*)>(.*?)</p>', re.S)
 
 
@@ -247,15 +248,39 @@ def test_an_order_keeps_its_bonus_whatever_happens_to_the_promotion(app: Flask, 
     assert re.search(r"<dt>Total credited</dt><dd>¥110\.00</dd>", receipt)
 
 
-def test_the_order_is_quoted_when_it_is_made_not_when_the_form_was_shown(app: Flask, client: FlaskClient) -> None:
+def test_the_order_is_quoted_when_it_is_made_and_changed_terms_wait_for_the_customer(app: Flask, client: FlaskClient) -> None:
     make_card()
     pid = save(kind="fixed_bonus", value_fen=1000)
-    data = recharge_form(client)  # the page showed the bonus ...
+    data = recharge_form(client)  # the page showed the bonus on the 100 button ...
     in_write_transaction(lambda: end_promotion(pid))  # ... which ended before the customer pressed Recharge
     r = client.post("/recharge", data=data)
-    assert r.status_code == 303
-    made = order(r.headers["Location"].rsplit("/", 1)[1])
+    # Not on to pay: to the order, which holds today's terms and asks the customer to accept them.
+    assert r.status_code == 303 and "/orders/" in r.headers["Location"]
+    token = r.headers["Location"].rsplit("/", 1)[1]
+    made = db.session.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
+    assert made is not None
     assert (made.amount_fen, made.pay_fen, made.bonus_fen, made.promo_snapshot) == (10000, 10000, 0, None)
+    assert made.needs_confirmation and made.pay_url is None  # nothing asked of the provider yet
+    page = client.get(f"/orders/{token}", headers=HEADERS["en"]).get_data(as_text=True)
+    assert "Check the terms before you pay" in page and re.search(r"<dt>You receive</dt><dd>¥100\.00</dd>", page)
+    assert 'hx-trigger="every 3s"' not in page  # nothing to wait for until the customer says so
+    confirm = {"csrf_token": csrf_from(page)}
+    go = client.post(f"/orders/{token}/start", data=confirm)
+    assert go.status_code == 303 and go.headers["Location"].split("?")[0].endswith(f"/pay/sandbox/{made.order_no}")
+    assert not order(made.order_no).needs_confirmation
+    # Sending the same form again lands on the same order, and now on its payment.
+    again = client.post("/recharge", data=data)
+    assert again.status_code == 303 and again.headers["Location"] == go.headers["Location"]
+    assert db.session.scalar(select(func.count()).select_from(RechargeOrder)) == 1
+
+
+def test_terms_the_page_showed_go_straight_to_payment(app: Flask, client: FlaskClient) -> None:
+    make_card()
+    save(kind="fixed_bonus", value_fen=1000)
+    r = client.post("/recharge", data=recharge_form(client))
+    assert r.status_code == 303 and "/pay/sandbox/" in r.headers["Location"]
+    made = order(r.headers["Location"].split("?")[0].rsplit("/", 1)[1])
+    assert (made.pay_fen, made.bonus_fen, made.needs_confirmation) == (10000, 1000, False)
 
 
 def test_start_recharge_refuses_terms_quoted_for_another_amount(app: Flask) -> None:
@@ -315,13 +340,18 @@ def test_pages_list_the_running_promotions_in_their_language(app: Flask, path: s
 
 
 @pytest.mark.parametrize("path", ["/", "/recharge"])
-def test_without_javascript_the_page_shows_the_quote_of_the_default_amount(app: Flask, path: str) -> None:
-    save(kind="percent_bonus", percent_bp=1000)
+def test_without_javascript_each_preset_carries_its_own_terms(app: Flask, path: str) -> None:
+    save(kind="percent_bonus", percent_bp=1000, threshold_fen=8000)
     r = new_client(app).get(path, headers=HEADERS["en"])
     body = r.get_data(as_text=True)
     assert 'value="100" checked' in body  # the default amount
-    assert quote_line(r).startswith("Pay 100.00, receive 110.00")
-    assert body.count("<script") == 1  # only the vendored htmx: the quote needs no script of its own
+    buttons = dict(re.findall(r'<input type="radio" id="amount-\d+" name="amount" value="(\w+)"[^>]*>\s*<label[^>]*>(.*?)</label>', body))
+    assert buttons == {"50": "¥50", "100": "¥100<small>+¥10.00 bonus</small>", "200": "¥200<small>+¥20.00 bonus</small>",
+                       "other": "Other"}
+    # The line under the amounts would go stale the moment another amount is tapped without
+    # JavaScript: a full page leaves it empty, and htmx fills it as the choice changes.
+    assert quote_line(r) == ""
+    assert body.count("<script") == 1  # only the vendored htmx: the terms need no script of their own
 
 
 def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
@@ -337,12 +367,14 @@ def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
     assert not any(secret in included for secret in ("form,", "password", "card_number", "csrf", "closest form"))
 
 
-def test_the_quote_reads_nothing_about_the_card_from_the_address(app: Flask, client: FlaskClient) -> None:
+def test_the_quote_reads_nothing_about_the_card_from_the_address(app: Flask, client: FlaskClient, hx: FlaskClient) -> None:
     save(kind="fixed_bonus", value_fen=1000)
-    r = client.get("/recharge/quote", query_string={"amount": "100", "card_number": CARD, "password": PIN}, headers=HEADERS["en"])
-    body = r.get_data(as_text=True)
+    for browser in (client, hx):
+        r = browser.get("/recharge/quote", query_string={"amount": "100", "card_number": CARD, "password": PIN},
+                        headers=HEADERS["en"])
+        body = r.get_data(as_text=True)
+        assert r.status_code == 200 and CARD not in body and PIN not in body
     assert quote_line(r).startswith("Pay 100.00, receive 110.00")
-    assert CARD not in body and PIN not in body
 
 
 def test_no_promotion_means_no_quote_line_and_no_request(app: Flask, hx: FlaskClient) -> None:
@@ -353,8 +385,10 @@ def test_no_promotion_means_no_quote_line_and_no_request(app: Flask, hx: FlaskCl
 
 @pytest.mark.parametrize(("query", "line"), [
     ("amount=200", "Pay 200.00, receive 220.00 Ten percent more"),
-    ("amount=50&custom_amount=88.50", "Pay 88.50, receive 97.35 Ten percent more"),  # the typed amount wins
-    ("amount=50&custom_amount=+88.5+", "Pay 88.50, receive 97.35 Ten percent more"),
+    ("amount=other&custom_amount=88.50", "Pay 88.50, receive 97.35 Ten percent more"),
+    ("amount=other&custom_amount=+88.5+", "Pay 88.50, receive 97.35 Ten percent more"),
+    # A typed amount counts only while "Other" is chosen: the highlighted preset is the amount.
+    ("amount=50&custom_amount=88.50", "Pay 50.00, receive 50.00"),
     ("amount=100&custom_amount=", "Pay 100.00, receive 110.00 Ten percent more"),
     ("amount=50", "Pay 50.00, receive 50.00"),  # under the threshold: nothing extra, no title
 ])
@@ -364,10 +398,16 @@ def test_the_quote_has_two_faces(app: Flask, client: FlaskClient, hx: FlaskClien
     fragment = hx.get(f"/recharge/quote?{query}", headers=HEADERS["en"])
     for r in (page, fragment):
         assert r.status_code == 200 and "HX-Request" in r.vary
-        assert quote_line(r) == line
+    assert quote_line(fragment) == line
+    # The page is the form with that amount chosen; its buttons carry the terms, the line stays empty.
+    chosen = dict(re.findall(r"(\w+)=([^&]*)", query))["amount"]
+    assert quote_line(page) == "" and f'value="{chosen}" checked' in page.get_data(as_text=True)
     assert "<html" in page.get_data(as_text=True) and "Card password" in page.get_data(as_text=True)
     body = fragment.get_data(as_text=True)
     assert "<html" not in body and "<form" not in body and body.strip().startswith('<p id="quote"')
+    # What the line showed goes back with the form, so the order knows the customer saw it.
+    shown = re.search(r'name="quoted" value="(\d+):(\d+):(\d+)"', body)
+    assert shown and line.startswith(f"Pay {int(shown[2]) // 100}.{int(shown[2]) % 100:02d}")
 
 
 def test_a_discount_is_quoted_as_less_to_pay(app: Flask, hx: FlaskClient) -> None:
@@ -381,7 +421,7 @@ def test_a_refused_form_keeps_the_quote_and_does_not_repeat_the_amount_error(app
     save(kind="fixed_bonus", value_fen=1000)
     wrong_password = hx.post("/recharge", data=recharge_form(hx, password="000000"))
     assert wrong_password.status_code == 403 and quote_line(wrong_password).startswith("Pay 100.00, receive 110.00")
-    bad_amount = hx.post("/recharge", data=recharge_form(hx, custom_amount="abc"))
+    bad_amount = hx.post("/recharge", data=recharge_form(hx, amount="other", custom_amount="abc"))
     body = bad_amount.get_data(as_text=True)
     assert bad_amount.status_code == 422 and body.count(NOT_AN_AMOUNT) == 1 and quote_line(bad_amount) == ""
 
@@ -397,21 +437,30 @@ def hostile_cases() -> list[Any]:
 def test_hostile_amounts_get_a_calm_answer(app: Flask, field: str, name: str, face: str, lang: str) -> None:
     save(kind="percent_bonus", percent_bp=1000)
     value = CORPUS[name]
-    args = {"amount": "100", "custom_amount": "", field: value}
+    args = {"amount": "other" if field == "custom_amount" else "100", "custom_amount": "", field: value}
     r = new_client(app, face == "htmx").get("/recharge/quote", query_string=args, headers=HEADERS[lang])
     body = r.get_data(as_text=True)
     assert r.status_code == 200, body[:300]
     assert ("<html" in body) is (face == "plain")
     assert_nothing_unescaped(body, value)
-    if value == FULLWIDTH_AMOUNT:
-        assert re.search(r"100\.50\D+110\.55", quote_line(r))  # typed with a Chinese IME: 100.50
-    elif field == "custom_amount" and not value.strip():
-        assert re.search(r"100\.00\D+110\.00", quote_line(r))  # nothing typed: the preset counts
-    else:
-        message = "Choose an amount." if field == "amount" and value == "" else NOT_AN_AMOUNT
-        assert_in_language(quote_line(r), lang, (message,))
-        if face == "plain" and field == "custom_amount" and value in (CORPUS["script"], CORPUS["img-attr"]):
+    if face == "plain":
+        assert quote_line(r) == ""  # a full page never shows the line (it could go stale)
+        if field == "custom_amount" and value in (CORPUS["script"], CORPUS["img-attr"]):
             assert str(escape(value)) in body  # kept in the field for correction, escaped
+    elif field == "amount":
+        # Only a preset or "Other" is a choice: anything else, a full-width number included, is none.
+        assert_in_language(quote_line(r), lang, ("Choose an amount.",))
+    elif value == FULLWIDTH_AMOUNT:
+        assert re.search(r"100\.50\D+110\.55", quote_line(r))  # typed with a Chinese IME: 100.50
+    elif not value.strip():
+        assert_in_language(quote_line(r), lang, (TYPE_AN_AMOUNT,))
+    else:
+        message = TOO_LONG if len(value.strip()) > 20 else NOT_AN_AMOUNT
+        assert_in_language(quote_line(r), lang, (message,))
+
+
+TYPE_AN_AMOUNT = "Type the amount, or choose one of the amounts above."
+TOO_LONG = "That amount is too long."
 
 
 # ------------------------------------------------------------------ flask promos

@@ -13,7 +13,7 @@ from flask import Flask
 
 from heyon_site.sandbox.notifier import deliver_with_retries
 
-from .kit import balance, live_site, make_card, order
+from .kit import balance, hidden_value, live_site, make_card, order
 
 
 def test_retries_until_the_site_answers_success() -> None:
@@ -46,8 +46,10 @@ def test_paying_on_the_live_gateway_credits_through_the_real_notification(app: F
                 return r.geturl(), r.read().decode()
 
         with browser.open(site.url + "/recharge?lang=en", timeout=15) as r:
-            token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', r.read().decode()).group(1)
+            form = r.read().decode()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
         gateway_url, page = post("/recharge", {"csrf_token": token, "card_number": "8600 0000 0000 1234",
+                                               "offer": hidden_value(form, "offer"), "form_id": hidden_value(form, "form_id"),
                                                "password": "246810", "amount": "50", "custom_amount": "", "method": "sandbox"})
         order_no = gateway_url.rsplit("/", 1)[1]
         assert "50.00" in page

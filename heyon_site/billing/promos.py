@@ -8,6 +8,7 @@ order already made.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,6 +91,19 @@ def quote(amount_fen: int, promotions: Iterable[Promotion], now: datetime) -> Qu
         # A payment of 0 is no payment a provider accepts (and the schema refuses it).
         return Quote(amount_fen, max(1, amount_fen - benefit), 0, snapshot(best))
     return Quote(amount_fen, amount_fen, benefit, snapshot(best))
+
+
+def offer_version(promotions: Iterable[Promotion]) -> str:
+    """A short digest of the running promotions' terms. A page carries the version it was
+    rendered with; an order made from a page of another version may carry terms the customer
+    has not seen, so the customer confirms them first."""
+    terms = [snapshot(p) for p in sorted(promotions, key=lambda p: p.id)]
+    return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def quote_token(q: Quote) -> str:
+    """The terms of one quote as the recharge form echoes them back: what was shown."""
+    return f"{q.amount_fen}:{q.pay_fen}:{q.bonus_fen}"
 
 
 def current_quote(amount_fen: int, now: datetime | None = None) -> Quote:

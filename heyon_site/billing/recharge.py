@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..database import insert
 from ..extensions import db
@@ -60,15 +61,31 @@ def new_order_no(now: datetime) -> str:
     return now.strftime("%y%m%d") + f"{secrets.randbelow(10**10):010d}"
 
 
+def submission_key(form_id: str, card_id: int, amount_fen: int, provider: str) -> str:
+    """What makes two posts the same recharge: one form, and the same card, amount and method.
+    The same form sent again with another amount (back, change, send) is a new recharge."""
+    return f"{form_id}:{card_id}:{amount_fen}:{provider}"
+
+
 def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None,
-                   terms: Quote | None = None) -> RechargeOrder:
+                   terms: Quote | None = None, form_id: str | None = None,
+                   needs_confirmation: bool = False) -> RechargeOrder:
     """A pending order for ``amount_fen`` on the quoted ``terms`` (none: pay the face value, no
     bonus); the caller commits. The terms are copied onto the order, so the promise it carries
-    outlives any later change to the promotion."""
+    outlives any later change to the promotion.
+
+    With the recharge form's one-time ``form_id``, a repeat of the same submission returns the
+    order the first one made (``created_at`` then predates ``now``) instead of a second order;
+    ``needs_confirmation`` marks terms the customer has not seen yet."""
     now = now or utcnow()
     terms = terms or Quote.face_value(amount_fen)
     if terms.amount_fen != amount_fen:
         raise ValueError(f"terms quoted for {terms.amount_fen} fen, not {amount_fen}")
+    key = submission_key(form_id, card_id, amount_fen, provider) if form_id else None
+    if key is not None:
+        made = _order_of_submission(key)
+        if made is not None:
+            return made
     order = RechargeOrder(
         order_no=new_order_no(now),
         token=secrets.token_urlsafe(18),
@@ -82,10 +99,38 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
         locale=locale,
         created_at=now,
         updated_at=now,
+        submission_key=key,
+        needs_confirmation=needs_confirmation,
     )
-    db.session.add(order)
-    db.session.flush()
+    if key is None:
+        db.session.add(order)
+        db.session.flush()
+        return order
+    try:
+        # A savepoint: on PostgreSQL a concurrent repeat of the same form waits for the first
+        # insert, then fails on the unique key; the order the first one made is the answer.
+        with db.session.begin_nested():
+            db.session.add(order)
+    except IntegrityError:
+        made = _order_of_submission(key)
+        if made is None:
+            raise
+        return made
     return order
+
+
+def _order_of_submission(key: str) -> RechargeOrder | None:
+    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.submission_key == key)
+                             .execution_options(populate_existing=True))
+
+
+def accept_terms(order_id: int) -> bool:
+    """The customer accepted the terms the order page showed; True while the order can still be
+    paid (a second press finds it accepted already, and goes on to the same payment)."""
+    result = db.session.execute(
+        update(RechargeOrder).where(RechargeOrder.id == order_id, RechargeOrder.status == "pending")
+        .values(needs_confirmation=False).execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 ORDER_NO = re.compile(r"\d{16}")

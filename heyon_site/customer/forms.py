@@ -1,16 +1,19 @@
 """Customer forms. Messages are lazy so they come out in the visitor's language."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, RadioField, StringField
+from wtforms import HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
 from ..billing.cards import CardNumberError, normalise_card_number
+from .. import page_cache
 from ..billing.money import AmountError, yuan
+from ..billing.promos import Quote, quote_token
 from ..billing.recharge import AmountOutOfRange, AmountRules
 from ..providers import enabled
 
@@ -49,37 +52,67 @@ class BalanceForm(CardForm):
     """Card number and password only: the balance is shown after a POST, never in a URL."""
 
 
+OTHER = "other"  # the amount choice whose value is typed in
+_FORM_ID = re.compile(r"[A-Za-z0-9_-]{16,40}")
+
+
 class RechargeForm(CardForm):
+    """The amount is ONE choice: a preset, or "Other" with a typed amount. A typed amount counts
+    only while "Other" is chosen (the page hides its box otherwise, with CSS alone), so the
+    highlighted choice, the quote and what the gateway asks for always agree."""
+
     amount = RadioField(_l("Amount"), validate_choice=False)
     custom_amount = StringField(
         _l("Other amount (yuan)"),
-        [Length(max=20, message=_l("That amount is too long."))],
         render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": "20"},
     )
     method = RadioField(_l("Payment method"), [InputRequired(_l("Choose a payment method."))], validate_choice=False)
+    # One-time id of this copy of the form: the same form sent again makes no second order.
+    form_id = HiddenField()
+    # The version of the promotions the page showed (billing.promos.offer_version), and the
+    # terms of the quote line where htmx showed one: together they tell whether the customer
+    # saw the terms the order gets.
+    offer = HiddenField()
+    quoted = HiddenField()
     amount_fen: int = 0
 
     def __init__(self, formdata: Any, **kwargs: Any) -> None:
         super().__init__(formdata=formdata, **kwargs)
         self.rules = AmountRules.from_config(current_app.config)
-        self.amount.choices = [(yuan(p).removesuffix(".00"), f"¥{yuan(p).removesuffix('.00')}") for p in self.rules.presets_fen]
+        self.presets = {yuan(p).removesuffix(".00"): p for p in self.rules.presets_fen}
+        self.amount.choices = [(value, f"¥{value}") for value in self.presets] + [(OTHER, _l("Other"))]
         # Defaults are for a new page, never for what was sent (a POST, or the quote's GET).
         blank = formdata is None
-        if blank and self.amount.choices:
-            self.amount.data = self.amount.choices[len(self.amount.choices) // 2][0]
+        if blank and self.presets:
+            self.amount.data = list(self.presets)[len(self.presets) // 2]
+        if blank:
+            self.form_id.data = page_cache.one_time_id()
         self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in enabled()]
         if blank and self.method.choices:
             self.method.data = self.method.choices[0][0]
 
+    def validate_amount(self, field: RadioField) -> None:
+        if field.data != OTHER:
+            self.amount_fen = self.chosen_amount()
+
     def validate_custom_amount(self, field: StringField) -> None:
-        self.amount_fen = self.chosen_amount()
+        # The typed amount is checked only when it is the choice: a value left in the hidden
+        # box after picking a preset is ignored, never an error the customer cannot see.
+        if self.amount.data == OTHER:
+            self.amount_fen = self.chosen_amount()
 
     def chosen_amount(self) -> int:
         """The amount in fen, or a ValidationError saying what is wrong with it. Also used alone,
         for the quote shown before the card is typed in."""
-        # A typed amount wins over the preset, since on a phone the preset is usually untouched.
-        text = (self.custom_amount.data or "").strip() or (self.amount.data or "")
-        if not text:
+        if self.amount.data == OTHER:
+            text = (self.custom_amount.data or "").strip()
+            if not text:
+                raise ValidationError(_l("Type the amount, or choose one of the amounts above."))
+            if len(text) > 20:
+                raise ValidationError(_l("That amount is too long."))
+        elif self.amount.data in self.presets:
+            text = self.amount.data
+        else:
             raise ValidationError(_l("Choose an amount."))
         provider = enabled().get(self.method.data or "")
         try:
@@ -93,6 +126,25 @@ class RechargeForm(CardForm):
         if field.data not in dict(self.method.choices or []):
             raise ValidationError(_l("Choose a payment method."))
 
+    def one_time_id(self) -> str | None:
+        """The form's one-time id as sent, if it is one of ours in shape (else no repeat check)."""
+        sent = self.form_id.data or ""
+        return sent if _FORM_ID.fullmatch(sent) else None
+
+    def saw(self, terms: Quote, version: str) -> bool:
+        """Whether the page this form came from showed ``terms``: the promotions were those of
+        ``version``, and the chosen amount's terms were on its button (a preset), in the quote
+        line htmx showed (an "Other" amount), or plain face value (a typed amount earning nothing
+        extra is exactly what was typed)."""
+        if self.offer.data != version:
+            return False
+        plain = terms.pay_fen == terms.amount_fen and terms.bonus_fen == 0
+        return self.amount.data != OTHER or plain or self.quoted.data == quote_token(terms)
+
 
 class CheckPaymentForm(FlaskForm):
     """Only the CSRF token: "check payment now" asks the provider, so it is a POST."""
+
+
+class ConfirmTermsForm(FlaskForm):
+    """Only the CSRF token: accepting an order's changed terms starts the payment, so a POST."""

@@ -13,8 +13,8 @@ from wtforms.validators import ValidationError
 from .. import alarms, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
-from ..billing.promos import active_promotions, current_quote, quote
-from ..billing.recharge import find_by_token, start_recharge
+from ..billing.promos import active_promotions, offer_version, quote, quote_token
+from ..billing.recharge import accept_terms, find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import db, limiter
 from ..htmx import is_htmx, redirect_to, render
@@ -22,7 +22,7 @@ from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
 from ..payments.reconcile import begin_payment, candidate, check_one, device_of
 from ..providers.base import OrderRef, ProviderUnavailable
-from .forms import BalanceForm, CheckPaymentForm, RechargeForm
+from .forms import PROVIDER_LABELS, BalanceForm, CheckPaymentForm, ConfirmTermsForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
 
@@ -57,17 +57,22 @@ def refusal_message(auth: AuthResult) -> tuple[object, int]:
 
 def recharge_page(form: RechargeForm, block: str | None = None, status: int = 200,
                   template: str = "customer/recharge.html") -> Response:
-    """A page with the recharge form: the running promotions, and what the chosen amount earns,
-    computed here so that a phone without JavaScript sees it too."""
+    """A page with the recharge form and the running promotions. Each preset's button carries
+    what it costs and earns, computed here so that a phone without JavaScript sees it; the quote
+    line under the amounts is filled only in answers to htmx, which replaces it as the choice
+    changes, so it can never show the terms of an amount no longer chosen."""
     now = utcnow()
     running = active_promotions(now)
+    form.offer.data = offer_version(running)
+    deals = {value: quote(fen, running, now) for value, fen in form.presets.items()} if running else {}
     offer, problem = None, None
-    if running:
+    if running and is_htmx():
         try:
             offer = quote(form.chosen_amount(), running, now)
         except ValidationError as e:
             problem = str(e)
-    return render(template, block, status, form=form, promotions=running, quote=offer, amount_problem=problem)
+    return render(template, block, status, form=form, promotions=running, deals=deals, quote=offer,
+                  quoted=quote_token(offer) if offer else "", amount_problem=problem)
 
 
 def form_page(template: str) -> Response:
@@ -113,10 +118,35 @@ def recharge_submit() -> Response:
         form.form_errors.append(message)
         return recharge_page(form, "recharge_form", status)
     provider = get_provider(form.method.data or "") or abort(400)
-    card_id, amount_fen, locale = auth.card_id, form.amount_fen, str(get_locale())
+    card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
-    order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
-                                                        terms=current_quote(amount_fen)))
+    now = utcnow()
+    running = active_promotions(now)
+    terms = quote(amount_fen, running, now)
+    seen = form.saw(terms, offer_version(running))
+    order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale, terms=terms,
+                                                        form_id=form_id, needs_confirmation=not seen))
+    if order.needs_confirmation:
+        return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
+    try:
+        return to_checkout(order)
+    except ProviderUnavailable:
+        form.form_errors.append(METHOD_UNAVAILABLE)
+        return recharge_page(form, "recharge_form", 503)
+
+
+METHOD_UNAVAILABLE = _l("This payment method is not answering right now. Try again in a minute or choose another method.")
+
+
+def to_checkout(order: RechargeOrder) -> Response:
+    """Send the customer on to pay: where a checkout was begun already (the same form sent
+    again), the same one; else a new one with the provider. Raises ProviderUnavailable, and the
+    order then stays pending and expires unpaid."""
+    if order.pay_qr:
+        return redirect_to(url_for("customer.order", token=order.token))  # the QR code is shown there
+    if order.pay_url:
+        return redirect_to(order.pay_url)
+    provider = get_provider(order.provider) or abort(409)
     # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
     # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
     ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
@@ -124,13 +154,10 @@ def recharge_submit() -> Response:
     try:
         checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
     except ProviderUnavailable:
-        # The order stays pending and expires unpaid; the customer can pick another way now.
         current_app.logger.warning("%s checkout for order %s failed: provider unavailable", provider.name, ref.order_no)
-        form.form_errors.append(_l("This payment method is not answering right now. "
-                                   "Try again in a minute or choose another method."))
-        return recharge_page(form, "recharge_form", 503)
+        raise
     if checkout.qr_payload or not checkout.redirect_url:
-        return redirect_to(url_for("customer.order", token=order.token))  # the QR code is shown there
+        return redirect_to(url_for("customer.order", token=order.token))
     return redirect_to(checkout.redirect_url)
 
 
@@ -163,7 +190,7 @@ def order(token: str) -> Response:
     return _order_page(find_by_token(token) or abort(404))
 
 
-def _order_page(found: RechargeOrder) -> Response:
+def _order_page(found: RechargeOrder, status: int = 200, problem: object = None) -> Response:
     waited = utcnow() - found.created_at
     qr = None
     if found.status == "pending" and found.pay_qr:
@@ -174,8 +201,9 @@ def _order_page(found: RechargeOrder) -> Response:
                    if found.pay_qr.startswith(("https://", "http://")) else found.pay_qr)
         qr = Markup(receipts.qr_svg(payload))
     return no_store(render(
-        "customer/order.html", "order_status", order=found, qr=qr,
-        check_form=CheckPaymentForm(formdata=None),
+        "customer/order.html", "order_status", status, order=found, qr=qr, problem=problem,
+        check_form=CheckPaymentForm(formdata=None), confirm_form=ConfirmTermsForm(formdata=None),
+        method=PROVIDER_LABELS.get(found.provider, found.provider),
         overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
     ))
 
@@ -188,6 +216,25 @@ def order_pay(token: str) -> Response:
     if found.status == "pending" and found.pay_qr and found.pay_qr.startswith(("https://", "http://")):
         return no_store(redirect_to(found.pay_qr))
     return redirect_to(url_for("customer.order", token=token))
+
+
+@bp.post("/orders/<token>/start")
+@limiter.limit(ip_limit)
+def order_start(token: str) -> Response:
+    """The customer accepts the terms the order page shows (they changed after the form was
+    shown) and goes on to pay."""
+    found = find_by_token(token) or abort(404)
+    if not ConfirmTermsForm(formdata=request.form).validate():
+        abort(400)
+    order_id = found.id
+    if not in_write_transaction(lambda: accept_terms(order_id)):
+        return redirect_to(url_for("customer.order", token=token))  # paid, expired, or accepted already
+    db.session.expire_all()
+    found = find_by_token(token) or abort(404)
+    try:
+        return to_checkout(found)
+    except ProviderUnavailable:
+        return _order_page(found, status=503, problem=METHOD_UNAVAILABLE)
 
 
 def check_limit() -> str:

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 STAFF_USER, STAFF_PASSWORD = "admin-browser", "browser-test-password"
 # One card per scenario and mode, so no test depends on another's recharge.
-CARDS = {"recharge-js": "8600000000000101", "recharge-nojs": "8600000000000119", "pages": "8600000000000127"}
+CARDS = {"recharge-js": "8600000000000101", "recharge-nojs": "8600000000000119", "pages": "8600000000000127",
+         "amount-choice": "8600000000000135"}
 OPENING_FEN = 500  # every card starts with 5.00
 PROMO_TITLE_EN = "Browser test bonus"
 

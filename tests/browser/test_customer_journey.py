@@ -36,9 +36,10 @@ def test_recharge_receipt_balance_faq(browser: Browser, site: Site, js: bool) ->
         page.get_by_label("Card number", exact=True).fill(card)
         page.get_by_label("Card password", exact=True).fill(kit.PIN)
         if js:
-            page.locator("label", has_text=re.compile(r"^¥200$")).click()
+            page.locator("label", has_text=re.compile(r"^¥200(?!\d)")).click()
             expect(page.locator("#quote")).to_contain_text("Pay 200.00, receive 210.00")
         else:
+            page.locator("label", has_text=re.compile(r"^Other$")).click()
             page.get_by_label("Other amount (yuan)").fill(amount)
         expect(page.get_by_label("Sandbox (test payment)")).to_be_checked()
         rec.shot("recharge form filled")
@@ -85,6 +86,45 @@ def test_recharge_receipt_balance_faq(browser: Browser, site: Site, js: bool) ->
         if js:
             assert same_document(page, tag), "with JavaScript the search should be active search"
         rec.shot("faq search")
+        rec.assert_clean()
+    finally:
+        context.close()
+
+
+def test_the_highlighted_amount_is_the_amount_charged(browser: Browser, site: Site, js: bool) -> None:
+    """Type an amount under "Other", then change one's mind and tap a preset: the preset is what
+    is highlighted, quoted and charged, with and without JavaScript."""
+    mode = "js" if js else "nojs"
+    context = new_context(browser, js=js)
+    page = context.new_page()
+    rec = Recorder(page, f"amount-choice-{mode}")
+    try:
+        page.goto(site.at("/recharge", "en"))
+        page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        # The running promotion (10.00 from 100) is on the buttons it applies to, script or not.
+        expect(page.locator("label", has_text=re.compile(r"^¥100(?!\d)"))).to_contain_text("+¥10.00 bonus")
+        expect(page.locator("label", has_text=re.compile(r"^¥50(?!\d)"))).to_have_text("¥50")
+        typed = page.get_by_label("Other amount (yuan)")
+        expect(typed).to_be_hidden()  # the box is there only while "Other" is the choice
+        page.locator("label", has_text=re.compile(r"^Other$")).click()
+        expect(typed).to_be_visible()
+        typed.press_sequentially("500")
+        quote = page.locator("#quote")
+        if js:
+            expect(quote).to_contain_text("Pay 500.00, receive 510.00")
+        else:
+            expect(quote).to_have_text("")  # no line that could go stale without JavaScript
+        rec.shot("other amount typed")
+        page.locator("label", has_text=re.compile(r"^¥50(?!\d)")).click()
+        expect(typed).to_be_hidden()
+        if js:
+            expect(quote).to_contain_text("Pay 50.00, receive 50.00")
+        rec.shot("then 50 tapped")
+        page.get_by_role("button", name="Recharge").click()
+        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}$"))
+        expect(page.locator(".amount")).to_have_text("¥50.00")
+        rec.shot("gateway asks for 50")
         rec.assert_clean()
     finally:
         context.close()
