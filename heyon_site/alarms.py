@@ -5,6 +5,9 @@ per-card throttle and the per-IP limits. Only the total of failed card logins ac
 shows it, so every failure is counted in one window shared by every worker and machine (the
 rate-limit storage: Redis in production), and above ``HEYON_CARD_SPRAY_LIMIT`` one alarm line
 a minute goes to the log for whoever watches it.
+
+Money returned at a provider: one line per recorded refund (a repeat of the notification is a
+duplicate and raises none), naming the order and never the card.
 """
 from __future__ import annotations
 
@@ -41,3 +44,10 @@ def card_login_failed() -> bool:
     log.warning("ALARM card-number spraying: more than %s failed card logins across all cards; "
                 "see the per-IP refusals and login_throttles", limit)
     return True
+
+
+def money_returned(provider: str, order_no: str) -> None:
+    """The provider reported money returned to the payer of an order (a refund, or a close after
+    payment). The card was not debited: the order waits on the staff dashboard for a person."""
+    log.warning("ALARM money returned at %s for order %s: the card keeps its credit; "
+                "a person decides (staff dashboard)", provider, order_no)

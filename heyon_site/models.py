@@ -16,6 +16,7 @@ from .extensions import db
 ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
 FINAL_STATES = frozenset({"credited", "failed", "expired"})
 LEDGER_KINDS = ("opening", "recharge", "bonus", "adjustment")
+EVENT_KINDS = ("paid", "closed", "refunded")
 
 
 def utcnow() -> datetime:
@@ -113,6 +114,11 @@ class RechargeOrder(db.Model):
     # changed or ended): the order page shows the new ones and waits for the customer's "pay"
     # before the provider is asked for anything.
     needs_confirmation: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Why a person must look at the order whatever its status, and since when: the provider
+    # reported money returned to the payer (billing.recharge.MONEY_RETURNED). The status and the
+    # ledger stay as they were (a credited order stays credited); the staff dashboard lists these.
+    attention: Mapped[str | None] = mapped_column(String(32), default=None)
+    attention_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     card: Mapped[Card] = relationship(lazy="joined")
 
@@ -146,12 +152,13 @@ class LedgerEntry(db.Model):
 
 
 class PaymentEvent(db.Model):
-    """One verified provider notification, unique per provider, transaction and kind."""
+    """One verified provider notification, unique per provider, transaction and kind (for a
+    refund, the transaction is the provider's refund: each refund is recorded once)."""
 
     __tablename__ = "payment_events"
     __table_args__ = (
         UniqueConstraint("provider", "provider_txn_id", "kind", name="uq_payment_events_txn"),
-        CheckConstraint(_in("kind", ("paid", "closed")), name="kind"),
+        CheckConstraint(_in("kind", EVENT_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

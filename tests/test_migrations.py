@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, text
@@ -99,7 +100,9 @@ def test_the_card_number_migration_cannot_be_undone(site: Flask, capfd: pytest.C
         downgrade(directory=MIGRATIONS, revision="0008")
     assert "restore a backup made before it" in capfd.readouterr().err
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
+        # The whole downgrade is one transaction: it stopped at 0009 and left the schema at the head.
+        head = ScriptDirectory(MIGRATIONS).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
 
 
 def test_the_models_and_the_migrations_describe_the_same_schema(site: Flask) -> None:
@@ -116,3 +119,43 @@ def test_the_digest_depends_on_the_card_key(app: Flask, database: str) -> None:
     with site_for_tests(database, HEYON_CARD_KEY="a-separate-card-key"):
         own = number_digest(CARDS[1])
     assert len(derived) == len(own) == 64 and derived != own and CARDS[1] not in derived + own
+
+
+def test_0013_flags_the_credited_orders_whose_close_was_ignored(site: Flask) -> None:
+    """Before 0013 a close of a credited order (a full refund at Alipay) was kept as an ignored
+    'closed' event; the upgrade puts those orders in front of a person and keeps every row."""
+    upgrade(directory=MIGRATIONS, revision="0008")
+    books_at_0008()
+    upgrade(directory=MIGRATIONS, revision="0009")
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO payment_events (provider, provider_txn_id, kind, order_id, amount_fen, "
+                          "outcome, created_at) VALUES ('sandbox', 'sandbox-2', 'closed', 2, 2000, 'ignored', "
+                          "'2026-01-02 09:00:00')"))
+    upgrade(directory=MIGRATIONS)
+
+    with db.engine.connect() as conn:
+        flags = conn.execute(text("SELECT id, attention, attention_at FROM recharge_orders ORDER BY id")).all()
+        counts = conn.execute(text("SELECT kind, COUNT(*) FROM payment_events GROUP BY kind ORDER BY kind")).all()
+    assert [(id_, reason, str(at)[:19] if at else None) for id_, reason, at in flags] == [
+        (1, None, None), (2, "money_returned", "2026-01-02 09:00:00"), (3, None, None)]
+    assert [tuple(row) for row in counts] == [("closed", 1), ("paid", 3)]
+    verdict = ledger.verify()
+    assert verdict.ok and (verdict.credited_orders, verdict.total_fen) == (3, 6000), verdict
+
+    # The new kind is accepted, and anything else still refused by the database.
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO payment_events (provider, provider_txn_id, kind, order_id, amount_fen, "
+                          "outcome, created_at) VALUES ('sandbox', 're-1', 'refunded', 1, 1000, 'refunded', "
+                          "'2026-01-03 09:00:00')"))
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO payment_events (provider, provider_txn_id, kind, order_id, amount_fen, "
+                          "outcome, created_at) VALUES ('sandbox', 're-2', 'reversed', 1, 1000, 'x', "
+                          "'2026-01-03 09:00:00')"))
+
+
+def test_0013_goes_back_to_0009_while_no_refund_is_on_record(site: Flask) -> None:
+    upgrade(directory=MIGRATIONS)
+    downgrade(directory=MIGRATIONS, revision="0009")
+    columns = {c["name"] for c in inspect(db.engine).get_columns("recharge_orders")}
+    assert not {"attention", "attention_at"} & columns
+    upgrade(directory=MIGRATIONS)

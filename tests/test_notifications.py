@@ -204,14 +204,16 @@ def test_a_payment_after_trade_closed_goes_to_review(client: FlaskClient, order_
     assert_not_credited(order_no)
 
 
-def test_trade_closed_after_credit_changes_nothing(client: FlaskClient, order_no: str) -> None:
+def test_trade_closed_after_credit_is_money_returned_and_debits_nothing(client: FlaskClient, order_no: str) -> None:
+    # Closing a paid trade gives the money back: a person decides (tests/test_refunds.py).
     first = notification(order_no, ORDER_YUAN)
     post_notify(client, first)
     closed = post_notify(client, notification(order_no, ORDER_YUAN, status="TRADE_CLOSED", trade_no=first["trade_no"]))
     assert closed.get_data(as_text=True) == "success"
-    assert order(order_no).status == "credited"
+    found = order(order_no)
+    assert (found.status, found.attention) == ("credited", "money_returned")
     assert balance() == OPENING_FEN + ORDER_FEN
-    assert [c.outcome for c in callbacks()] == ["credited", "ignored"]
+    assert [c.outcome for c in callbacks()] == ["credited", "refunded"]
 
 
 MALFORMED: dict[str, Edit] = {

@@ -227,7 +227,7 @@ SIGNED_JUNK = {
     "ciphertext not base64": json.dumps({"event_type": "TRANSACTION.SUCCESS", "resource": {
         "algorithm": "AEAD_AES_256_GCM", "ciphertext": "not base64!", "nonce": "0123456789ab",
         "associated_data": "transaction"}}).encode(),
-    "a refund event": json.dumps({"event_type": "REFUND.SUCCESS", "resource": {
+    "a refund event that does not decrypt": json.dumps({"event_type": "REFUND.SUCCESS", "resource": {
         "algorithm": "AEAD_AES_256_GCM", "ciphertext": "", "nonce": "", "associated_data": ""}}).encode(),
 }
 

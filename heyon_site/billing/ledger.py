@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
+from sqlalchemy.sql.expression import Exists
 
 from ..database import insert
 from ..extensions import db
@@ -118,6 +119,22 @@ def verify(limit: int = 50) -> Verdict:
         ).limit(limit)
     ).all()
     problems += [f"order {no}: credited without a matching verified payment" for no in unpaid]
+
+    # Money a provider says went back (a refund; a close of a credited order) leaves the books
+    # as they were, since nothing is debited by itself: it is a case for a person, so the order
+    # must be flagged for one. Unflagged, it would be a refund nobody knows about.
+    def reported(kind: str) -> Exists:
+        return select(PaymentEvent.id).where(PaymentEvent.order_id == RechargeOrder.id,
+                                             PaymentEvent.kind == kind).exists()
+
+    unflagged = s.scalars(
+        select(RechargeOrder.order_no).where(
+            RechargeOrder.attention_at.is_(None),
+            reported("refunded") | ((RechargeOrder.status == "credited") & reported("closed")),
+        ).limit(limit)
+    ).all()
+    problems += [f"order {no}: the provider reports money returned, but the order is not flagged for staff"
+                 for no in unflagged]
 
     kinds_without_order = s.scalar(
         select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))

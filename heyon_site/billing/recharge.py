@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..database import insert
 from ..extensions import db
-from ..models import PaymentEvent, ProviderCallback, RechargeOrder, utcnow
+from ..models import ORDER_STATES, PaymentEvent, ProviderCallback, RechargeOrder, utcnow
 from ..providers.base import ProviderEvent
 from .ledger import credit
 from .money import AmountError, parse_amount
@@ -178,7 +178,9 @@ def apply_event(event: ProviderEvent, now: datetime | None = None) -> str:
     """Apply a verified provider event inside the caller's write transaction; return the outcome.
 
     Outcomes: credited, duplicate, unknown_order, amount_mismatch, paid_again, review,
-    failed, ignored. Only "credited" moves money, and only once per order.
+    failed, refunded, ignored. Only "credited" moves money, and only once per order.
+    "refunded": the provider says money went back to the payer; the order is flagged for a
+    person (``attention``) and nothing is debited: the caller raises the alarm.
     """
     now = now or utcnow()
     order = find_order(event.order_no)
@@ -187,7 +189,12 @@ def apply_event(event: ProviderEvent, now: datetime | None = None) -> str:
     event_id = _record_event(event, order.id, now)
     if event_id is None:
         return "duplicate"
-    outcome = _paid(order, event, now) if event.kind == "paid" else _closed(order, now)
+    if event.kind == "paid":
+        outcome = _paid(order, event, now)
+    elif event.kind == "closed":
+        outcome = _closed(order, now)
+    else:
+        outcome = _refunded(order, now)
     db.session.execute(update(PaymentEvent).where(PaymentEvent.id == event_id).values(outcome=outcome))
     return outcome
 
@@ -214,7 +221,37 @@ def _paid(order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
 def _closed(order: RechargeOrder, now: datetime) -> str:
     if _move(order.id, ("pending",), "failed", now, status_reason="closed_by_provider"):
         return "failed"
+    # A provider closes a trade that was paid only by giving all of it back (Alipay's full
+    # refund, the sandbox's close after success): on an order holding money, that is a refund,
+    # whatever the adapter could tell from the message alone. Closed twice is nothing.
+    if _flag(order.id, ("credited", "review"), now):
+        return "refunded"
     return "ignored"
+
+
+#: ``RechargeOrder.attention``: the provider reported money returned to the payer.
+MONEY_RETURNED = "money_returned"
+
+
+def _refunded(order: RechargeOrder, now: datetime) -> str:
+    """Money went back to the payer at the provider. Nothing is debited here: the card may have
+    spent the credit, and whether to take it back (or accept the loss) is a person's decision.
+    A pending order can never be credited afterwards: it waits for that person in review."""
+    _move(order.id, ("pending",), "review", now, status_reason=MONEY_RETURNED)
+    _flag(order.id, ORDER_STATES, now)
+    return "refunded"
+
+
+def _flag(order_id: int, statuses: Iterable[str], now: datetime) -> bool:
+    """Put the order in front of a person, if it is in one of ``statuses``. The first time it
+    was flagged is kept: the dashboard lists the longest waiting first."""
+    result = db.session.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, RechargeOrder.status.in_(tuple(statuses)))
+        .values(attention=MONEY_RETURNED, attention_at=func.coalesce(RechargeOrder.attention_at, now))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ the raw callback log

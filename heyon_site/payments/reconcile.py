@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from .. import alarms
 from ..billing.recharge import apply_event
 from ..database import in_write_transaction
 from ..extensions import db
@@ -124,9 +125,13 @@ def check_one(order: Candidate, providers: Callable[[str], Provider | None], exp
                 return "not_pending"
             outcome, event, expire = _ask(provider, order, expire_after, now)
             return _settle(order, outcome, event, expire, now)
-        return in_write_transaction(claimed)
-    outcome, event, expire = _ask(provider, order, expire_after, now)
-    return in_write_transaction(lambda: _settle(order, outcome, event, expire, now))
+        settled = in_write_transaction(claimed)
+    else:
+        outcome, event, expire = _ask(provider, order, expire_after, now)
+        settled = in_write_transaction(lambda: _settle(order, outcome, event, expire, now))
+    if settled == "refunded":  # "closed" from the provider, but the order was credited meanwhile
+        alarms.money_returned(order.provider, order.order_no)
+    return settled
 
 
 # ------------------------------------------------------------------ every pending order

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
+from .. import alarms
 from ..billing.recharge import apply_event, record_callback, set_callback_outcome
 from ..database import in_write_transaction
 from ..providers import get as get_provider
@@ -11,7 +12,7 @@ from ..providers.base import Acknowledgement, InvalidSignature, MalformedCallbac
 bp = Blueprint("payments", __name__, url_prefix="/pay")
 
 # Outcomes after which the provider must stop sending: the event is on record either way.
-SETTLED = frozenset({"credited", "duplicate", "amount_mismatch", "paid_again", "review", "failed", "ignored"})
+SETTLED = frozenset({"credited", "duplicate", "amount_mismatch", "paid_again", "review", "failed", "ignored", "refunded"})
 
 
 def _answer(ack: Acknowledgement) -> Response:
@@ -46,6 +47,8 @@ def notify(name: str) -> Response:
 
     outcome = in_write_transaction(settle)
     current_app.logger.info("%s callback %s for order %s: %s", name, callback_id, event.order_no, outcome)
+    if outcome == "refunded":
+        alarms.money_returned(name, event.order_no)
     if outcome in SETTLED:
         return _answer(provider.acknowledge())
     return Response("fail", status=404, content_type="text/plain")

@@ -58,6 +58,9 @@ TIMEOUT = (5, 10)  # seconds to connect, to read
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TRADE_NO = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# out_biz_no: the refund request's number (the merchant's out_request_no, or one Alipay makes for
+# a refund made in its console), printable ASCII of at most 64 characters.
+_REFUND_NO = re.compile(r"[!-~]{1,64}")
 # Alipay's own form, exactly: "12.34". parse_amount alone would also take "¥12" or "1,234".
 _AMOUNT = re.compile(r"\d{1,9}(?:\.\d{1,2})?", re.ASCII)
 
@@ -65,6 +68,27 @@ _AMOUNT = re.compile(r"\d{1,9}(?:\.\d{1,2})?", re.ASCII)
 class WaitingForPayment(NothingToDo):
     """A verified notice that the buyer has not paid yet: nothing to credit and nothing to close.
     The right answer to Alipay is ``success`` (a retry would say the same)."""
+
+
+def _trade(fields: Mapping[str, Any]) -> tuple[str, str]:
+    """Our order number and Alipay's trade number, each of its form."""
+    order_no, trade_no = fields.get("out_trade_no"), fields.get("trade_no")
+    if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
+        raise MalformedCallback("out_trade_no missing or not of our form")
+    if not isinstance(trade_no, str) or not _TRADE_NO.fullmatch(trade_no):
+        raise MalformedCallback("trade_no missing or not of its form")
+    return order_no, trade_no
+
+
+def _fen(fields: Mapping[str, Any], name: str) -> int:
+    """An amount field in Alipay's own form, "12.34", in fen."""
+    amount = fields.get(name)
+    if not isinstance(amount, str) or not _AMOUNT.fullmatch(amount):
+        raise MalformedCallback(f"{name} missing or not of its form")
+    try:
+        return parse_amount(amount)
+    except AmountError as exc:
+        raise MalformedCallback(name) from exc
 
 
 def signing_content(fields: Mapping[str, str]) -> bytes:
@@ -233,6 +257,8 @@ class AlipayProvider:
             raise MalformedCallback("app_id is not ours")
         if fields.get("seller_id") != self._seller_id:
             raise MalformedCallback("seller_id is not ours")
+        if fields.get("refund_fee", "") != "" and _fen(fields, "refund_fee") > 0:
+            return self._refund(fields)
         return self._event(fields, fields.get("trade_status", ""))
 
     def _check_fresh(self, notify_time: str) -> None:
@@ -254,18 +280,27 @@ class AlipayProvider:
             raise WaitingForPayment(f"trade_status {status}")
         else:
             raise MalformedCallback(f"trade_status {str(status)[:20]!r}")
-        order_no, trade_no, amount = (fields.get(k) for k in ("out_trade_no", "trade_no", "total_amount"))
-        if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
-            raise MalformedCallback("out_trade_no missing or not of our form")
-        if not isinstance(trade_no, str) or not _TRADE_NO.fullmatch(trade_no):
-            raise MalformedCallback("trade_no missing or not of its form")
-        if not isinstance(amount, str) or not _AMOUNT.fullmatch(amount):
-            raise MalformedCallback("total_amount missing or not of its form")
-        try:
-            amount_fen = parse_amount(amount)
-        except AmountError as exc:
-            raise MalformedCallback("total_amount") from exc
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=trade_no, kind=kind, amount_fen=amount_fen)
+        order_no, trade_no = _trade(fields)
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=trade_no, kind=kind,
+                             amount_fen=_fen(fields, "total_amount"))
+
+    def _refund(self, fields: Mapping[str, str]) -> ProviderEvent:
+        """Money went back to the buyer. Alipay tells a refund on the payment's notify_url with
+        refund_fee (the trade's total refunded so far), gmt_refund and out_biz_no (the refund
+        request): a partial refund keeps trade_status TRADE_SUCCESS, a full one closes the trade
+        (TRADE_CLOSED, which without refund_fee means "closed unpaid")."""
+        status = fields.get("trade_status", "")
+        if status not in PAID_STATUSES | CLOSED_STATUSES:
+            raise MalformedCallback(f"refund_fee with trade_status {str(status)[:20]!r}")
+        order_no, trade_no = _trade(fields)
+        refunded_fen = _fen(fields, "refund_fee")
+        # Keyed by the refund request, so a retry of this notice is a duplicate and the next
+        # refund of the same trade is not. Without out_biz_no, the running total names the step:
+        # it grows with every refund.
+        request_no = fields.get("out_biz_no", "")
+        which = request_no if _REFUND_NO.fullmatch(request_no) else f"total-{refunded_fen}"
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{trade_no}:{which}", kind="refunded",
+                             amount_fen=refunded_fen)
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement("success")

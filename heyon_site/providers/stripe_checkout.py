@@ -12,6 +12,12 @@ the endpoint's ``whsec_`` secret over ``"<t>.<body>"``, at most 300 s old) befor
 the body is read. The event's session id is the transaction id, so each session is credited
 at most once however often, and under whatever event id, Stripe delivers it.
 
+A refund made in Stripe comes as ``charge.refunded`` (sent for every refund, full or partial).
+The charge names our order: Stripe copies the PaymentIntent's metadata, which checkout sets
+(``payment_intent_data.metadata.order_no``), onto the charge the PaymentIntent makes.
+``refund.*`` events carry only a refund and a charge id; tying them to an order would take an
+API call on the notification path, and charge.refunded already says what they say.
+
 The module is not called ``stripe.py`` so that ``import stripe`` inside it is the package.
 """
 from __future__ import annotations
@@ -65,10 +71,13 @@ NETWORK_RETRIES = 1
 PAID_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 # A session that expired, or whose delayed payment failed, can never be paid any more.
 CLOSED_EVENTS = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
+# Money went back to the card: a refund, full or partial, of the charge a session made.
+REFUND_EVENTS = frozenset({"charge.refunded"})
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 # Stripe documents object ids as opaque strings of up to 255 characters.
 _SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,252}")
+_CHARGE_ID = re.compile(r"(?:ch|py)_[A-Za-z0-9_]{1,252}")
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -78,7 +87,7 @@ class UnhandledEvent(NothingToDo):
     refusal for days) and kept on record as "ignored"."""
 
 
-HANDLED_EVENTS = PAID_EVENTS | CLOSED_EVENTS
+HANDLED_EVENTS = PAID_EVENTS | CLOSED_EVENTS | REFUND_EVENTS
 
 
 def _api_base(config: Mapping[str, Any]) -> str:
@@ -192,6 +201,8 @@ class StripeCheckoutProvider:
         session = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
         if not isinstance(session, dict):
             raise MalformedCallback("data.object missing")
+        if kind_of_event in REFUND_EVENTS:
+            return self._refund(session)
         if kind_of_event in PAID_EVENTS:
             if session.get("payment_status") != "paid":
                 raise MalformedCallback(f"payment_status {str(session.get('payment_status'))[:20]!r}")
@@ -214,6 +225,28 @@ class StripeCheckoutProvider:
             raise MalformedCallback("client_reference_id missing, not of its form, or not metadata.order_no")
         return ProviderEvent(provider=self.name, order_no=order_no, txn_id=session_id, kind=kind,
                              amount_fen=_amount_fen(session))
+
+    def _refund(self, charge: Mapping[str, Any]) -> ProviderEvent:
+        """The refund a verified ``charge.refunded`` states: ``amount_refunded`` is the charge's
+        total refunded so far, so (charge, total) names each refund of it exactly once."""
+        if charge.get("object") != "charge":
+            raise MalformedCallback("not a charge")
+        charge_id = charge.get("id")
+        if not isinstance(charge_id, str) or not _CHARGE_ID.fullmatch(charge_id):
+            raise MalformedCallback("charge id missing or not of its form")
+        metadata = charge.get("metadata")
+        order_no = metadata.get("order_no") if isinstance(metadata, dict) else None
+        if order_no is None:
+            raise UnhandledEvent("a charge this site did not make (no metadata.order_no)")
+        if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
+            raise MalformedCallback("metadata.order_no not of our form")
+        if charge.get("currency") != CURRENCY:
+            raise MalformedCallback(f"currency {str(charge.get('currency'))[:10]!r} is not {CURRENCY}")
+        refunded = charge.get("amount_refunded")
+        if type(refunded) is not int or refunded <= 0:
+            raise MalformedCallback("amount_refunded missing or not a positive whole number of fen")
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{charge_id}:{refunded}",
+                             kind="refunded", amount_fen=refunded)
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement('{"received": true}', content_type="application/json")

@@ -47,6 +47,7 @@ from .base import (
     EventKind,
     InvalidSignature,
     MalformedCallback,
+    NothingToDo,
     OrderRef,
     ProviderEvent,
     ProviderUnavailable,
@@ -67,12 +68,19 @@ CLOSED_STATES = frozenset({"CLOSED", "REVOKED"})
 WAITING_STATES = frozenset({"NOTPAY", "USERPAYING", "PAYERROR"})
 #: Close answers that mean "nothing left to close"; the query after a close tells which it was.
 SETTLED_CLOSE_CODES = frozenset({"ORDER_CLOSED", "ORDERPAID", "ORDER_PAID", "ORDER_NOT_EXIST", "ORDERNOTEXIST"})
+#: Refund notifications (event_type REFUND.<status>, resource original_type "refund"): SUCCESS, the
+#: money is back with the payer; ABNORMAL, it was sent back and bounced (a closed bank card), and
+#: the merchant must send it again by hand at WeChat Pay: it has left this order either way.
+RETURNED_REFUND_STATES = frozenset({"SUCCESS", "ABNORMAL"})
+#: CLOSED: the refund was closed without paying anything back.
+UNPAID_REFUND_STATES = frozenset({"CLOSED"})
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TIMESTAMP = re.compile(r"\d{1,12}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REFUND_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class WaitingForPayment(MalformedCallback):
@@ -284,8 +292,9 @@ class WechatPayProvider:
                 raise TypeError
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
             raise MalformedCallback("not a notification with a resource") from None
-        if not str(event_type).startswith("TRANSACTION."):
-            raise MalformedCallback(f"event_type {str(event_type)[:30]!r} is not about a payment")
+        refund = str(event_type).startswith("REFUND.")
+        if not refund and not str(event_type).startswith("TRANSACTION."):
+            raise MalformedCallback(f"event_type {str(event_type)[:30]!r} is not about a payment or a refund")
         if algorithm != "AEAD_AES_256_GCM":
             raise MalformedCallback("resource is not AEAD_AES_256_GCM")
         try:
@@ -298,6 +307,8 @@ class WechatPayProvider:
             raise MalformedCallback("resource does not decrypt with HEYON_WECHAT_API_V3_KEY") from None
         if not isinstance(transaction, dict):
             raise MalformedCallback("resource is not a transaction")
+        if refund:
+            return self._refund(transaction, str(event_type))
         # Authentic, but about another app or merchant (a shared key, or our settings are wrong):
         # "malformed", so that "bad_signature" keeps meaning "not from WeChat Pay".
         if transaction.get("appid") != self._appid:
@@ -335,6 +346,33 @@ class WechatPayProvider:
         if amount.get("currency", "CNY") != "CNY":
             raise MalformedCallback("amount.currency is not CNY")
         return ProviderEvent(provider=self.name, order_no=order_no, txn_id=txn_id, kind=kind, amount_fen=total)
+
+    def _refund(self, refund: Mapping[str, Any], event_type: str) -> ProviderEvent:
+        """A refund notification's decrypted resource: mchid, out_trade_no, transaction_id,
+        out_refund_no, refund_id, refund_status, amount {total, refund, payer_total, payer_refund}
+        (a refund carries no appid)."""
+        if refund.get("mchid") != self._mchid:
+            raise MalformedCallback("mchid is not ours")
+        state = refund.get("refund_status")
+        if event_type != f"REFUND.{state}":
+            raise MalformedCallback(f"{event_type[:30]} with refund_status {str(state)[:20]!r}")
+        order_no, refund_id = refund.get("out_trade_no"), refund.get("refund_id")
+        if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no):
+            raise MalformedCallback("out_trade_no missing or not of our form")
+        if not isinstance(refund_id, str) or not _REFUND_ID.fullmatch(refund_id):
+            raise MalformedCallback("refund_id missing or not of its form")
+        if state in UNPAID_REFUND_STATES:
+            raise NothingToDo(f"refund {refund_id} of order {order_no} closed without paying back")
+        if state not in RETURNED_REFUND_STATES:
+            raise MalformedCallback(f"refund_status {str(state)[:20]!r}")
+        amount = refund.get("amount")
+        returned = amount.get("refund") if isinstance(amount, dict) else None
+        if type(returned) is not int or not 0 < returned < 10**12:
+            raise MalformedCallback("amount.refund missing or not a whole number of fen")
+        # One event per refund and state: a resent notice is a duplicate, and a bounced refund
+        # that WeChat later pays out (ABNORMAL, then SUCCESS) is on record twice, as it happened.
+        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{refund_id}:{state}", kind="refunded",
+                             amount_fen=returned)
 
     def acknowledge(self) -> Acknowledgement:
         # WeChat takes any 2xx as received; 204 with no body is its documented answer.

@@ -149,3 +149,17 @@ def waiting_orders(status: str, now: datetime, limit: int = WAITING_LIMIT) -> Wa
                            max(timedelta(0), now - (o.created_at if status == "pending" else o.updated_at)))
               for o in rows]
     return Waiting(status, total or 0, orders)
+
+
+def returned_orders(now: datetime, limit: int = WAITING_LIMIT) -> Waiting:
+    """Orders a provider says money went back on (``attention``), whatever their status, the
+    longest flagged first. The reason shown is the order's status: "credited" means the card
+    still holds money the site no longer has."""
+    flagged = RechargeOrder.attention_at.is_not(None)
+    total = db.session.scalar(select(func.count()).select_from(RechargeOrder).where(flagged))
+    rows = db.session.scalars(select(RechargeOrder).where(flagged)
+                              .order_by(RechargeOrder.attention_at, RechargeOrder.id).limit(limit))
+    orders = [WaitingOrder(o.order_no, o.card.last4, o.pay_fen, o.paid_fen, o.status,
+                           max(timedelta(0), now - (o.attention_at or now)))
+              for o in rows]
+    return Waiting("attention", total or 0, orders)

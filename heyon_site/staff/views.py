@@ -111,7 +111,8 @@ def dashboard() -> Response:
     days = board.daily_totals(tz, board.local_today(tz, now))
     user: StaffUser = current_staff()  # type: ignore[assignment]
     # Only those who may open an order see the list of them; totals are for all staff.
-    waiting = [board.waiting_orders(s, now) for s in ("pending", "review")] if user.role in ("cashier", "admin") else None
+    waiting = ([board.waiting_orders(s, now) for s in ("pending", "review")] + [board.returned_orders(now)]
+               if user.role in ("cashier", "admin") else None)
     return render("staff/dashboard.html", days=days, chart=board.chart(days), waiting=waiting)
 
 

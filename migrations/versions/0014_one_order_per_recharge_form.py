@@ -7,7 +7,7 @@ terms on the order page and confirms them before being sent to pay. Orders alrea
 NULL and false: they were made before either existed.
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0013
 Create Date: 2026-12-03 09:00:00
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = '0014'
-down_revision = '0009'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -65,13 +65,13 @@ def signed_headers(body: bytes, key: rsa.RSAPrivateKey | None = None, serial: st
             "Wechatpay-Signature-Type": SCHEME, "Request-ID": uuid.uuid4().hex}
 
 
-def encrypt(plain: Mapping[str, Any], api_v3_key: str) -> dict[str, str]:
+def encrypt(plain: Mapping[str, Any], api_v3_key: str, original_type: str = "transaction") -> dict[str, str]:
     """A notification's ``resource``: AES-256-GCM, text nonce and associated data, base64
     ciphertext with the tag at its end."""
-    nonce, associated = secrets.token_hex(6), "transaction"
+    nonce, associated = secrets.token_hex(6), original_type
     data = AESGCM(api_v3_key.encode()).encrypt(nonce.encode(), json.dumps(plain, ensure_ascii=False).encode(),
                                                associated.encode())
-    return {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+    return {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
             "ciphertext": base64.b64encode(data).decode(), "associated_data": associated, "nonce": nonce}
 
 
@@ -307,6 +307,35 @@ class WechatKit:
         for name in drop:
             headers.pop(name, None)
         return body, {"Content-Type": "application/json", **headers}
+
+    def refund_notification(self, order_no: str, txn_id: str, refund_fen: int, total_fen: int, *,
+                            status: str = "SUCCESS", refund_id: str | None = None, event_type: str | None = None,
+                            other_key: bool = False, mchid: str = MCHID) -> tuple[bytes, dict[str, str]]:
+        """A refund result as WeChat Pay POSTs it (event_type REFUND.<status>, a resource of
+        original_type "refund" that carries no appid), genuinely signed unless ``other_key``."""
+        now = datetime.now(UTC)
+        plain = {
+            "mchid": mchid, "out_trade_no": order_no, "transaction_id": txn_id,
+            "out_refund_no": f"RF{order_no}", "refund_id": refund_id or new_refund_id(), "refund_status": status,
+            "user_received_account": "支付用户零钱",
+            "amount": {"total": total_fen, "refund": refund_fen, "payer_total": total_fen, "payer_refund": refund_fen},
+        }
+        if status == "SUCCESS":
+            plain["success_time"] = rfc3339(now)
+        notice = {
+            "id": str(uuid.uuid4()), "create_time": rfc3339(now), "resource_type": "encrypt-resource",
+            "event_type": event_type or f"REFUND.{status}",
+            "summary": {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}.get(status, status),
+            "resource": encrypt(plain, keys().api_v3, "refund"),
+        }
+        body = json.dumps(notice, ensure_ascii=False).encode()
+        headers = signed_headers(body, keys().other if other_key else keys().platform)
+        return body, {"Content-Type": "application/json", **headers}
+
+
+def new_refund_id() -> str:
+    """WeChat's form: 29 digits, starting 50."""
+    return "50" + datetime.now(BEIJING).strftime("%Y%m%d") + f"{secrets.randbelow(10**19):019d}"
 
 
 KIT = WechatKit()
