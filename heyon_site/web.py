@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
 from markupsafe import Markup
 from sqlalchemy import text
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.security import safe_join
 
 from .billing.money import yuan
@@ -103,6 +104,19 @@ def _cache_static(response: Response) -> Response:
     return response
 
 
+# Row ids are INTEGER columns: 32 bits on PostgreSQL (SQLite keeps 64).
+MAX_ROW_ID = 2**31 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """``<int:...>`` in our routes names a row. A larger number names none: it is not found
+    (404) by the router, where the database would refuse to compare it (a 500 on both)."""
+
+    def __init__(self, url_map: Map, fixed_digits: int = 0, min: int | None = None,
+                 max: int | None = MAX_ROW_ID, signed: bool = False) -> None:
+        super().__init__(url_map, fixed_digits, min, max, signed)
+
+
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -127,6 +141,8 @@ def _forms_only() -> None:
 
 
 def init_app(app: Flask) -> None:
+    # Before any blueprint is registered: a rule takes its converter when it is added.
+    app.url_map.converters["int"] = RowIdConverter
     app.register_blueprint(health)
     app.before_request(_forms_only)
     app.after_request(_headers)

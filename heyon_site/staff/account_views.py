@@ -136,7 +136,9 @@ def totp_setup() -> Response:
 def totp_confirm() -> Response:
     me = _me()
     form = CodeForm(formdata=request.form)
-    if me.totp_secret:
+    # On already, or no key shown yet (the page was never opened): nothing to confirm, and a
+    # refusal here must not make a key (showing the page again would).
+    if me.totp_secret or not me.totp_pending:
         return redirect_to(url_for("staff.totp_setup"))
     if not form.validate():
         return _totp_page(422, form)
@@ -162,7 +164,9 @@ def totp_off() -> Response:
     form = CodeForm(formdata=request.form)
     if me.totp_required:
         return _totp_page(409, form, _l("An admin requires a second factor for this account."))
-    if not me.totp_secret or not form.validate():
+    if not me.totp_secret:  # nothing to turn off (a stale page): the page shows it is off
+        return redirect_to(url_for("staff.totp_setup"))
+    if not form.validate():
         return _totp_page(422, form)
     staff_id, username, secret = me.id, me.username, me.totp_secret
     result = check_code(staff_id, username, secret, form.code.data or "")

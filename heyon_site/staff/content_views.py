@@ -17,7 +17,7 @@ from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import func, select
 from wtforms.fields.choices import SelectChoice
-from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from .. import page_cache
@@ -32,6 +32,7 @@ from ..models import PROMO_KINDS, FaqEntry, Promotion, StaffUser, utcnow
 from ..promos_cli import describe, state
 from .auth import audit, current_staff, require_role
 from .forms import ActionForm
+from .inputs import site_time_field
 from .views import bp
 
 FAQ_LOCALES = (("zh_Hans", "中文"), ("en", "English"))
@@ -73,8 +74,9 @@ class PromotionForm(FlaskForm):
     value = StringField(_l("Bonus (yuan, fixed_bonus)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
     percent = StringField(_l("Percent (percent_bonus, discount)"), render_kw={"maxlength": "8", "inputmode": "decimal"})
     cap = StringField(_l("At most (yuan)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
-    starts = DateTimeLocalField(_l("Starts"), [InputRequired(_l("Required."))], format=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
-    ends = DateTimeLocalField(_l("Ends (exclusive)"), [InputRequired(_l("Required."))], format=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"])
+    # Within the years the site converts to UTC (inputs.EARLIEST to LATEST), so terms() cannot overflow.
+    starts = site_time_field(_l("Starts"))
+    ends = site_time_field(_l("Ends (exclusive)"))
     priority = IntegerField(_l("Priority"), [InputRequired(_l("Required.")),
                                              NumberRange(-1000, 1000, message=_l("Out of range."))], default=0)
     published = BooleanField(_l("Published"))

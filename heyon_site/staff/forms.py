@@ -10,6 +10,7 @@ from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
 from ..billing.receipts import PAPERS
 from ..models import ORDER_STATES, STAFF_ROLES
 from .auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from .inputs import SiteDates
 
 
 class LoginForm(FlaskForm):
@@ -30,8 +31,9 @@ class OrderSearchForm(FlaskForm):
                            render_kw={"inputmode": "numeric", "maxlength": "24"})
     last4 = StringField(_l("Card last 4 digits"), [Optional(), Regexp(r"^\d{4}$", message=_l("Four digits."))],
                         render_kw={"inputmode": "numeric", "maxlength": "4"})
-    date_from = DateField(_l("From"), [Optional()])
-    date_to = DateField(_l("To"), [Optional()])
+    # Days the site can turn into UTC boundaries (inputs.EARLIEST to LATEST): year 1 or 9999 cannot.
+    date_from = DateField(_l("From"), [Optional(), SiteDates()])
+    date_to = DateField(_l("To"), [Optional(), SiteDates()])
     status = SelectField(_l("Status"), choices=[SelectChoice("", "—"), *[SelectChoice(s, s) for s in ORDER_STATES]], default="")
 
 

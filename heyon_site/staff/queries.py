@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from ..billing.recharge import find_order
 from ..extensions import db
 from ..models import AuditLog, Card, LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
 
@@ -45,7 +46,8 @@ class OrderDetail:
 
 
 def order_detail(order_no: str) -> OrderDetail | None:
-    found = db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no))
+    # Not shaped like an order number (a NUL, which PostgreSQL refuses in text): none, never a query.
+    found = find_order(order_no)
     if found is None:
         return None
     return OrderDetail(

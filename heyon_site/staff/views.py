@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, request, url_for
@@ -19,6 +18,7 @@ from . import dashboard as board
 from . import queries
 from .auth import audit, authenticate, current_staff, end_session, find_staff, require_role, start_second_step, start_session
 from .forms import LoginForm, LogoutForm, OrderSearchForm, ReceiptForm
+from .inputs import staff_page
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 # Every staff form is limited per IP like the customer forms (sign-in has its own, stricter ones).
@@ -50,10 +50,9 @@ def _staff_context() -> dict[str, object]:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path of our own staff area: never another host (open redirect)."""
-    if target and target.startswith("/staff/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("staff.dashboard")
+    """Only a page of our own staff area (``inputs.staff_page``): never another host (open
+    redirect), never a line break into the Location header; anything else goes home."""
+    return staff_page(target, current_app.url_map) or url_for("staff.dashboard")
 
 
 def _login_page(form: LoginForm, status: int = 200, error: object = None) -> Response:
