@@ -10,7 +10,7 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from .. import alarms, page_cache
+from .. import alarms, device_cookie, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.promos import active_promotions, current_quote, quote
@@ -43,13 +43,24 @@ def no_store(response: Response) -> Response:
     return response
 
 
+def open_card(card_no: str, password: str) -> AuthResult:
+    """The card's number and password, checked as this browser's attempt (its device cookie);
+    a right password makes or renews the browser's entry for the card."""
+    auth = authenticate(card_no, password, device_cookie.presented())
+    if auth.subject is not None:
+        device_cookie.remember(auth.subject)
+    return auth
+
+
 def refusal_message(auth: AuthResult) -> tuple[object, int]:
     """One message for a wrong number and a wrong password: nothing tells which one it was."""
     if auth.refused == "throttled":
         minutes = max(1, (auth.retry_after + 59) // 60)
         return _l("Too many wrong attempts for this card. Try again in %(n)s minute(s).", n=minutes), 429
     if auth.refused == "locked":
-        return _l("Too many wrong attempts: this card is locked. Please contact support."), 429
+        hours = max(1, (auth.retry_after + 3599) // 3600)
+        return _l("Too many wrong attempts: this card is locked for %(n)s hour(s) on devices it was not opened on "
+                  "before. Use a phone where you opened it before, or contact support.", n=hours), 429
     if auth.refused == "blocked":
         return _l("This card cannot be recharged online. Please contact support."), 403
     return _l("The card number or password is wrong. Check both and try again."), 403
@@ -105,7 +116,7 @@ def recharge_submit() -> Response:
     form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
     if not form.validate():
         return recharge_page(form, "recharge_form", 422)
-    auth = authenticate(form.card_no, form.password.data or "")
+    auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
         if auth.refused == "credentials":
             alarms.card_login_failed()
@@ -146,7 +157,7 @@ def balance_submit() -> Response:
     form = BalanceForm(formdata=request.form)
     if not form.validate():
         return no_store(render("customer/balance.html", "balance_lookup", 422, form=form))
-    auth = authenticate(form.card_no, form.password.data or "")
+    auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
         if auth.refused == "credentials":
             alarms.card_login_failed()

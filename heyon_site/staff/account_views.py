@@ -13,6 +13,7 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from sqlalchemy import select, update
 
+from .. import device_cookie
 from ..customer.views import ip_failure_limit, ip_limit
 from ..database import in_write_transaction
 from ..extensions import db, limiter
@@ -20,8 +21,8 @@ from ..htmx import redirect_to, render
 from ..models import StaffUser, utcnow
 from . import second_factor
 from .auth import (
-    audit, authenticate, check_code, current_staff, end_all_sessions, find_staff,
-    hash_password, require_role, second_step_user, start_session,
+    audit, authenticate, check_code, clear_throttle, current_staff, end_all_sessions, find_staff,
+    hash_password, require_role, second_step_user, start_session, throttle_states,
 )
 from .forms import AccountSettingsForm, ActionForm, ChangePasswordForm, CodeForm, NewAccountForm, SetPasswordForm
 from .views import bp, safe_next
@@ -63,11 +64,11 @@ def login_code_submit() -> Response:
     if user is None:  # took longer than five minutes, or the account changed meanwhile
         return redirect_to(url_for("staff.login"))
     staff_id, username, secret = user.id, user.username, user.totp_secret or ""
-    result = check_code(staff_id, username, secret, form.code.data or "")
+    result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
     in_write_transaction(lambda: audit("login.success" if result.staff_id else f"login.code_{result.refused}",
                                        staff_id=staff_id, username=username))
     if result.staff_id is None:
-        if result.refused == "throttled":
+        if result.refused in ("throttled", "locked"):
             return _code_page(CodeForm(formdata=None), 429, _refused_code(result.retry_after))
         return _code_page(CodeForm(formdata=None), 403, _l("That code is wrong or was used already."))
     start_session(db.session.get(StaffUser, staff_id, populate_existing=True))  # type: ignore[arg-type]
@@ -80,7 +81,9 @@ def login_code_submit() -> Response:
 @bp.get("/account")
 @require_role(enrolling=True)
 def account() -> Response:
-    return render("staff/account.html", me=_me(), password_form=ChangePasswordForm(formdata=None))
+    me = _me()
+    return render("staff/account.html", me=me, throttles=throttle_states(me.username),
+                  password_form=ChangePasswordForm(formdata=None))
 
 
 @bp.post("/account/password")
@@ -92,7 +95,7 @@ def account_password() -> Response:
     error = None
     if form.validate():
         staff_id, username = me.id, me.username
-        if authenticate(username, form.current.data or "").staff_id is None:
+        if authenticate(username, form.current.data or "", device_cookie.presented()).staff_id is None:
             form.current.errors = [_l("The current password is wrong.")]
         else:
             new_hash = hash_password(form.new_password.data or "")
@@ -108,7 +111,8 @@ def account_password() -> Response:
             return redirect_to(url_for("staff.account", done="password"))
     else:
         error = _l("Check the fields.")
-    return render("staff/account.html", None, 422, me=me, password_form=form, error=error)
+    return render("staff/account.html", None, 422, me=me, throttles=throttle_states(me.username),
+                  password_form=form, error=error)
 
 
 def _totp_page(status: int = 200, form: CodeForm | None = None, error: object = None) -> Response:
@@ -165,9 +169,10 @@ def totp_off() -> Response:
     if not me.totp_secret or not form.validate():
         return _totp_page(422, form)
     staff_id, username, secret = me.id, me.username, me.totp_secret
-    result = check_code(staff_id, username, secret, form.code.data or "")
+    result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
     if result.staff_id is None:
-        error = _refused_code(result.retry_after) if result.refused == "throttled" else _l("That code is wrong or was used already.")
+        error = (_refused_code(result.retry_after) if result.refused in ("throttled", "locked")
+                 else _l("That code is wrong or was used already."))
         return _totp_page(403, CodeForm(formdata=None), error)
 
     def work() -> None:
@@ -197,7 +202,7 @@ def _summary(values: dict[str, Any]) -> str:
 @require_role("admin")
 def accounts() -> Response:
     users = list(db.session.scalars(select(StaffUser).order_by(StaffUser.username)))
-    return render("staff/accounts.html", users=users)
+    return render("staff/accounts.html", users=users, throttles={u.id: throttle_states(u.username) for u in users})
 
 
 def _new_account_page(form: NewAccountForm, status: int = 200) -> Response:
@@ -240,7 +245,7 @@ def _edit_page(user: StaffUser, status: int = 200, settings: AccountSettingsForm
         settings = AccountSettingsForm(formdata=None, data=_settings(user))
     return render("staff/account_edit.html", None, status, user=user, settings=settings,
                   password_form=password or SetPasswordForm(formdata=None), reset_form=ActionForm(formdata=None),
-                  error=error)
+                  throttles=throttle_states(user.username), error=error)
 
 
 @bp.get("/accounts/<int:staff_id>")
@@ -292,8 +297,8 @@ def account_set_password(staff_id: int) -> Response:
     actor_id, actor_name, username = actor.id, actor.username, user.username
 
     def work() -> None:
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                           .values(password_hash=new_hash, failed_logins=0, blocked_until=None))
+        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(password_hash=new_hash))
+        clear_throttle(username)  # the way back in: no wait left from anyone's failures
         end_all_sessions(staff_id)
         audit("staff.password_reset", staff_id=actor_id, username=actor_name, target=f"staff {username}")
 
@@ -314,6 +319,7 @@ def account_reset_totp(staff_id: int) -> Response:
 
     def work() -> None:
         second_factor.remove(staff_id)
+        clear_throttle(username, password=False)  # the codes' throttle was about the removed secret
         end_all_sessions(staff_id)
         audit("staff.totp_reset", staff_id=actor_id, username=actor_name, target=f"staff {username}")
 

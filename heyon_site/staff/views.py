@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from ..billing.money import yuan_grouped
 from ..billing.receipts import local_time
+from .. import device_cookie
 from ..customer.views import ip_failure_limit, ip_limit
 from ..database import in_write_transaction
 from ..extensions import limiter
@@ -75,13 +76,13 @@ def login_submit() -> Response:
     if not form.validate():
         return _login_page(form, 422)
     username, password = (form.username.data or "").strip(), form.password.data or ""
-    result = authenticate(username, password)
+    result = authenticate(username, password, device_cookie.presented())
     user = find_staff(username) if result.staff_id else None
     code_due = user is not None and bool(user.totp_secret)
     action = "login.password_ok" if code_due else "login.success" if user else f"login.{result.refused}"
     in_write_transaction(lambda: audit(action, staff_id=result.staff_id, username=username))
     if result.staff_id is None:
-        if result.refused == "throttled":
+        if result.refused in ("throttled", "locked"):
             minutes = max(1, (result.retry_after + 59) // 60)
             return _login_page(LoginForm(formdata=None), 429,
                                _l("Too many failed sign-ins. Try again in %(n)s minute(s).", n=minutes))
