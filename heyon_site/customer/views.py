@@ -18,6 +18,7 @@ from ..billing.recharge import find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import db, limiter
 from ..htmx import is_htmx, redirect_to, render
+from ..limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
 from ..payments.reconcile import begin_payment, candidate, check_one, device_of
@@ -27,14 +28,6 @@ from .forms import BalanceForm, CheckPaymentForm, RechargeForm
 bp = Blueprint("customer", __name__)
 
 QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
-
-
-def ip_limit() -> str:
-    return current_app.config["HEYON_IP_LIMIT"]
-
-
-def ip_failure_limit() -> str:
-    return current_app.config["HEYON_IP_FAILURE_LIMIT"]
 
 
 def no_store(response: Response) -> Response:
@@ -110,8 +103,7 @@ def recharge_quote() -> Response:
 
 
 @bp.post("/recharge")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def recharge_submit() -> Response:
     form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
     if not form.validate():
@@ -151,8 +143,7 @@ def balance() -> Response:
 
 
 @bp.post("/balance")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def balance_submit() -> Response:
     form = BalanceForm(formdata=request.form)
     if not form.validate():

@@ -14,10 +14,10 @@ from markupsafe import Markup
 from sqlalchemy import select, update
 
 from .. import device_cookie
-from ..customer.views import ip_failure_limit, ip_limit
 from ..database import in_write_transaction
-from ..extensions import db, limiter
+from ..extensions import db
 from ..htmx import redirect_to, render
+from ..limits import checks_secret, secret_failed
 from ..models import StaffUser, utcnow
 from . import second_factor
 from .auth import (
@@ -54,8 +54,7 @@ def login_code() -> Response:
 
 
 @bp.post("/login/code")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def login_code_submit() -> Response:
     form = CodeForm(formdata=request.form)
     if not form.validate():
@@ -87,7 +86,7 @@ def account() -> Response:
 
 
 @bp.post("/account/password")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role()
 def account_password() -> Response:
     me = _me()
@@ -96,6 +95,7 @@ def account_password() -> Response:
     if form.validate():
         staff_id, username = me.id, me.username
         if authenticate(username, form.current.data or "", device_cookie.presented()).staff_id is None:
+            secret_failed()
             form.current.errors = [_l("The current password is wrong.")]
         else:
             new_hash = hash_password(form.new_password.data or "")
@@ -135,7 +135,7 @@ def totp_setup() -> Response:
 
 
 @bp.post("/account/totp")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role(enrolling=True)
 def totp_confirm() -> Response:
     me = _me()
@@ -153,12 +153,13 @@ def totp_confirm() -> Response:
         return True
 
     if not in_write_transaction(work):
+        secret_failed()
         return _totp_page(422, CodeForm(formdata=None), _l("That code does not match. Check the phone's time and try the next code."))
     return redirect_to(url_for("staff.account", done="totp"))
 
 
 @bp.post("/account/totp/off")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role()
 def totp_off() -> Response:
     """Turning it off takes a current code, and is not possible where an admin requires it."""

@@ -11,10 +11,10 @@ from flask_babel import lazy_gettext as _l
 from ..billing.money import yuan_grouped
 from ..billing.receipts import local_time
 from .. import device_cookie
-from ..customer.views import ip_failure_limit, ip_limit
 from ..database import in_write_transaction
 from ..extensions import limiter
 from ..htmx import redirect_to, render
+from ..limits import checks_secret, ip_limit
 from ..models import StaffUser, utcnow
 from . import dashboard as board
 from . import queries
@@ -69,8 +69,7 @@ def login() -> Response:
 
 
 @bp.post("/login")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def login_submit() -> Response:
     form = LoginForm(formdata=request.form)
     if not form.validate():
