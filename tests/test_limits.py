@@ -98,14 +98,25 @@ def test_every_view_that_checks_a_secret_draws_on_the_shared_failure_budget(app:
 # ------------------------------------------------------------------ the budget in use
 
 
+@pytest.fixture(autouse=True)
+def own_key_prefix() -> Iterator[None]:
+    """Flask-Limiter reads RATELIMIT_KEY_PREFIX from the first app it meets and keeps it; each
+    test here sets its own (a shared Redis holds other runs' counters), then puts it back."""
+    kept = limiter._key_prefix
+    limiter._key_prefix = ""
+    yield
+    limiter._key_prefix = kept
+
+
 def _limited(app: Flask, storage: str = "memory://") -> Flask:
     app.config.update(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=storage,
-                      RATELIMIT_KEY_PREFIX=f"heyon-test-{uuid.uuid4().hex[:8]}",
+                      RATELIMIT_KEY_PREFIX=f"heyon-test-{uuid.uuid4().hex}",
                       # The per-form limit far above the budget: only the shared one can answer 429.
                       HEYON_IP_LIMIT="1000 per minute", HEYON_IP_FAILURE_LIMIT="20 per hour",
                       # Nor the card's own throttle: every wrong password here answers 403.
                       HEYON_CARD_FREE_ATTEMPTS=1000)
     limiter.init_app(app)  # re-read the settings: the fixture's app had limits switched off
+    assert limiter._key_prefix == app.config["RATELIMIT_KEY_PREFIX"]
     if storage.startswith("memory://"):
         # Not in Redis: reset() there deletes every site's counters, not only this test's
         # (whose own key prefix already keeps them apart).
@@ -185,8 +196,14 @@ def redis_url() -> str:
 
 
 def test_the_shared_budget_holds_in_redis_too(database: str, redis_url: str) -> None:
+    import redis
+
+    store = redis.Redis.from_url(redis_url)
     with site_for_tests(database) as app:
         _twenty_failures_close_every_form(_limited(app, redis_url))
+        ours = list(store.scan_iter(match=f"*{app.config['RATELIMIT_KEY_PREFIX']}*"))
+    assert ours  # the counts were in Redis, not in this process's memory
+    store.delete(*ours)
 
 
 def test_the_budget_module_is_the_only_place_limits_are_spelled() -> None:
