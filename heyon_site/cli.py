@@ -14,7 +14,9 @@ from sqlalchemy import update
 
 from . import backup
 from .billing import ledger
-from .billing.cards import CardNumberError, create_card, find_card, mask, normalise_card_number, normalise_password, number_digest
+from .billing.cards import (
+    CardNumberError, clear_throttle, create_card, find_card, mask, normalise_card_number, normalise_password, number_digest,
+)
 from .billing.money import AmountError, parse_amount, yuan
 from .database import in_write_transaction
 from .extensions import db
@@ -125,16 +127,24 @@ def cards_import(path: Path) -> None:
 @cards.command("unblock")
 @click.argument("number")
 def cards_unblock(number: str) -> None:
-    """Set a blocked card active again (after support has checked who is asking)."""
+    """Set a blocked card active again and clear its password throttle, from every device
+    (after support has checked who is asking)."""
     try:
         digits = normalise_card_number(number)
     except CardNumberError:
         raise click.BadParameter("a card number has 10 to 19 digits") from None
-    done = in_write_transaction(lambda: db.session.execute(
-        update(Card).where(Card.number_digest == number_digest(digits)).values(status="active")).rowcount)  # type: ignore[attr-defined]
+
+    def work() -> tuple[int, int]:
+        found = db.session.execute(update(Card).where(Card.number_digest == number_digest(digits))
+                                   .values(status="active")).rowcount  # type: ignore[attr-defined]
+        return found, clear_throttle(digits) if found else 0
+
+    done, cleared = in_write_transaction(work)
     if not done:
         raise click.ClickException("no such card")
     click.echo(f"card {mask(digits)} is active")
+    if cleared:
+        click.echo(f"password throttle cleared ({cleared} record(s))")
 
 
 @click.command("seed-demo")

@@ -246,16 +246,31 @@ class Defaults:
     ARGON2_TIME_COST = 3
     ARGON2_MEMORY_COST = 64 * 1024
     ARGON2_PARALLELISM = 2
-    # Card password throttle: free attempts, then doubling delays up to the cap; after
-    # HEYON_CARD_LOCK_AFTER consecutive failures the card is locked until support unlocks it.
+    # Card password throttle (throttle.py), per card number and device: unknown devices share
+    # one count, each browser that opened the card before has its own. Free attempts, then
+    # doubling delays up to the cap (at most 37 failures in the first day, 24 a day after);
+    # after HEYON_CARD_LOCK_AFTER consecutive failures that count is locked out for
+    # HEYON_CARD_LOCKOUT_SECONDS (each later failure locks it again: one guess a day), never for
+    # good. All known devices of a card share HEYON_CARD_DEVICE_ALLOWANCE failures, one coming
+    # back every 24 h / allowance (at most twice it in any 24 h). README: the guessing bound.
     HEYON_CARD_FREE_ATTEMPTS = 3
     HEYON_CARD_MAX_DELAY_SECONDS = 3600
     HEYON_CARD_LOCK_AFTER = 100
+    HEYON_CARD_LOCKOUT_SECONDS = 86400
+    HEYON_CARD_DEVICE_ALLOWANCE = 30
     # Retry schedule of the sandbox gateway's notifications (seconds), shortened from Alipay's.
     HEYON_SANDBOX_RETRY_SCHEDULE = (0, 1, 2, 5, 15, 60)
-    # Staff sign-in throttle, per username: free attempts, then doubling delays up to the cap.
+    # Staff sign-in and second-factor throttles, per username and device as for cards: free
+    # attempts, then doubling delays up to the cap; no lockout beyond the delays.
     HEYON_STAFF_FREE_ATTEMPTS = 5
     HEYON_STAFF_MAX_DELAY_SECONDS = 3600
+    HEYON_STAFF_LOCK_AFTER: int | None = None
+    HEYON_STAFF_LOCKOUT_SECONDS = 86400
+    HEYON_STAFF_DEVICE_ALLOWANCE = 30
+    # The device cookie (device_cookie.py): how long a browser stays known without a right
+    # secret, and for how many cards or staff accounts at once.
+    HEYON_DEVICE_COOKIE_DAYS = 365
+    HEYON_DEVICE_COOKIE_ENTRIES = 5
     HEYON_PENDING_HELP_MINUTES = 30
     # Below this balance the balance page suggests recharging before service is cut off.
     HEYON_LOW_BALANCE_FEN = 1000

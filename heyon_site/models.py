@@ -51,15 +51,19 @@ class Card(db.Model):
 
 
 class LoginThrottle(db.Model):
-    """Consecutive failed password attempts per card number, shared by all workers.
+    """One failure counter of a card number or staff account, shared by all workers
+    (``throttle.py``): the one of unknown devices, one per known device, and the allowance all
+    known devices share.
 
-    Keyed by a keyed hash of the typed card number, so unknown numbers are throttled exactly
-    like real ones (nothing tells an attacker which numbers exist) and no raw number is stored.
+    ``subject`` is a keyed hash of what was typed (the card number, the username), so unknown
+    numbers are throttled exactly like real ones (nothing tells an attacker which exist) and no
+    raw number is stored; every row of one card or account carries it, so a reset finds them all.
     """
 
     __tablename__ = "login_throttles"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     blocked_until: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -272,7 +276,6 @@ class StaffUser(db.Model):
     __tablename__ = "staff_users"
     __table_args__ = (
         CheckConstraint(_in("role", STAFF_ROLES), name="role"),
-        CheckConstraint("failed_logins >= 0", name="failed_logins_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -281,8 +284,6 @@ class StaffUser(db.Model):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(default=True)
     session_version: Mapped[int] = mapped_column(Integer, default=1)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Second factor (RFC 6238). The secret must be readable to check a code, so it cannot be

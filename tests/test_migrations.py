@@ -25,6 +25,7 @@ from heyon_site.extensions import db
 from .conftest import BACKENDS, ROOT, site_for_tests
 
 MIGRATIONS = str(ROOT / "migrations")
+HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 CARDS = {1: "8600000000001234", 2: "8611223344556677", 3: "1234567890"}  # 16, 16 and 10 digits
 
 
@@ -101,8 +102,7 @@ def test_the_card_number_migration_cannot_be_undone(site: Flask, capfd: pytest.C
     assert "restore a backup made before it" in capfd.readouterr().err
     with db.engine.connect() as conn:
         # The whole downgrade is one transaction: it stopped at 0009 and left the schema at the head.
-        head = ScriptDirectory(MIGRATIONS).get_current_head()
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
 
 
 def test_the_models_and_the_migrations_describe_the_same_schema(site: Flask) -> None:
@@ -158,4 +158,34 @@ def test_0013_goes_back_to_0009_while_no_refund_is_on_record(site: Flask) -> Non
     downgrade(directory=MIGRATIONS, revision="0009")
     columns = {c["name"] for c in inspect(db.engine).get_columns("recharge_orders")}
     assert not {"attention", "attention_at"} & columns
+    upgrade(directory=MIGRATIONS)
+
+
+def test_throttle_rows_made_before_0011_keep_throttling_and_resets_find_them(site: Flask) -> None:
+    """0011 gives every throttle row its subject; the rows of 0009 (unknown devices' counts,
+    keyed by the subject itself) get their own key, so the throttle in force survives the
+    upgrade and `flask cards unblock` clears it. The staff copy of the throttle is dropped."""
+    from heyon_site.billing.cards import authenticate, clear_throttle, create_card, throttle_key
+    from heyon_site.database import in_write_transaction
+
+    upgrade(directory=MIGRATIONS, revision="0009")
+    in_write_transaction(lambda: create_card(CARDS[1], "246810"))
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO login_throttles (key, failures, blocked_until, updated_at) "
+                          "VALUES (:key, 9, :until, '2026-01-01 08:00:00')"),
+                     {"key": throttle_key(CARDS[1]), "until": "2999-01-01 00:00:00"})
+        conn.execute(text("INSERT INTO staff_users (username, password_hash, role, active, session_version, "
+                          "failed_logins, created_at, totp_required) VALUES ('alice', 'h', 'admin', :yes, 1, 3, "
+                          "'2026-01-01 08:00:00', :no)"), {"yes": True, "no": False})
+    upgrade(directory=MIGRATIONS)
+    assert authenticate(CARDS[1], "246810").refused == "throttled"  # the old row still counts
+    assert in_write_transaction(lambda: clear_throttle(CARDS[1])) == 1
+    assert authenticate(CARDS[1], "246810").ok
+    staff_columns = {c["name"] for c in inspect(db.engine).get_columns("staff_users")}
+    assert "failed_logins" not in staff_columns and "blocked_until" not in staff_columns
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT username FROM staff_users")).scalar_one() == "alice"
+    downgrade(directory=MIGRATIONS, revision="0009")
+    assert "subject" not in {c["name"] for c in inspect(db.engine).get_columns("login_throttles")}
+    assert "failed_logins" in {c["name"] for c in inspect(db.engine).get_columns("staff_users")}
     upgrade(directory=MIGRATIONS)

@@ -187,7 +187,10 @@ def test_concurrent_repeats_of_one_form_make_one_order(app: Flask, database: str
             assert answer.status_code == 303, answer.text[:300]
             return answer.headers["Location"]
 
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            targets = set(pool.map(send, range(6)))
+        # Three at once, as the issue saw it. Not more: each post checks the card password, and
+        # the card's throttle counts every attempt before its password is checked (so parallel
+        # guesses gain nothing), which lets 3 attempts through at once and makes a 4th wait.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            targets = set(pool.map(send, range(3)))
     assert len(targets) == 1
     assert orders_made() == 1

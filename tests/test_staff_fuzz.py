@@ -161,10 +161,10 @@ def query_pool(key: str, kind: str) -> list[str]:
 
 
 # A refused attempt at a secret (a password at sign-in, a second-factor code, one's current
-# password) is counted before it is checked, or guessing would cost nothing: the throttle's rows,
-# and their mirror on the account that admins see, move on a refusal by design.
+# password) is counted before it is checked, or guessing would cost nothing: the throttle's rows
+# move on a refusal by design (the staff pages read them as they are).
 ATTEMPT_TABLES = frozenset({"login_throttles"})
-ATTEMPT_COLUMNS = {"staff_users": frozenset({"failed_logins", "blocked_until"})}
+ATTEMPT_COLUMNS: dict[str, frozenset[str]] = {}
 # Every sign-in attempt, refused ones included, is audited (actions "login.*"); the audit log is
 # append-only (triggers refuse UPDATE and DELETE), so those rows can be left out by their action.
 ATTEMPT_AUDIT = "login.%"

@@ -59,15 +59,22 @@ def test_unknown_numbers_are_throttled_exactly_like_real_ones(app: Flask) -> Non
     assert real == unknown == ["credentials"] * (free + 1) + ["throttled"]
 
 
-def test_a_card_locks_after_the_configured_consecutive_failures(app: Flask) -> None:
+def test_a_lockout_is_for_a_time_never_for_good(app: Flask) -> None:
+    """It used to be for good (100 failures, and nothing but a database edit opened the card
+    again): a stranger knowing only the number could block a card. Now the count that reaches
+    HEYON_CARD_LOCK_AFTER is locked out for HEYON_CARD_LOCKOUT_SECONDS, then tries again."""
     make_card()
     app.config["HEYON_CARD_LOCK_AFTER"] = 6
     for _ in range(6):
-        assert authenticate(CARD, "000000").refused == "credentials"
         wait_out(CARD)
-    assert authenticate(CARD, PIN).refused == "locked"  # never a 7th try, not even the right one
-    row = db.session.get(LoginThrottle, throttle_key(CARD))
-    assert row is not None and row.failures == 6
+        assert authenticate(CARD, "000000").refused == "credentials"
+    locked = authenticate(CARD, PIN)  # not even the right one during the lockout
+    assert locked.refused == "locked" and 86400 - 5 <= locked.retry_after <= 86400
+    wait_out(CARD)  # a day later
+    assert authenticate(CARD, "000000").refused == "credentials"
+    assert authenticate(CARD, PIN).refused == "locked"  # each failure past the limit locks it out again
+    wait_out(CARD)
+    assert authenticate(CARD, PIN).ok
 
 
 def test_the_throttle_stores_no_card_number(app: Flask) -> None:

@@ -12,9 +12,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from sqlalchemy import select
 
-from .. import throttle
+from .. import device_cookie, throttle
 from ..config import card_number_digest
-from ..database import in_write_transaction
+from ..device_cookie import DeviceCookie
 from ..extensions import db
 from ..models import Card, RechargeOrder, utcnow
 from .ledger import credit
@@ -92,11 +92,12 @@ def find_card(number: str) -> Card | None:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """``card`` is set only when the number and password match an active card."""
+    """``card_id`` is set only when the number and password match an active card."""
 
     card_id: int | None = None
     refused: str | None = None  # "credentials" | "throttled" | "locked" | "blocked"
-    retry_after: int = 0  # seconds, when throttled
+    retry_after: int = 0  # seconds, when throttled or locked
+    subject: str | None = None  # the card's throttle subject, for the device cookie (when ok)
 
     @property
     def ok(self) -> bool:
@@ -104,57 +105,59 @@ class AuthResult:
 
 
 def throttle_key(number: str) -> str:
+    """The card's throttle subject (also the key of its unknown devices' count)."""
     return throttle.key_for("card-throttle", number)
 
 
+def policy() -> throttle.Policy:
+    return throttle.Policy.from_config("CARD")
+
+
 def delay_after(failures: int) -> int:
-    """Seconds to wait after ``failures`` consecutive failures for one card number."""
-    c = current_app.config
-    return throttle.delay_after(failures, c["HEYON_CARD_FREE_ATTEMPTS"], c["HEYON_CARD_MAX_DELAY_SECONDS"])
+    """Seconds to wait after ``failures`` consecutive failures of one count of one card."""
+    return policy().delay_after(failures)
 
 
-def _reserve_attempt(key: str, now: datetime) -> AuthResult | None:
-    c = current_app.config
-    refusal, _ = throttle.reserve_attempt(key, now, c["HEYON_CARD_FREE_ATTEMPTS"], c["HEYON_CARD_MAX_DELAY_SECONDS"],
-                                          lock_after=c["HEYON_CARD_LOCK_AFTER"])
-    return AuthResult(refused=refusal.reason, retry_after=refusal.retry_after) if refusal else None
-
-
-def authenticate(number: str, password: str, now: datetime | None = None) -> AuthResult:
-    """Check a normalised card number and a password, throttled per card number.
+def authenticate(number: str, password: str, device: DeviceCookie | None = None,
+                 now: datetime | None = None) -> AuthResult:
+    """Check a normalised card number and a password, throttled per card number and device
+    (``device`` is the browser's device cookie; without one it is an unknown device).
 
     Unknown numbers cost the same argon2 work and are throttled the same way as real ones, so
     neither the answer nor its timing tells whether a number exists.
     """
-    now = now or utcnow()
-    key = throttle_key(number)
-    refusal = in_write_transaction(lambda: _reserve_attempt(key, now))
-    if refusal is not None:
-        return refusal
-
-    card = find_card(number)
+    subject = throttle_key(number)
+    bucket = throttle.Bucket(subject, device_cookie.device_for(subject, device, now))
     h = hasher()
-    try:
-        h.verify(card.password_hash if card else dummy_hash(h), normalise_password(password)[:MAX_PASSWORD_LENGTH])
-        matched = card is not None
-    except (VerificationError, InvalidHashError):
-        matched = False
-    if not matched or card is None:
-        db.session.rollback()
+    typed = normalise_password(password)[:MAX_PASSWORD_LENGTH]
+
+    def verify() -> tuple[int, str, str] | None:
+        card = find_card(number)
+        try:
+            h.verify(card.password_hash if card else dummy_hash(h), typed)
+        except (VerificationError, InvalidHashError):
+            return None
+        return (card.id, card.status, card.password_hash) if card is not None else None
+
+    def rehash(found: tuple[int, str, str]) -> None:
+        if h.check_needs_rehash(found[2]):
+            db.session.query(Card).filter_by(id=found[0]).update({"password_hash": h.hash(typed)})
+
+    checked = throttle.check(bucket, policy(), verify, rehash, now)
+    if checked.refusal is not None:
+        return AuthResult(refused=checked.refusal.reason, retry_after=checked.refusal.retry_after)
+    if checked.value is None:
         return AuthResult(refused="credentials")
-
-    card_id, status, stored = card.id, card.status, card.password_hash
-    db.session.rollback()
-
-    def success() -> None:
-        throttle.clear(key)
-        if h.check_needs_rehash(stored):
-            db.session.query(Card).filter_by(id=card_id).update({"password_hash": h.hash(normalise_password(password))})
-
-    in_write_transaction(success)
+    card_id, status, _ = checked.value
     if status != "active":
         return AuthResult(refused="blocked")
-    return AuthResult(card_id=card_id)
+    return AuthResult(card_id=card_id, subject=subject)
+
+
+def clear_throttle(number: str) -> int:
+    """Inside a write transaction: forget every failure counted against this card number (its
+    unknown devices, each known device, their allowance); the rows removed."""
+    return throttle.clear_subjects(throttle_key(number))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from .. import alarms, page_cache
+from .. import alarms, device_cookie, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
 from ..billing.promos import active_promotions, offer_version, quote, quote_token
@@ -18,6 +18,7 @@ from ..billing.recharge import accept_terms, find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import db, limiter
 from ..htmx import is_htmx, redirect_to, render
+from ..limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
 from ..payments.reconcile import begin_payment, candidate, check_one, device_of
@@ -29,18 +30,19 @@ bp = Blueprint("customer", __name__)
 QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
 
 
-def ip_limit() -> str:
-    return current_app.config["HEYON_IP_LIMIT"]
-
-
-def ip_failure_limit() -> str:
-    return current_app.config["HEYON_IP_FAILURE_LIMIT"]
-
-
 def no_store(response: Response) -> Response:
     """Balances, orders and receipts stay out of every cache, shared or the browser's."""
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def open_card(card_no: str, password: str) -> AuthResult:
+    """The card's number and password, checked as this browser's attempt (its device cookie);
+    a right password makes or renews the browser's entry for the card."""
+    auth = authenticate(card_no, password, device_cookie.presented())
+    if auth.subject is not None:
+        device_cookie.remember(auth.subject)
+    return auth
 
 
 def refusal_message(auth: AuthResult) -> tuple[object, int]:
@@ -49,7 +51,9 @@ def refusal_message(auth: AuthResult) -> tuple[object, int]:
         minutes = max(1, (auth.retry_after + 59) // 60)
         return _l("Too many wrong attempts for this card. Try again in %(n)s minute(s).", n=minutes), 429
     if auth.refused == "locked":
-        return _l("Too many wrong attempts: this card is locked. Please contact support."), 429
+        hours = max(1, (auth.retry_after + 3599) // 3600)
+        return _l("Too many wrong attempts: this card is locked for %(n)s hour(s) on devices it was not opened on "
+                  "before. Use a phone where you opened it before, or contact support.", n=hours), 429
     if auth.refused == "blocked":
         return _l("This card cannot be recharged online. Please contact support."), 403
     return _l("The card number or password is wrong. Check both and try again."), 403
@@ -104,13 +108,12 @@ def recharge_quote() -> Response:
 
 
 @bp.post("/recharge")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def recharge_submit() -> Response:
     form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
     if not form.validate():
         return recharge_page(form, "recharge_form", 422)
-    auth = authenticate(form.card_no, form.password.data or "")
+    auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
         if auth.refused == "credentials":
             alarms.card_login_failed()
@@ -167,13 +170,12 @@ def balance() -> Response:
 
 
 @bp.post("/balance")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def balance_submit() -> Response:
     form = BalanceForm(formdata=request.form)
     if not form.validate():
         return no_store(render("customer/balance.html", "balance_lookup", 422, form=form))
-    auth = authenticate(form.card_no, form.password.data or "")
+    auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
         if auth.refused == "credentials":
             alarms.card_login_failed()

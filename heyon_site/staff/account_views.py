@@ -13,15 +13,16 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from sqlalchemy import select, update
 
-from ..customer.views import ip_failure_limit, ip_limit
+from .. import device_cookie
 from ..database import in_write_transaction
-from ..extensions import db, limiter
+from ..extensions import db
 from ..htmx import redirect_to, render
+from ..limits import checks_secret, secret_failed
 from ..models import StaffUser, utcnow
 from . import second_factor
 from .auth import (
-    audit, authenticate, check_code, current_staff, end_all_sessions, find_staff,
-    hash_password, require_role, second_step_user, start_session,
+    audit, authenticate, check_code, clear_throttle, current_staff, end_all_sessions, find_staff,
+    hash_password, require_role, second_step_user, start_session, throttle_states,
 )
 from .forms import AccountSettingsForm, ActionForm, ChangePasswordForm, CodeForm, NewAccountForm, SetPasswordForm
 from .views import bp, safe_next
@@ -53,8 +54,7 @@ def login_code() -> Response:
 
 
 @bp.post("/login/code")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def login_code_submit() -> Response:
     form = CodeForm(formdata=request.form)
     if not form.validate():
@@ -63,11 +63,11 @@ def login_code_submit() -> Response:
     if user is None:  # took longer than five minutes, or the account changed meanwhile
         return redirect_to(url_for("staff.login"))
     staff_id, username, secret = user.id, user.username, user.totp_secret or ""
-    result = check_code(staff_id, username, secret, form.code.data or "")
+    result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
     in_write_transaction(lambda: audit("login.success" if result.staff_id else f"login.code_{result.refused}",
                                        staff_id=staff_id, username=username))
     if result.staff_id is None:
-        if result.refused == "throttled":
+        if result.refused in ("throttled", "locked"):
             return _code_page(CodeForm(formdata=None), 429, _refused_code(result.retry_after))
         return _code_page(CodeForm(formdata=None), 403, _l("That code is wrong or was used already."))
     start_session(db.session.get(StaffUser, staff_id, populate_existing=True))  # type: ignore[arg-type]
@@ -80,11 +80,13 @@ def login_code_submit() -> Response:
 @bp.get("/account")
 @require_role(enrolling=True)
 def account() -> Response:
-    return render("staff/account.html", me=_me(), password_form=ChangePasswordForm(formdata=None))
+    me = _me()
+    return render("staff/account.html", me=me, throttles=throttle_states(me.username),
+                  password_form=ChangePasswordForm(formdata=None))
 
 
 @bp.post("/account/password")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role()
 def account_password() -> Response:
     me = _me()
@@ -92,7 +94,8 @@ def account_password() -> Response:
     error = None
     if form.validate():
         staff_id, username = me.id, me.username
-        if authenticate(username, form.current.data or "").staff_id is None:
+        if authenticate(username, form.current.data or "", device_cookie.presented()).staff_id is None:
+            secret_failed()
             form.current.errors = [_l("The current password is wrong.")]
         else:
             new_hash = hash_password(form.new_password.data or "")
@@ -108,7 +111,8 @@ def account_password() -> Response:
             return redirect_to(url_for("staff.account", done="password"))
     else:
         error = _l("Check the fields.")
-    return render("staff/account.html", None, 422, me=me, password_form=form, error=error)
+    return render("staff/account.html", None, 422, me=me, throttles=throttle_states(me.username),
+                  password_form=form, error=error)
 
 
 def _totp_page(status: int = 200, form: CodeForm | None = None, error: object = None) -> Response:
@@ -131,7 +135,7 @@ def totp_setup() -> Response:
 
 
 @bp.post("/account/totp")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role(enrolling=True)
 def totp_confirm() -> Response:
     me = _me()
@@ -151,12 +155,13 @@ def totp_confirm() -> Response:
         return True
 
     if not in_write_transaction(work):
+        secret_failed()
         return _totp_page(422, CodeForm(formdata=None), _l("That code does not match. Check the phone's time and try the next code."))
     return redirect_to(url_for("staff.account", done="totp"))
 
 
 @bp.post("/account/totp/off")
-@limiter.limit(ip_limit)
+@checks_secret
 @require_role()
 def totp_off() -> Response:
     """Turning it off takes a current code, and is not possible where an admin requires it."""
@@ -169,9 +174,10 @@ def totp_off() -> Response:
     if not form.validate():
         return _totp_page(422, form)
     staff_id, username, secret = me.id, me.username, me.totp_secret
-    result = check_code(staff_id, username, secret, form.code.data or "")
+    result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
     if result.staff_id is None:
-        error = _refused_code(result.retry_after) if result.refused == "throttled" else _l("That code is wrong or was used already.")
+        error = (_refused_code(result.retry_after) if result.refused in ("throttled", "locked")
+                 else _l("That code is wrong or was used already."))
         return _totp_page(403, CodeForm(formdata=None), error)
 
     def work() -> None:
@@ -201,7 +207,7 @@ def _summary(values: dict[str, Any]) -> str:
 @require_role("admin")
 def accounts() -> Response:
     users = list(db.session.scalars(select(StaffUser).order_by(StaffUser.username)))
-    return render("staff/accounts.html", users=users)
+    return render("staff/accounts.html", users=users, throttles={u.id: throttle_states(u.username) for u in users})
 
 
 def _new_account_page(form: NewAccountForm, status: int = 200) -> Response:
@@ -244,7 +250,7 @@ def _edit_page(user: StaffUser, status: int = 200, settings: AccountSettingsForm
         settings = AccountSettingsForm(formdata=None, data=_settings(user))
     return render("staff/account_edit.html", None, status, user=user, settings=settings,
                   password_form=password or SetPasswordForm(formdata=None), reset_form=ActionForm(formdata=None),
-                  error=error)
+                  throttles=throttle_states(user.username), error=error)
 
 
 @bp.get("/accounts/<int:staff_id>")
@@ -296,8 +302,8 @@ def account_set_password(staff_id: int) -> Response:
     actor_id, actor_name, username = actor.id, actor.username, user.username
 
     def work() -> None:
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                           .values(password_hash=new_hash, failed_logins=0, blocked_until=None))
+        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(password_hash=new_hash))
+        clear_throttle(username)  # the way back in: no wait left from anyone's failures
         end_all_sessions(staff_id)
         audit("staff.password_reset", staff_id=actor_id, username=actor_name, target=f"staff {username}")
 
@@ -318,6 +324,7 @@ def account_reset_totp(staff_id: int) -> Response:
 
     def work() -> None:
         second_factor.remove(staff_id)
+        clear_throttle(username, password=False)  # the codes' throttle was about the removed secret
         end_all_sessions(staff_id)
         audit("staff.totp_reset", staff_id=actor_id, username=actor_name, target=f"staff {username}")
 

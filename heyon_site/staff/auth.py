@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -12,8 +12,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, g, has_request_context, request, session, url_for
 from sqlalchemy import select, update
 
-from .. import throttle
+from .. import device_cookie, throttle
 from ..billing.cards import dummy_hash, hasher
+from ..device_cookie import DeviceCookie
 from ..database import in_write_transaction
 from ..extensions import db
 from ..htmx import redirect_to
@@ -59,80 +60,86 @@ def audit(action: str, *, staff_id: int | None, username: str, target: str | Non
 @dataclass(frozen=True)
 class SignIn:
     staff_id: int | None = None
-    refused: str | None = None  # "credentials" | "throttled"
+    refused: str | None = None  # "credentials" | "throttled" | "locked"
     retry_after: int = 0
 
 
-def _throttle_key(username: str) -> str:
-    """Keyed by name whether or not the account exists, so the throttle reveals nothing."""
+def policy() -> throttle.Policy:
+    return throttle.Policy.from_config("STAFF")
+
+
+def password_subject(username: str) -> str:
+    """The password throttle's subject, keyed by name whether or not the account exists, so the
+    throttle reveals nothing. A browser's device entry for the account is bound to it."""
     return throttle.key_for("staff-throttle", username)
 
 
-def _reserve_attempt(key: str, username: str, now: datetime) -> SignIn | None:
-    c = current_app.config
-    refusal, failures = throttle.reserve_attempt(key, now, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
-    if refusal is not None:
-        return SignIn(refused=refusal.reason, retry_after=refusal.retry_after)
-    # Mirrored on the account, for admins to see; the throttle itself is the shared row.
-    wait = throttle.delay_after(failures, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
-    db.session.execute(update(StaffUser).where(StaffUser.username == username)
-                       .values(failed_logins=failures, blocked_until=now + timedelta(seconds=wait) if wait else None))
-    return None
+def code_subject(username: str) -> str:
+    return throttle.key_for("staff-code", username)
 
 
-def authenticate(username: str, password: str, now: datetime | None = None) -> SignIn:
-    """Same work, same answer for an unknown name, a wrong password and a disabled account."""
+def _refused(refusal: throttle.Refusal) -> SignIn:
+    return SignIn(refused=refusal.reason, retry_after=refusal.retry_after)
+
+
+def authenticate(username: str, password: str, device: DeviceCookie | None = None,
+                 now: datetime | None = None) -> SignIn:
+    """Same work, same answer for an unknown name, a wrong password and a disabled account;
+    throttled per name and device (``device`` is the browser's device cookie)."""
     now = now or utcnow()
-    key = _throttle_key(username)
-    refusal = in_write_transaction(lambda: _reserve_attempt(key, username, now))
-    if refusal is not None:
-        return refusal
-    user = find_staff(username)
+    subject = password_subject(username)
+    bucket = throttle.Bucket(subject, device_cookie.device_for(subject, device, now))
     h = hasher()
-    try:
-        h.verify(user.password_hash if user else dummy_hash(h), password[:MAX_PASSWORD_LENGTH])
-        matched = user is not None and user.active
-    except (VerificationError, InvalidHashError):
-        matched = False
-    if not matched or user is None:
-        db.session.rollback()
-        return SignIn(refused="credentials")
-    staff_id, stored = user.id, user.password_hash
-    db.session.rollback()
 
-    def success() -> None:
-        throttle.clear(key)
-        values: dict[str, Any] = {"failed_logins": 0, "blocked_until": None, "last_login_at": now}
-        if h.check_needs_rehash(stored):
+    def verify() -> tuple[int, str] | None:
+        user = find_staff(username)
+        try:
+            h.verify(user.password_hash if user else dummy_hash(h), password[:MAX_PASSWORD_LENGTH])
+        except (VerificationError, InvalidHashError):
+            return None
+        return (user.id, user.password_hash) if user is not None and user.active else None
+
+    def signed_in(found: tuple[int, str]) -> None:
+        values: dict[str, Any] = {"last_login_at": now}
+        if h.check_needs_rehash(found[1]):
             values["password_hash"] = h.hash(password)
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(**values))
+        db.session.execute(update(StaffUser).where(StaffUser.id == found[0]).values(**values))
 
-    in_write_transaction(success)
-    return SignIn(staff_id=staff_id)
+    checked = throttle.check(bucket, policy(), verify, signed_in, now)
+    if checked.refusal is not None:
+        return _refused(checked.refusal)
+    return SignIn(staff_id=checked.value[0]) if checked.value else SignIn(refused="credentials")
 
 
-def check_code(staff_id: int, username: str, secret: str, code: str, now: datetime | None = None) -> SignIn:
-    """A second-factor code, throttled per account like the password: a million codes would
-    otherwise be guessed in a few thousand tries an hour."""
+def check_code(staff_id: int, username: str, secret: str, code: str, device: DeviceCookie | None = None,
+               now: datetime | None = None) -> SignIn:
+    """A second-factor code, throttled per account and device like the password: a million
+    codes would otherwise be guessed in a few thousand tries an hour. The device is known by its
+    entry for the account (the one its full sign-ins renew)."""
     now = now or utcnow()
-    c = current_app.config
-    key = throttle.key_for("staff-code", username)
+    bucket = throttle.Bucket(code_subject(username), device_cookie.device_for(password_subject(username), device, now))
 
-    def reserve() -> SignIn | None:
-        refusal, _ = throttle.reserve_attempt(key, now, c["HEYON_STAFF_FREE_ATTEMPTS"], c["HEYON_STAFF_MAX_DELAY_SECONDS"])
-        return SignIn(refused=refusal.reason, retry_after=refusal.retry_after) if refusal else None
+    def verify() -> int | None:
+        return staff_id if in_write_transaction(lambda: second_factor.use_code(staff_id, secret, code, now)) else None
 
-    refusal = in_write_transaction(reserve)
-    if refusal is not None:
-        return refusal
+    checked = throttle.check(bucket, policy(), verify, now=now)
+    if checked.refusal is not None:
+        return _refused(checked.refusal)
+    return SignIn(staff_id=staff_id) if checked.value else SignIn(refused="credentials")
 
-    def use() -> bool:
-        if not second_factor.use_code(staff_id, secret, code, now):
-            return False
-        throttle.clear(key)
-        return True
 
-    return SignIn(staff_id=staff_id) if in_write_transaction(use) else SignIn(refused="credentials")
+def clear_throttle(username: str, *, password: bool = True, code: bool = True) -> int:
+    """Inside a write transaction: forget the failures counted against an account's password
+    and/or codes, from every device; the rows removed."""
+    subjects = [s for s, wanted in ((password_subject(username), password), (code_subject(username), code)) if wanted]
+    return throttle.clear_subjects(*subjects)
+
+
+def throttle_states(username: str, now: datetime | None = None) -> dict[str, throttle.State]:
+    """The throttles in force on an account, as its rows say: "password" and "code"."""
+    p = policy()
+    return {"password": throttle.state(password_subject(username), p, now),
+            "code": throttle.state(code_subject(username), p, now)}
 
 
 # ------------------------------------------------------------------ the session
@@ -173,10 +180,13 @@ def end_all_sessions(staff_id: int) -> None:
 
 
 def start_session(user: StaffUser) -> None:
-    """A new session for a new identity: nothing from before sign-in survives (fixation)."""
+    """A new session for a new identity: nothing from before sign-in survives (fixation). The
+    sign-in is complete (second factor included), so the browser becomes a known device of the
+    account, with its own failure allowance (a fresh device entry)."""
     session.clear()
     session[SESSION_KEY] = {"id": user.id, "v": user.session_version, "seen": int(utcnow().timestamp())}
     session.permanent = False
+    device_cookie.remember(password_subject(user.username))
 
 
 def current_staff() -> StaffUser | None:

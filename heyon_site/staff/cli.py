@@ -10,7 +10,7 @@ from ..database import in_write_transaction
 from ..extensions import db
 from ..models import STAFF_ROLES, StaffUser
 from . import second_factor
-from .auth import MIN_PASSWORD_LENGTH, audit, create_staff, end_all_sessions, find_staff, hash_password
+from .auth import MIN_PASSWORD_LENGTH, audit, clear_throttle, create_staff, end_all_sessions, find_staff, hash_password
 
 staff_cli = AppGroup("staff", help="Staff accounts of the back office.")
 
@@ -62,14 +62,17 @@ def staff_password(username: str, password: str) -> None:
         raise click.BadParameter(f"a staff password has at least {MIN_PASSWORD_LENGTH} characters")
     staff_id, name, new_hash = user.id, user.username, hash_password(password)
 
-    def work() -> None:
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                           .values(password_hash=new_hash, failed_logins=0, blocked_until=None))
+    def work() -> int:
+        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(password_hash=new_hash))
+        cleared = clear_throttle(name)  # the way back in: no wait left from anyone's failures
         end_all_sessions(staff_id)
         audit("staff.password_reset", staff_id=None, username=CLI_ACTOR, target=f"staff {name}")
+        return cleared
 
-    in_write_transaction(work)
+    cleared = in_write_transaction(work)
     click.echo(f"new password set for {name}; its sessions have ended")
+    if cleared:
+        click.echo(f"sign-in throttle cleared ({cleared} record(s))")
 
 
 @staff_cli.command("reset-totp")
@@ -81,6 +84,7 @@ def staff_reset_totp(username: str) -> None:
 
     def work() -> None:
         second_factor.remove(staff_id)
+        clear_throttle(name, password=False)  # the codes' throttle was about the removed secret
         end_all_sessions(staff_id)
         audit("staff.totp_reset", staff_id=None, username=CLI_ACTOR, target=f"staff {name}")
 

@@ -9,10 +9,11 @@ from flask_babel import lazy_gettext as _l
 
 from ..billing.money import yuan_grouped
 from ..billing.receipts import local_time
-from ..customer.views import ip_failure_limit, ip_limit
+from .. import device_cookie
 from ..database import in_write_transaction
 from ..extensions import limiter
 from ..htmx import redirect_to, render
+from ..limits import checks_secret, ip_limit
 from ..models import StaffUser, utcnow
 from . import dashboard as board
 from . import queries
@@ -67,20 +68,19 @@ def login() -> Response:
 
 
 @bp.post("/login")
-@limiter.limit(ip_limit)
-@limiter.limit(ip_failure_limit, deduct_when=lambda r: r.status_code in (403, 429))
+@checks_secret
 def login_submit() -> Response:
     form = LoginForm(formdata=request.form)
     if not form.validate():
         return _login_page(form, 422)
     username, password = (form.username.data or "").strip(), form.password.data or ""
-    result = authenticate(username, password)
+    result = authenticate(username, password, device_cookie.presented())
     user = find_staff(username) if result.staff_id else None
     code_due = user is not None and bool(user.totp_secret)
     action = "login.password_ok" if code_due else "login.success" if user else f"login.{result.refused}"
     in_write_transaction(lambda: audit(action, staff_id=result.staff_id, username=username))
     if result.staff_id is None:
-        if result.refused == "throttled":
+        if result.refused in ("throttled", "locked"):
             minutes = max(1, (result.retry_after + 59) // 60)
             return _login_page(LoginForm(formdata=None), 429,
                                _l("Too many failed sign-ins. Try again in %(n)s minute(s).", n=minutes))
