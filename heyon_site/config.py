@@ -121,6 +121,10 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_SANDBOX_SECRET": env.get("HEYON_SANDBOX_SECRET", ""),
         # Where the sandbox gateway posts its notifications; by default the site's own URL.
         "HEYON_SANDBOX_NOTIFY_URL": env.get("HEYON_SANDBOX_NOTIFY_URL", ""),
+        # Refused provider callbacks (bad signature, malformed) per address, every provider's
+        # endpoint together; past it the answer is 429 and nothing is written. Verified ones are
+        # never counted or limited.
+        "HEYON_CALLBACK_REFUSAL_LIMIT": env.get("HEYON_CALLBACK_REFUSAL_LIMIT", "10 per minute;100 per hour"),
         "HEYON_TIMEZONE": env.get("HEYON_TIMEZONE", "Asia/Shanghai"),
         "HEYON_PRESET_AMOUNTS": env.get("HEYON_PRESET_AMOUNTS", "50,100,200"),
         "HEYON_MIN_AMOUNT": env.get("HEYON_MIN_AMOUNT", "10"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -71,6 +72,17 @@ def callbacks() -> list[ProviderCallback]:
     """Every provider callback received, as kept, oldest first."""
     db.session.rollback()
     return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
+
+
+def as_refused(body: bytes) -> tuple[str, str, int]:
+    """What is kept of a refused callback's body: its first KiB as text (a NUL written out), and
+    the SHA-256 and size of the whole."""
+    return (body[:1024].decode("utf-8", errors="replace").replace("\x00", "\\x00"), hashlib.sha256(body).hexdigest(),
+            len(body))
+
+
+def kept_body(row: ProviderCallback) -> tuple[str, str | None, int | None]:
+    return row.body, row.body_sha256, row.body_size
 
 
 def provider_order(provider: str, card: str = CARD, amount_fen: int = ORDER_FEN) -> str:
