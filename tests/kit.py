@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 import re
 import signal
@@ -112,13 +113,32 @@ def recharge_form(client: FlaskClient, **fields: str) -> dict[str, str]:
     return data
 
 
+# Where the recharge form sends a browser paying with the sandbox: its signed gateway page.
+GATEWAY = re.compile(r"(?:https?://[^/]+)?/pay/sandbox/(\d+)\?sign=([0-9a-f]{64})")
+
+
+def gateway_order_no(location: str) -> str:
+    """The order number in the address of a sandbox gateway page (its signature checked)."""
+    match = GATEWAY.fullmatch(location)
+    assert match and match.group(2) == gateway_sign(match.group(1)), location
+    return match.group(1)
+
+
+def gateway_sign(order_no: str, secret: str = SANDBOX_SECRET) -> str:
+    """The documented signature of the gateway's address, written independently of the site's."""
+    return hmac.new(secret.encode(), f"gateway:{order_no}".encode(), hashlib.sha256).hexdigest()
+
+
+def gateway_path(order_no: str) -> str:
+    """The gateway page of an order as its signed link names it: what any browser can open."""
+    return f"/pay/sandbox/{order_no}?sign={gateway_sign(order_no)}"
+
+
 def start_order(client: FlaskClient, **fields: str) -> str:
     """Submit the recharge form as a browser; return the new order number."""
     r = client.post("/recharge", data=recharge_form(client, **fields))
     assert r.status_code == 303, (r.status_code, r.get_data(as_text=True)[:500])
-    match = re.fullmatch(r".*/pay/sandbox/(\d+)", r.headers["Location"])
-    assert match, r.headers["Location"]
-    return match.group(1)
+    return gateway_order_no(r.headers["Location"])
 
 
 def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", trade_no: str | None = None,

@@ -27,7 +27,8 @@ from heyon_site.extensions import db
 from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
 
 from .conftest import flask_cli, new_client
-from .kit import CARD, PIN, balance, cli, deliver_outbox, make_card, notification, order, recharge_form, start_order
+from .kit import (CARD, PIN, balance, cli, deliver_outbox, gateway_order_no, make_card, notification, order, recharge_form,
+                  start_order)
 from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
 from .test_notifications import pay_on_gateway, post_notify
 
@@ -254,7 +255,7 @@ def test_the_order_is_quoted_when_it_is_made_not_when_the_form_was_shown(app: Fl
     in_write_transaction(lambda: end_promotion(pid))  # ... which ended before the customer pressed Recharge
     r = client.post("/recharge", data=data)
     assert r.status_code == 303
-    made = order(r.headers["Location"].rsplit("/", 1)[1])
+    made = order(gateway_order_no(r.headers["Location"]))
     assert (made.amount_fen, made.pay_fen, made.bonus_fen, made.promo_snapshot) == (10000, 10000, 0, None)
 
 

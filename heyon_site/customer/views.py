@@ -22,6 +22,7 @@ from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
 from ..payments.reconcile import begin_payment, candidate, check_one, device_of
 from ..providers.base import OrderRef, ProviderUnavailable
+from . import own_orders
 from .forms import BalanceForm, CheckPaymentForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
@@ -117,6 +118,7 @@ def recharge_submit() -> Response:
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
     order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
                                                         terms=current_quote(amount_fen)))
+    own_orders.remember(order.order_no)
     # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
     # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
     ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
