@@ -63,6 +63,37 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 control_socket_disable = True
 
 
+def _listen_url(listeners: Any, https: bool) -> str | None:
+    """The base URL of the first TCP socket bound (0.0.0.0 and :: reached through loopback)."""
+    import socket
+
+    for listener in listeners:
+        if listener.family == socket.AF_INET:
+            host, port = listener.getsockname()[:2]
+            host = "127.0.0.1" if host == "0.0.0.0" else host
+        elif listener.family == socket.AF_INET6:
+            host, port = listener.getsockname()[:2]
+            host = "[::1]" if host == "::" else f"[{host}]"
+        else:
+            continue
+        return f"{'https' if https else 'http'}://{host}:{port}"
+    return None
+
+
+def when_ready(server: Any) -> None:
+    """Tell the workers (forked after this, in the master) where this server listens: the
+    sandbox gateway posts its notification there when neither HEYON_SANDBOX_NOTIFY_URL nor
+    HEYON_SITE_URL is set, never to the Host a request names."""
+    url = _listen_url(server.LISTENERS, server.cfg.is_ssl)
+    if url is None:  # Unix sockets only: the sandbox says why it sends nothing
+        return
+    os.environ["HEYON_LISTEN_URL"] = url
+    if server.cfg.preload_app:  # built before the sockets were bound
+        config = getattr(server.app.wsgi(), "config", None)
+        if config is not None:
+            config["HEYON_LISTEN_URL"] = url
+
+
 def pre_fork(server: Any, worker: Any) -> None:
     """Tell each new worker how many processes serve the app: `-w` on the command line, a
     reload (HUP) or a TTIN signal included.

@@ -286,7 +286,7 @@ def order_operation(base: str) -> Callable[[int], Operation]:
         def operation() -> None:
             r = expect(fetch(base, "POST", "/recharge", body, {"Cookie": visitor.cookie,
                                                                "Accept-Encoding": BROWSER_ENCODINGS}), 303, "recharge")
-            match = re.search(r"/pay/sandbox/(\d+)$", r.headers.get("location", ""))
+            match = re.search(r"/pay/sandbox/(\d+)(?:\?|$)", r.headers.get("location", ""))
             if not match:
                 raise RuntimeError(f"recharge: Location {r.headers.get('location')!r}")
             ack = expect(fetch(base, "POST", "/pay/notify/sandbox", notification(match.group(1), "100.00")), 200, "notify")

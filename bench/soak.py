@@ -290,13 +290,14 @@ class Client:
                                   else f"Location {a.headers.get('location')!r}")
         if answer is None:
             return
-        gateway = path_of(answer.headers["location"])
+        location = urlsplit(answer.headers["location"])
+        gateway = f"{location.path}?{location.query}"  # the page's address is signed (?sign=)
         page = self.rec.request("sandbox payment page", self.base(), "GET", gateway, headers=self.customer.headers(),
                                 check=needs(b'class="amount"'))
         amount = re.search(rb'class="amount">\D*([\d,]+\.\d\d)<', page.body) if page else None
         if amount is None:
             return
-        self.pay(gateway.rsplit("/", 1)[1], amount.group(1).decode().replace(",", ""))
+        self.pay(location.path.rsplit("/", 1)[1], amount.group(1).decode().replace(",", ""))
 
     def pay(self, order_no: str, yuan: str) -> None:
         """The provider's notification, delivered the ways real providers deliver them."""

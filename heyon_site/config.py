@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,17 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be true or false, not {raw!r}")
+
+
+def _base_url(env: dict[str, str], name: str) -> str:
+    """An http(s) address such as https://pay.example.com (a trailing slash dropped), or ""."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{name} must be an http(s) address such as https://pay.example.com, not {raw!r}")
+    return raw.rstrip("/")
 
 
 # Each payment provider reads its own settings (``providers/<name>.py`` names them); they pass
@@ -119,8 +131,17 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "DATABASE_URL": env.get("DATABASE_URL"),
         "HEYON_PROVIDERS": _csv(env.get("HEYON_PROVIDERS", "")),
         "HEYON_SANDBOX_SECRET": env.get("HEYON_SANDBOX_SECRET", ""),
-        # Where the sandbox gateway posts its notifications; by default the site's own URL.
+        # Where the sandbox gateway posts its notifications (the whole URL). Without it: the
+        # notify path on HEYON_SITE_URL, else on HEYON_LISTEN_URL; never the Host a request names.
         "HEYON_SANDBOX_NOTIFY_URL": env.get("HEYON_SANDBOX_NOTIFY_URL", ""),
+        # The site's public base address, e.g. https://pay.example.com.
+        "HEYON_SITE_URL": _base_url(env, "HEYON_SITE_URL"),
+        # The address this server listens on: gunicorn.conf.py sets it from the bound socket.
+        "HEYON_LISTEN_URL": _base_url(env, "HEYON_LISTEN_URL"),
+        # Refused provider callbacks (bad signature, malformed) per address, every provider's
+        # endpoint together; past it the answer is 429 and nothing is written. Verified ones are
+        # never counted or limited.
+        "HEYON_CALLBACK_REFUSAL_LIMIT": env.get("HEYON_CALLBACK_REFUSAL_LIMIT", "10 per minute;100 per hour"),
         "HEYON_TIMEZONE": env.get("HEYON_TIMEZONE", "Asia/Shanghai"),
         "HEYON_PRESET_AMOUNTS": env.get("HEYON_PRESET_AMOUNTS", "50,100,200"),
         "HEYON_MIN_AMOUNT": env.get("HEYON_MIN_AMOUNT", "10"),
@@ -223,6 +244,24 @@ def refuse_per_process_limits(config: Mapping[str, Any]) -> None:
         f"(RATELIMIT_STORAGE_URI={storage}). Set RATELIMIT_STORAGE_URI=redis://... (shared by "
         "every process and machine), or serve with one worker, or set RATELIMIT_ENABLED=false "
         "to serve without per-IP limits.")
+
+
+class SandboxBesideRealMoney(RuntimeError):
+    """The sandbox gateway enabled on a site that takes real payments."""
+
+
+def refuse_sandbox_beside_real_providers(config: Mapping[str, Any]) -> None:
+    """Refuse to start a site that offers the sandbox next to a real payment provider. Anyone can
+    "pay" on the sandbox's page, and its notification credits the card like a real payment: on a
+    site that takes real money it would be a free recharge for whoever picks it."""
+    names = tuple(config.get("HEYON_PROVIDERS") or ())
+    real = [name for name in names if name != "sandbox"]
+    if "sandbox" in names and real:
+        raise SandboxBesideRealMoney(
+            f"refusing to start: HEYON_PROVIDERS names the sandbox beside real payment providers "
+            f"({', '.join(real)}). Anyone can pay on the sandbox's page, and its payments would credit "
+            "real cards. Take sandbox out of HEYON_PROVIDERS on a site that takes real payments, and "
+            "run it on a test site of its own.")
 
 
 class Defaults:

@@ -176,7 +176,10 @@ class PaymentEvent(db.Model):
 
 
 class ProviderCallback(db.Model):
-    """Every raw callback as received, stored before it is trusted, with what became of it."""
+    """Every callback received, with what became of it. A verified one is kept whole, and
+    stored before its event is applied; of a refused one (not provably from the provider, or not
+    of its form) only the first bytes, the digest and the size, so that nobody can fill the
+    database by posting junk (billing.recharge.record_callback)."""
 
     __tablename__ = "provider_callbacks"
 
@@ -185,7 +188,11 @@ class ProviderCallback(db.Model):
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64), default=None)
     content_type: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The body as text, or its beginning: compare body_size with what is kept to tell which.
     body: Mapped[str] = mapped_column(Text)
+    # SHA-256 (hex) and length in bytes of the whole body as received; none on rows kept before 0012.
+    body_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    body_size: Mapped[int | None] = mapped_column(Integer, default=None)
     order_no: Mapped[str | None] = mapped_column(String(24), index=True, default=None)
     outcome: Mapped[str] = mapped_column(String(32), default="received")
     detail: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -38,6 +38,8 @@ TEST_CONFIG: dict[str, Any] = {
     "SECRET_KEY": "test-secret-key",
     "HEYON_PROVIDERS": ("sandbox",),
     "HEYON_SANDBOX_SECRET": SANDBOX_SECRET,
+    # Where the sandbox gateway sends its notifications (tests collect them: the `app` fixture).
+    "HEYON_SITE_URL": "http://heyon.test",
     "SERVER_NAME": "heyon.test",
     # Cheap argon2id for speed; the parameters live in each hash, so verification still works.
     "ARGON2_TIME_COST": 1,

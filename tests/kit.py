@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import re
 import signal
@@ -73,6 +75,17 @@ def callbacks() -> list[ProviderCallback]:
     return list(db.session.scalars(select(ProviderCallback).order_by(ProviderCallback.id)))
 
 
+def as_refused(body: bytes) -> tuple[str, str, int]:
+    """What is kept of a refused callback's body: its first KiB as text (a NUL written out), and
+    the SHA-256 and size of the whole."""
+    return (body[:1024].decode("utf-8", errors="replace").replace("\x00", "\\x00"), hashlib.sha256(body).hexdigest(),
+            len(body))
+
+
+def kept_body(row: ProviderCallback) -> tuple[str, str | None, int | None]:
+    return row.body, row.body_sha256, row.body_size
+
+
 def provider_order(provider: str, card: str = CARD, amount_fen: int = ORDER_FEN) -> str:
     """A pending order paid by ``provider`` on a new card holding OPENING_FEN; its number."""
     card_id = make_card(card, balance_fen=OPENING_FEN)
@@ -109,13 +122,32 @@ def recharge_form(client: FlaskClient, **fields: str) -> dict[str, str]:
     return data
 
 
+# Where the recharge form sends a browser paying with the sandbox: its signed gateway page.
+GATEWAY = re.compile(r"(?:https?://[^/]+)?/pay/sandbox/(\d+)\?sign=([0-9a-f]{64})")
+
+
+def gateway_order_no(location: str) -> str:
+    """The order number in the address of a sandbox gateway page (its signature checked)."""
+    match = GATEWAY.fullmatch(location)
+    assert match and match.group(2) == gateway_sign(match.group(1)), location
+    return match.group(1)
+
+
+def gateway_sign(order_no: str, secret: str = SANDBOX_SECRET) -> str:
+    """The documented signature of the gateway's address, written independently of the site's."""
+    return hmac.new(secret.encode(), f"gateway:{order_no}".encode(), hashlib.sha256).hexdigest()
+
+
+def gateway_path(order_no: str) -> str:
+    """The gateway page of an order as its signed link names it: what any browser can open."""
+    return f"/pay/sandbox/{order_no}?sign={gateway_sign(order_no)}"
+
+
 def start_order(client: FlaskClient, **fields: str) -> str:
     """Submit the recharge form as a browser; return the new order number."""
     r = client.post("/recharge", data=recharge_form(client, **fields))
     assert r.status_code == 303, (r.status_code, r.get_data(as_text=True)[:500])
-    match = re.fullmatch(r".*/pay/sandbox/(\d+)", r.headers["Location"])
-    assert match, r.headers["Location"]
-    return match.group(1)
+    return gateway_order_no(r.headers["Location"])
 
 
 def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", trade_no: str | None = None,

@@ -29,7 +29,7 @@ from heyon_site.extensions import db
 from heyon_site.models import Card, LedgerEntry, RechargeOrder, SandboxPayment
 
 from .conftest import ROOT, new_client
-from .kit import CARD, PIN, csrf_from, hidden_value, make_card, order, recharge_form, start_order
+from .kit import CARD, PIN, csrf_from, gateway_order_no, gateway_path, hidden_value, make_card, order, recharge_form, start_order
 
 with (ROOT / "translations/zh_Hans/LC_MESSAGES/messages.po").open("rb") as _po:
     ZH: dict[str, str] = {m.id: m.string for m in read_po(_po) if isinstance(m.id, str) and m.id}
@@ -198,9 +198,7 @@ def assert_sent_to_gateway(r: TestResponse, htmx: bool, amount_fen: int, before:
     else:
         assert r.status_code == 303, r.get_data(as_text=True)[:600]
         target = r.headers["Location"]
-    match = re.fullmatch(r".*/pay/sandbox/(\d+)", target)
-    assert match, target
-    made = order(match.group(1))
+    made = order(gateway_order_no(target))
     assert (made.status, made.amount_fen, made.card.number_digest) == ("pending", amount_fen, number_digest(CARD))
     after = books()
     # A new order only: no money moves before the payment is confirmed.
@@ -237,9 +235,9 @@ def order_no(app: Flask) -> str:
 def check_gateway(app: Flask, c: FlaskClient, order_no: str, lang: str, field: str, value: str) -> None:
     htmx = "HTTP_HX_REQUEST" in c.environ_base
     before = books()
-    page = c.get(f"/pay/sandbox/{order_no}", headers=HEADERS[lang])
+    page = c.get(gateway_path(order_no), headers=HEADERS[lang])
     data = {"csrf_token": csrf_from(page.get_data(as_text=True)), "outcome": "pay", field: value}
-    r = c.post(f"/pay/sandbox/{order_no}", data=data, headers=HEADERS[lang])
+    r = c.post(gateway_path(order_no), data=data, headers=HEADERS[lang])
     assert r.status_code < 500
     assert_nothing_unescaped(r.get_data(as_text=True), value)
     assert_refused(r, gateway_answer(field, value), lang, htmx, before)
@@ -400,8 +398,8 @@ def test_multipart_form_with_only_text_fields_still_works(client: FlaskClient) -
 
 
 def test_gateway_json_list_with_the_csrf_header_is_refused(client: FlaskClient, order_no: str) -> None:
-    token = csrf_from(client.get(f"/pay/sandbox/{order_no}").get_data(as_text=True))
-    r = client.post(f"/pay/sandbox/{order_no}", json=["pay"], headers={"X-CSRFToken": token})
+    token = csrf_from(client.get(gateway_path(order_no)).get_data(as_text=True))
+    r = client.post(gateway_path(order_no), json=["pay"], headers={"X-CSRFToken": token})
     assert 400 <= r.status_code < 500, r.status_code
 
 

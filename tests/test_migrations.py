@@ -95,14 +95,18 @@ def test_after_an_upgrade_foreign_keys_are_enforced_again(site: Flask) -> None:
                           "VALUES (999, 'adjustment', 1, 'orphan', '2026-01-01 00:00:00')"))
 
 
+def version() -> str:
+    with db.engine.connect() as conn:
+        return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
 def test_the_card_number_migration_cannot_be_undone(site: Flask, capfd: pytest.CaptureFixture[str]) -> None:
     upgrade(directory=MIGRATIONS)
+    head = version()
     with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits 1, as `flask db` does
         downgrade(directory=MIGRATIONS, revision="0008")
     assert "restore a backup made before it" in capfd.readouterr().err
-    with db.engine.connect() as conn:
-        # The whole downgrade is one transaction: it stopped at 0009 and left the schema at the head.
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
+    assert version() == head  # the later steps down were undone with it: one transaction
 
 
 def test_the_models_and_the_migrations_describe_the_same_schema(site: Flask) -> None:
@@ -189,3 +193,19 @@ def test_throttle_rows_made_before_0011_keep_throttling_and_resets_find_them(sit
     assert "subject" not in {c["name"] for c in inspect(db.engine).get_columns("login_throttles")}
     assert "failed_logins" in {c["name"] for c in inspect(db.engine).get_columns("staff_users")}
     upgrade(directory=MIGRATIONS)
+
+
+def test_callbacks_kept_before_0012_keep_their_body_and_get_no_digest(site: Flask) -> None:
+    upgrade(directory=MIGRATIONS, revision="0009")
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO provider_callbacks (provider, received_at, body, outcome) "
+                          "VALUES ('sandbox', '2026-01-01 08:00:00', 'a=b', 'bad_signature')"))
+    upgrade(directory=MIGRATIONS)
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT provider, body, outcome, body_sha256, body_size FROM provider_callbacks")).all()
+    assert [tuple(r) for r in rows] == [("sandbox", "a=b", "bad_signature", None, None)]
+    downgrade(directory=MIGRATIONS, revision="0009")
+    columns = {c["name"] for c in inspect(db.engine).get_columns("provider_callbacks")}
+    assert "body_sha256" not in columns and "body_size" not in columns
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT body FROM provider_callbacks")).scalar_one() == "a=b"

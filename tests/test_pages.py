@@ -71,7 +71,7 @@ def test_htmx_is_vendored_pinned_and_cached_for_a_year(client: FlaskClient) -> N
 def test_htmx_recharge_navigates_with_hx_redirect(client: FlaskClient, hx: FlaskClient) -> None:
     make_card()
     r = hx.post("/recharge", data=recharge_form(hx))
-    assert r.status_code == 204 and re.fullmatch(r"/pay/sandbox/\d{16}", r.headers["HX-Redirect"])
+    assert r.status_code == 204 and re.fullmatch(r"/pay/sandbox/\d{16}\?sign=[0-9a-f]{64}", r.headers["HX-Redirect"])
     invalid = hx.post("/recharge", data=recharge_form(hx, card_number="12"))
     body = invalid.get_data(as_text=True)
     assert invalid.status_code == 422 and body.lstrip().startswith("<form") and "<html" not in body

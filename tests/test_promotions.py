@@ -27,7 +27,8 @@ from heyon_site.extensions import db
 from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
 
 from .conftest import flask_cli, new_client
-from .kit import CARD, PIN, balance, cli, csrf_from, deliver_outbox, make_card, notification, order, recharge_form, start_order
+from .kit import (CARD, PIN, balance, cli, csrf_from, deliver_outbox, gateway_order_no, make_card, notification, order,
+                  recharge_form, start_order)
 from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
 from .test_notifications import pay_on_gateway, post_notify
 

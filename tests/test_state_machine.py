@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -66,7 +65,7 @@ from heyon_site.providers import get as get_provider
 from heyon_site.staff.auth import create_staff
 
 from .conftest import SANDBOX_SECRET, new_client
-from .kit import PIN, csrf_from, hidden_value, make_card, notification
+from .kit import PIN, csrf_from, gateway_order_no, hidden_value, make_card, notification
 
 # Enough to reach long histories (an order paid, expired, paid again, reconciled) in a run of
 # ten to twenty seconds per database; HEYON_STATEFUL_EXAMPLES raises it for a longer hunt.
@@ -218,7 +217,7 @@ class BooksMachine(RuleBasedStateMachine):
             token = r.headers["Location"].rsplit("/", 1)[1]
             r = self.customer.post(f"/orders/{token}/start", data={"csrf_token": self.customer_token})
             assert r.status_code == 303, r.get_data(as_text=True)[:500]
-        order_no = re.fullmatch(r".*/pay/sandbox/(\d+)(?:\?.*)?", r.headers["Location"]).group(1)  # type: ignore[union-attr]
+        order_no = gateway_order_no(r.headers["Location"])
         amount_fen = round(float(amount) * 100)
         pay_fen, bonus_fen = self.model.quote(amount_fen)  # what the order must carry from now on
         self.model.orders[order_no] = Order(order_no, amount_fen, pay_fen, bonus_fen)

@@ -23,6 +23,7 @@ from ..models import RechargeOrder, utcnow
 from ..providers import get as get_provider
 from ..payments.reconcile import begin_payment, candidate, check_one, device_of
 from ..providers.base import OrderRef, ProviderUnavailable
+from . import own_orders
 from .forms import PROVIDER_LABELS, BalanceForm, CheckPaymentForm, ConfirmTermsForm, RechargeForm
 
 bp = Blueprint("customer", __name__)
@@ -129,6 +130,7 @@ def recharge_submit() -> Response:
     seen = form.saw(terms, offer_version(running))
     order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale, terms=terms,
                                                         form_id=form_id, needs_confirmation=not seen))
+    own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page
     if order.needs_confirmation:
         return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from .. import alarms
-from ..billing.recharge import apply_event, record_callback, set_callback_outcome
+from ..billing.recharge import MAX_STORED_BODY, REFUSED_PREFIX, apply_event, record_callback, set_callback_outcome
 from ..database import in_write_transaction
+from ..extensions import limiter
 from ..providers import get as get_provider
 from ..providers.base import Acknowledgement, InvalidSignature, MalformedCallback, NothingToDo, ProviderEvent
 
@@ -19,26 +20,44 @@ def _answer(ack: Acknowledgement) -> Response:
     return Response(ack.body, status=ack.status, content_type=ack.content_type)
 
 
+def refusal_limit() -> str:
+    return str(current_app.config["HEYON_CALLBACK_REFUSAL_LIMIT"])
+
+
+def _keep(name: str, body: bytes, outcome: str = "received", detail: str = "", keep: int = MAX_STORED_BODY) -> int:
+    """Record the callback in a write transaction of its own, committed; its id."""
+    return in_write_transaction(lambda: record_callback(
+        name, body, request.content_type, request.remote_addr, outcome, detail, keep).id)
+
+
+# Counted per address across every provider's endpoint, and only when a callback is refused:
+# past the limit Flask-Limiter answers 429 before this runs, so nothing is written. A verified
+# callback never gets here, so a provider is never limited by what others sent from its address.
+@limiter.shared_limit(refusal_limit, scope="refused-callbacks")
+def _keep_refused(name: str, body: bytes, outcome: str, detail: str) -> int:
+    """One small write: the body's first bytes, digest and size, with the final outcome."""
+    return _keep(name, body, outcome, detail, keep=REFUSED_PREFIX)
+
+
 @bp.post("/notify/<name>")
 def notify(name: str) -> Response:
     provider = get_provider(name)
     if provider is None:
         return Response("fail", status=404, content_type="text/plain")
     body = request.get_data(cache=False)
-    callback_id = in_write_transaction(
-        lambda: record_callback(name, body, request.content_type, request.remote_addr).id)
+    # Verifying costs no write: what is kept, and how much, depends on whether it verifies.
     try:
         event = provider.parse_callback(body, request.headers)
     except NothingToDo as exc:
-        detail = str(exc)
-        in_write_transaction(lambda: set_callback_outcome(callback_id, "ignored", detail))
+        _keep(name, body, "ignored", str(exc))  # genuine: kept as received
         return _answer(provider.acknowledge())
     except (InvalidSignature, MalformedCallback) as exc:
         outcome = "bad_signature" if isinstance(exc, InvalidSignature) else "malformed"
-        detail = str(exc)
-        in_write_transaction(lambda: set_callback_outcome(callback_id, outcome, detail))
+        callback_id = _keep_refused(name, body, outcome, str(exc))
         current_app.logger.warning("%s callback %s refused: %s", name, callback_id, outcome)
         return _answer(provider.reject())
+    # Kept, and committed, before the event is applied: a crash from here on loses nothing.
+    callback_id = _keep(name, body)
 
     def settle(e: ProviderEvent = event) -> str:
         result = apply_event(e)

@@ -2,7 +2,9 @@
 
 Notifications are form-encoded and signed with HMAC-SHA256 (key ``HEYON_SANDBOX_SECRET``) over
 the fields other than ``sign`` and ``sign_type``, sorted by name, joined as ``k=v`` with ``&``,
-empty values left out. Anyone can "pay" on its page, so it is only on when configured.
+empty values left out. The gateway page's address carries ``sign``, HMAC-SHA256 with the same
+key over ``gateway:<order number>``. Anyone can "pay" on its page, so it is only on when
+configured, and never beside a real provider (config.refuse_sandbox_beside_real_providers).
 """
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ def sign(fields: Mapping[str, str], secret: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+def gateway_sign(order_no: str, secret: str) -> str:
+    """The ``sign`` of the gateway page's address: HMAC-SHA256 over ``gateway:<order_no>`` (the
+    prefix keeps it from ever equalling a notification's signature, whose message has ``=``)."""
+    return hmac.new(secret.encode(), f"gateway:{order_no}".encode(), hashlib.sha256).hexdigest()
+
+
 class SandboxProvider:
     name = "sandbox"
     min_fen = 1
@@ -43,11 +51,19 @@ class SandboxProvider:
         self._secret = secret
 
     def checkout(self, order: OrderRef, device: Device) -> Checkout:
-        # Every device goes to the gateway page: the sandbox stands in for a hosted page.
-        return Checkout(redirect_url=url_for("sandbox.gateway", order_no=order.order_no))
+        # Every device goes to the gateway page: the sandbox stands in for a hosted page, whose
+        # address is signed as a real provider's is, so only its holder can open it.
+        return Checkout(redirect_url=url_for("sandbox.gateway", order_no=order.order_no,
+                                             sign=self.gateway_sign(order.order_no)))
 
     def sign(self, fields: Mapping[str, str]) -> str:
         return sign(fields, self._secret)
+
+    def gateway_sign(self, order_no: str) -> str:
+        return gateway_sign(order_no, self._secret)
+
+    def gateway_sign_matches(self, order_no: str, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self.gateway_sign(order_no).encode())
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         try:

@@ -8,11 +8,25 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, Mapping[str, str]], str]
+
+
+def notify_url(config: Mapping[str, Any], path: str) -> str | None:
+    """Where the gateway posts: HEYON_SANDBOX_NOTIFY_URL as it is, else ``path`` (the notify
+    route's) on HEYON_SITE_URL, else on HEYON_LISTEN_URL (the address this server listens on);
+    None when none is set. Never the Host a request names: anyone can send any Host, and the
+    signed notification of a real order would go there."""
+    if config.get("HEYON_SANDBOX_NOTIFY_URL"):
+        return str(config["HEYON_SANDBOX_NOTIFY_URL"])
+    for name in ("HEYON_SITE_URL", "HEYON_LISTEN_URL"):
+        if config.get(name):
+            return str(config[name]).rstrip("/") + path
+    return None
 
 
 def post_form(url: str, fields: Mapping[str, str]) -> str:

@@ -1,6 +1,12 @@
 """The sandbox gateway's hosted payment page. It plays the provider, so it reads only its own
 book (``SandboxPayment``) and the order's public amount, and talks to the site only through
-the signed notification, exactly as a real gateway would."""
+the signed notification, exactly as a real gateway would.
+
+Its address is signed like a real provider's pay URL (``?sign=``, see SandboxProvider.checkout).
+Without that signature every order number gets the 404 an unknown one gets, except in the browser
+that made the order. After a payment only that browser is sent on to the order's page, whose
+address is the order's secret token; anyone else who holds the link gets a page without it.
+"""
 from __future__ import annotations
 
 import secrets
@@ -13,17 +19,19 @@ from wtforms.validators import AnyOf
 
 from ..billing.money import yuan
 from ..billing.recharge import find_order
-from ..database import in_write_transaction
+from ..customer import own_orders
 from ..customer.views import ip_limit
+from ..database import in_write_transaction
 from ..extensions import db, limiter
 from ..htmx import redirect_to, render
-from ..models import SandboxPayment
+from ..models import RechargeOrder, SandboxPayment
 from ..providers import get as get_provider
-from .notifier import send_in_background
+from ..providers.sandbox import SandboxProvider
+from .notifier import notify_url, send_in_background
 
 bp = Blueprint("sandbox", __name__, url_prefix="/pay/sandbox")
-# The gateway's form is limited per IP like every other form.
-limiter.limit(ip_limit, methods=["POST"])(bp)
+# The page and its form are limited per address like every other form, as one budget.
+limiter.shared_limit(ip_limit, scope="sandbox-gateway")(bp)
 
 OUTCOMES = ("pay", "fail", "silent")
 
@@ -32,22 +40,36 @@ class GatewayForm(FlaskForm):
     outcome = HiddenField(validators=[AnyOf(OUTCOMES)])
 
 
-@bp.get("/<order_no>")
-def gateway(order_no: str) -> Response:
+def _sandbox() -> SandboxProvider:
+    provider = get_provider("sandbox")
+    assert isinstance(provider, SandboxProvider)  # the blueprint is registered only with it
+    return provider
+
+
+def _order_shown(order_no: str) -> RechargeOrder:
+    """The order, if the address carries its signature or this browser made it; else the 404 an
+    unknown order gets, decided before any query, so neither answer nor timing tells them apart."""
+    signed = _sandbox().gateway_sign_matches(order_no, request.args.get("sign", ""))
+    if not (signed or own_orders.made_here(order_no)):
+        abort(404)
     order = find_order(order_no)
     if order is None or order.provider != "sandbox":
         abort(404)
-    response = render("sandbox/gateway.html", order=order)
+    return order
+
+
+@bp.get("/<order_no>")
+def gateway(order_no: str) -> Response:
+    order = _order_shown(order_no)
+    response = render("sandbox/gateway.html", order=order, sign=_sandbox().gateway_sign(order_no))
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @bp.post("/<order_no>")
 def pay(order_no: str) -> Response:
-    order = find_order(order_no)
+    order = _order_shown(order_no)
     form = GatewayForm(formdata=request.form)
-    if order is None or order.provider != "sandbox":
-        abort(404)
     if not form.validate():
         abort(400)
     outcome = form.outcome.data
@@ -66,19 +88,32 @@ def pay(order_no: str) -> Response:
 
     row = in_write_transaction(book)
     if row.notify:
-        fields = {
-            "out_trade_no": order_no,
-            "trade_no": row.trade_no,
-            "total_amount": yuan(row.amount_fen),
-            "trade_status": row.status,
-            "notify_id": secrets.token_hex(16),
-            "notify_time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "sign_type": "HMAC-SHA256",
-        }
-        provider = get_provider("sandbox")
-        assert provider is not None and hasattr(provider, "sign")
-        fields["sign"] = provider.sign(fields)
-        url = current_app.config["HEYON_SANDBOX_NOTIFY_URL"] or url_for("payments.notify", name="sandbox", _external=True)
-        sender = current_app.extensions.get("heyon.sandbox_sender", send_in_background)
-        sender(url, fields, current_app.config["HEYON_SANDBOX_RETRY_SCHEDULE"])
-    return redirect_to(url_for("customer.order", token=token))
+        _notify(order_no, row)
+    if own_orders.made_here(order_no):
+        return redirect_to(url_for("customer.order", token=token))
+    response = render("sandbox/done.html", paid=row.status != "TRADE_CLOSED")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _notify(order_no: str, row: SandboxPayment) -> None:
+    """Post the signed notification in the background to the configured address only."""
+    url = notify_url(current_app.config, url_for("payments.notify", name="sandbox"))
+    if url is None:
+        current_app.logger.warning(
+            "sandbox notification for order %s not sent: no address to send it to (set HEYON_SITE_URL or "
+            "HEYON_SANDBOX_NOTIFY_URL, or serve with gunicorn and gunicorn.conf.py); reconciliation finds "
+            "the payment through the sandbox's query", order_no)
+        return
+    fields = {
+        "out_trade_no": order_no,
+        "trade_no": row.trade_no,
+        "total_amount": yuan(row.amount_fen),
+        "trade_status": row.status,
+        "notify_id": secrets.token_hex(16),
+        "notify_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "sign_type": "HMAC-SHA256",
+    }
+    fields["sign"] = _sandbox().sign(fields)
+    sender = current_app.extensions.get("heyon.sandbox_sender", send_in_background)
+    sender(url, fields, current_app.config["HEYON_SANDBOX_RETRY_SCHEDULE"])

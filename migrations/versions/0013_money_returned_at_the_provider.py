@@ -8,7 +8,7 @@ refund) was recorded as an ignored 'closed' event. Those orders are flagged here
 close, so the refunds that were missed show up on the staff dashboard too.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-25 10:00:00
 
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -61,6 +61,7 @@ class Site:
     url: str
     pending_token: str  # an order waiting for payment
     pending_order_no: str
+    pending_gateway: str  # its sandbox gateway page, as the signed link names it
     credited_token: str  # a paid order: receipt, staff order page
     credited_order_no: str
     faq_id: int  # an English FAQ entry
@@ -109,7 +110,8 @@ def _seed(url: str) -> dict[str, object]:
         db.session.remove()
         db.engine.dispose()
     assert faq_id is not None
-    return {"pending_token": pending_token, "pending_order_no": pending_no, "credited_token": paid_token,
+    return {"pending_token": pending_token, "pending_order_no": pending_no, "pending_gateway": kit.gateway_path(pending_no),
+            "credited_token": paid_token,
             "credited_order_no": paid_no, "faq_id": faq_id, "promo_id": promo_id, "staff_id": staff_id}
 
 

@@ -68,7 +68,7 @@ CUSTOMER_PAGES = [
     Case("home", "/"),
     Case("recharge", "/recharge"),
     Case("recharge-errors", "/recharge", recharge_with_errors, 422),
-    Case("sandbox-gateway", "/pay/sandbox/{pending_order_no}"),
+    Case("sandbox-gateway", "{pending_gateway}"),
     Case("order-pending", "/orders/{pending_token}"),
     Case("order-credited", "/orders/{credited_token}"),
     Case("receipt", "/orders/{credited_token}/receipt"),

@@ -45,7 +45,7 @@ def test_recharge_receipt_balance_faq(browser: Browser, site: Site, js: bool) ->
         rec.shot("recharge form filled")
         page.get_by_role("button", name="Recharge").click()
 
-        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}$"))
+        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}\?sign=[0-9a-f]{64}$"))
         expect(page.locator(".amount")).to_have_text(f"¥{amount}.00")
         rec.shot("sandbox gateway")
         page.get_by_role("button", name="Pay", exact=True).click()
