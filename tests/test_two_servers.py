@@ -199,7 +199,8 @@ def test_one_notification_delivered_to_both_servers_at_once_credits_once(
 
 
 ORDERS = 20
-WORKERS = 4  # two servers of two sync workers
+WORKERS = 4  # two servers of two workers
+SENDERS = 2 * WORKERS  # notifications posted at once; threaded workers take every one of them in
 
 
 def paid_without_notification(card_id: int, count: int) -> list[tuple[str, dict[str, str]]]:
@@ -229,16 +230,16 @@ def test_two_reconcilers_and_notifications_on_both_servers_credit_each_order_onc
     reconcile = ("payments", "reconcile", "--older-than", "0")
     posts = [(f"{site.url}/pay/notify/sandbox", form) for _, form in reversed(paid) for site in servers]
     # Every credit raises the card's balance, so while this holds the card's row, each reconcile
-    # run stops inside its first order's transaction and each worker inside a notification's:
-    # once all six wait, they are provably in flight together. Then they race.
+    # run stops inside its first order's transaction and each worker thread inside a
+    # notification's: once all ten wait, they are provably in flight together. Then they race.
     holder = db.engine.connect()
     try:
         holder.execute(select(Card.id).where(Card.id == card_id).with_for_update())
-        with ThreadPoolExecutor(max_workers=2) as runs, ThreadPoolExecutor(max_workers=2 * WORKERS) as senders:
+        with ThreadPoolExecutor(max_workers=2) as runs, ThreadPoolExecutor(max_workers=SENDERS) as senders:
             reconcilers = [runs.submit(flask_cli, database, *reconcile) for _ in range(2)]
             sent = [senders.submit(post_one, url, form) for url, form in posts]
             waited = 0
-            while waiting_for_locks() < 2 + WORKERS and waited < 600:
+            while waiting_for_locks() < 2 + SENDERS and waited < 600:
                 time.sleep(0.1)
                 waited += 1
             together = waiting_for_locks()
@@ -251,7 +252,7 @@ def test_two_reconcilers_and_notifications_on_both_servers_credit_each_order_onc
             results = [r.result() for r in reconcilers]
     finally:
         holder.close()
-    assert together == 2 + WORKERS, "the reconcile runs and the workers were never all in flight at once"
+    assert together == 2 + SENDERS, "the reconcile runs and the notifications were never all in flight at once"
     assert answers == Counter({(200, "success"): len(posts) * rounds})
     for run in results:
         assert run.returncode == 0, (run.stdout, run.stderr)

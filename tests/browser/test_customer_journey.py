@@ -122,7 +122,7 @@ def test_the_highlighted_amount_is_the_amount_charged(browser: Browser, site: Si
             expect(quote).to_contain_text("Pay 50.00, receive 50.00")
         rec.shot("then 50 tapped")
         page.get_by_role("button", name="Recharge").click()
-        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}$"))
+        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}\?sign=[0-9a-f]{64}$"))
         expect(page.locator(".amount")).to_have_text("¥50.00")
         rec.shot("gateway asks for 50")
         rec.assert_clean()
