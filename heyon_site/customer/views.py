@@ -13,7 +13,7 @@ from wtforms.validators import ValidationError
 from .. import alarms, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
-from ..billing.promos import active_promotions, current_quote, quote
+from ..billing.promos import PromoCaps, active_promotions, current_quote, quote
 from ..billing.recharge import find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import db, limiter
@@ -64,7 +64,7 @@ def recharge_page(form: RechargeForm, block: str | None = None, status: int = 20
     offer, problem = None, None
     if running:
         try:
-            offer = quote(form.chosen_amount(), running, now)
+            offer = quote(form.chosen_amount(), running, now, caps=PromoCaps.from_config(current_app.config))
         except ValidationError as e:
             problem = str(e)
     return render(template, block, status, form=form, promotions=running, quote=offer, amount_problem=problem)
@@ -115,8 +115,8 @@ def recharge_submit() -> Response:
     provider = get_provider(form.method.data or "") or abort(400)
     card_id, amount_fen, locale = auth.card_id, form.amount_fen, str(get_locale())
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
-    order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale,
-                                                        terms=current_quote(amount_fen)))
+    order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale, terms=current_quote(
+        amount_fen, caps=PromoCaps.from_config(current_app.config))))
     # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
     # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
     ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
