@@ -15,7 +15,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from .billing.money import AmountError, parse_amount, yuan
+from .billing.money import AmountError, parse_amount
 from .billing.promos import (COMMAND_LINE, NewPromotion, PromoCaps, PromotionError, create_promotion, describe,
                              end_promotion, state)
 from .billing.receipts import local_time
