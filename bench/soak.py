@@ -81,6 +81,7 @@ FAQ_MARK = "Soak question"
 FAQ_QUERIES = ("充值", "余额", "密码", "soak", "card", "退款")
 LOAD_BEFORE = os.getloadavg()[0]
 CSRF = re.compile(rb'name="csrf_token"[^>]*value="([^"]+)"')
+APPROVE = re.compile(rb'<form method="post" action="(/staff/promotions/\d+/approve)"[^>]*>(.*?)</form>', re.S)
 ORDER_LINK = re.compile(rb'href="/orders/([\w-]+)">(\d+)</a>')
 
 
@@ -417,22 +418,18 @@ class Client:
 
 
 def create_promotion(base: str) -> None:
-    """A bonus of 1 yuan on every recharge, created by the admin before the soak."""
+    """A bonus of 1 yuan on every recharge (from 10 yuan, the smallest), drafted on the command line
+    by ``prepare`` with --publish; the admin approves it here, as the second person must."""
     admin = Client(-1, [base], Recorder(), deque())
     if not admin.sign_in():
         raise RuntimeError("the staff account cannot sign in: " + "; ".join(admin.rec.samples.values()))
-    form = admin.staff_request("setup", "GET", "/staff/promotions/new")
-    if form is None:
-        raise RuntimeError("no promotion form: " + "; ".join(admin.rec.samples.values()))
-    now = datetime.now()
-    # A window of two days around now: its local times are right in any time zone of the site.
-    window = {"starts": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
-              "ends": (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")}
-    if admin.staff_request("setup", "POST", "/staff/promotions", {
-            "csrf_token": token_of(form), "title_zh": "浸泡测试赠送", "title_en": "Soak bonus", "kind": "fixed_bonus",
-            "threshold": "0", "value": "1.00", "percent": "", "cap": "", "priority": "0", "published": "y",
-            **window}, expect=(303,)) is None:
-        raise RuntimeError("the promotion was refused: " + "; ".join(admin.rec.samples.values()))
+    listing = admin.staff_request("setup", "GET", "/staff/promotions")
+    button = APPROVE.search(listing.body) if listing is not None else None
+    if button is None:
+        raise RuntimeError("no promotion to approve: " + "; ".join(admin.rec.samples.values()))
+    fields = {name.decode(): value.decode() for name, value in re.findall(rb'name="(\w+)"[^>]*value="([^"]*)"', button.group(2))}
+    if admin.staff_request("setup", "POST", button.group(1).decode(), fields, expect=(303,)) is None:
+        raise RuntimeError("the promotion was not approved: " + "; ".join(admin.rec.samples.values()))
 
 
 # ------------------------------------------------------------------ the site under soak
@@ -446,8 +443,14 @@ def flask(database_url: str, env: dict[str, str], *args: str) -> subprocess.Comp
 def prepare(database_url: str, env: dict[str, str]) -> None:
     """The bench's database (migrations, demo cards, FAQ), a card for the wrong passwords, an admin."""
     prepare_database(database_url)
+    now = datetime.now()
+    # A window of two days around now: its local times are right in any time zone of the site.
+    window = ("--starts", (now - timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
+              "--ends", (now + timedelta(days=1)).strftime("%Y-%m-%d %H:%M"))
     for args in (("cards", "create", THROTTLED_CARD[0], "--password", THROTTLED_CARD[1], "--balance", "5"),
-                 ("staff", "create", STAFF_USER, "--role", "admin", "--password", STAFF_PASSWORD)):
+                 ("staff", "create", STAFF_USER, "--role", "admin", "--password", STAFF_PASSWORD),
+                 ("promos", "create", "--title-zh", "浸泡测试赠送", "--title-en", "Soak bonus", "--kind", "fixed_bonus",
+                  "--threshold", "10", "--value", "1", *window, "--publish")):
         done = flask(database_url, env, *args)
         if done.returncode:
             raise RuntimeError(f"flask {' '.join(args[:2])} failed:\n{done.stdout}{done.stderr}")

@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
     cfg.refuse_sandbox_beside_real_providers(app.config)
     cfg.refuse_per_process_limits(app.config)
+    app.config.update(cfg.check_promo_caps(app.config))
     cfg.warn_of_a_derived_card_key(app.config)
     # Once, at start-up: every card lookup needs it, and an unreadable HEYON_CARD_KEY_FILE stops
     # the site here rather than failing each lookup.

@@ -18,6 +18,7 @@ from .billing.cards import (
     CardNumberError, clear_throttle, create_card, find_card, mask, normalise_card_number, normalise_password, number_digest,
 )
 from .billing.money import AmountError, parse_amount, yuan
+from .billing.promos import PromoCaps
 from .database import in_write_transaction
 from .extensions import db
 from .faq_cli import faq_cli
@@ -162,7 +163,7 @@ def seed_demo() -> None:
 @ledger_cli.command("verify")
 def ledger_verify() -> None:
     """Exit 0 with a one-line summary when every invariant holds; exit 1 naming each violation."""
-    verdict = ledger.verify()
+    verdict = ledger.verify(caps=PromoCaps.from_config(current_app.config))
     db.session.rollback()
     if not verdict.ok:
         for line in verdict.violations:

@@ -41,6 +41,28 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+# The promotion caps: (default, highest allowed). A bonus above the amount paid, or a discount of
+# the whole amount, is never allowed (the schema's CHECKs say the same); the defaults are the
+# business's own limits. billing.promos.PromoCaps holds them once read.
+PROMO_CAPS = {"HEYON_PROMO_MAX_BONUS_PERCENT": (50, 100), "HEYON_PROMO_MAX_DISCOUNT_PERCENT": (30, 99)}
+
+
+def promo_cap(name: str, raw: object) -> int:
+    """A promotion cap as a whole percentage within its bounds; anything else stops start-up."""
+    default, highest = PROMO_CAPS[name]
+    if raw is None or raw == "":
+        return default
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text.isascii() or not text.isdigit() or int(text) > highest:
+        raise ValueError(f"{name} must be a whole percentage from 0 to {highest}, not {raw!r}")
+    return int(text)
+
+
+def check_promo_caps(config: Mapping[str, Any]) -> dict[str, int]:
+    """The two caps as ints, for settings given by a test or a caller rather than the environment."""
+    return {name: promo_cap(name, config.get(name)) for name in PROMO_CAPS}
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -147,6 +169,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_MIN_AMOUNT": env.get("HEYON_MIN_AMOUNT", "10"),
         "HEYON_MAX_AMOUNT": env.get("HEYON_MAX_AMOUNT", "2000"),
         "HEYON_ORDER_EXPIRY_MINUTES": _int(env, "HEYON_ORDER_EXPIRY_MINUTES", 120),
+        # What a promotion may give: a bonus at most this percent of the amount paid, a discount at
+        # most this percent of the amount (billing.promos checks terms and clamps quotes to them).
+        **{name: promo_cap(name, env.get(name)) for name in PROMO_CAPS},
         "HEYON_SUPPORT_PHONE": env.get("HEYON_SUPPORT_PHONE", "400-000-0000"),
         "HEYON_SUPPORT_EMAIL": env.get("HEYON_SUPPORT_EMAIL", "support@heyon.example"),
         "HEYON_SUPPORT_HOURS": env.get("HEYON_SUPPORT_HOURS", "09:00-21:00"),

@@ -76,6 +76,13 @@ class RechargeOrder(db.Model):
         CheckConstraint("amount_fen > 0", name="amount_positive"),
         CheckConstraint("pay_fen > 0", name="pay_positive"),
         CheckConstraint("bonus_fen >= 0", name="bonus_not_negative"),
+        # The promotion caps the order was quoted under (NULL: made before they were recorded),
+        # and its bonus and discount within them: integer arithmetic, no rounding to argue about.
+        CheckConstraint("(bonus_cap_percent IS NULL) = (discount_cap_percent IS NULL)", name="caps_together"),
+        CheckConstraint("bonus_cap_percent IS NULL OR (bonus_cap_percent BETWEEN 0 AND 100 "
+                        "AND bonus_fen * 100 <= pay_fen * bonus_cap_percent)", name="bonus_within_cap"),
+        CheckConstraint("discount_cap_percent IS NULL OR (discount_cap_percent BETWEEN 0 AND 99 "
+                        "AND (amount_fen - pay_fen) * 100 <= amount_fen * discount_cap_percent)", name="discount_within_cap"),
         Index("ix_recharge_orders_status_created", "status", "created_at"),
         # The staff dashboard sums credited orders by the day they were credited.
         Index("ix_recharge_orders_status_finalized", "status", "finalized_at"),
@@ -95,6 +102,8 @@ class RechargeOrder(db.Model):
     pay_fen: Mapped[int] = mapped_column(BigInteger)  # what the customer pays
     bonus_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     promo_snapshot: Mapped[str | None] = mapped_column(Text, default=None)
+    bonus_cap_percent: Mapped[int | None] = mapped_column(Integer, default=None)
+    discount_cap_percent: Mapped[int | None] = mapped_column(Integer, default=None)
     provider_txn_id: Mapped[str | None] = mapped_column(String(255), default=None)
     paid_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
     status_reason: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -231,6 +240,15 @@ class Promotion(db.Model):
         CheckConstraint("percent_bp >= 0 AND percent_bp <= 10000", name="percent_range"),
         CheckConstraint("cap_fen IS NULL OR cap_fen > 0", name="cap_positive"),
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        # Whatever the caps are set to, a published promotion never gives the whole amount away
+        # (a discount of 100 %) nor a fixed bonus above the smallest amount it applies to.
+        # Drafts may hold anything (they give nothing), so rows from before these checks survive.
+        CheckConstraint("NOT published OR kind <> 'discount' OR percent_bp < 10000", name="discount_below_100"),
+        CheckConstraint("NOT published OR kind <> 'fixed_bonus' OR value_fen <= threshold_fen",
+                        name="fixed_bonus_within_threshold"),
+        # Publication is asked for drafts only; a change waits only beside published terms.
+        CheckConstraint("NOT (published AND publish_requested)", name="requested_only_when_draft"),
+        CheckConstraint("pending_terms IS NULL OR published", name="changes_only_when_published"),
         Index("ix_promotions_window", "published", "starts_at", "ends_at"),
     )
 
@@ -251,6 +269,16 @@ class Promotion(db.Model):
     published: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Two people (billing.promos): a draft's editor asks for publication, an admin who is not the
+    # last editor of the terms approves. NULL editor: the command line, or a row older than this.
+    publish_requested: Mapped[bool] = mapped_column(default=False)
+    edited_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    edited_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    # A change to a published promotion, waiting for approval beside the live terms (JSON).
+    pending_terms: Mapped[str | None] = mapped_column(Text, default=None)
+    pending_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    pending_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    pending_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class FaqEntry(db.Model):

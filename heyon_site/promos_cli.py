@@ -1,7 +1,9 @@
-"""`flask promos`: operators create, list and end promotions until the staff area exists.
+"""`flask promos`: operators create, list and end promotions from the server.
 
 Times are typed and shown in the site's time zone (HEYON_TIMEZONE), as staff think of them; the
-database keeps naive UTC like every other time.
+database keeps naive UTC like every other time. The command line is an editor like any other:
+it drafts, and `--publish` asks for publication, which an admin approves on the staff
+promotions page (billing.promos: two people put terms in force). Each change is an audit row.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from .billing.money import AmountError, parse_amount, yuan
-from .billing.promos import PromotionError, NewPromotion, create_promotion, end_promotion
+from .billing.money import AmountError, parse_amount
+from .billing.promos import (COMMAND_LINE, NewPromotion, PromoCaps, PromotionError, create_promotion, describe,
+                             end_promotion, state)
 from .billing.receipts import local_time
 from .database import in_write_transaction
 from .extensions import db
 from .models import PROMO_KINDS, Promotion, utcnow
+from .staff.auth import audit
 
 promos_cli = AppGroup("promos", help="Create, list and end promotions (times in HEYON_TIMEZONE).")
 
@@ -49,19 +53,6 @@ def _utc(local: datetime) -> datetime:
     return local.replace(tzinfo=_zone()).astimezone(UTC).replace(tzinfo=None)
 
 
-def describe(promo: Promotion) -> str:
-    """The terms in one line, e.g. ``percent_bonus 10% up to 20.00, from 100.00``."""
-    size = yuan(promo.value_fen) if promo.kind == "fixed_bonus" else yuan(promo.percent_bp).removesuffix(".00") + "%"
-    cap = f" up to {yuan(promo.cap_fen)}" if promo.cap_fen is not None else ""
-    return f"{promo.kind} {size}{cap}, from {yuan(promo.threshold_fen)}"
-
-
-def state(promo: Promotion, now: datetime) -> str:
-    if not promo.published:
-        return "draft"
-    return "scheduled" if now < promo.starts_at else "ended" if now >= promo.ends_at else "running"
-
-
 def line(promo: Promotion, now: datetime) -> str:
     tz = _zone()
     return (f"{promo.id}  {state(promo, now)}  priority {promo.priority}  {describe(promo)}  "
@@ -79,16 +70,25 @@ def line(promo: Promotion, now: datetime) -> str:
 @click.option("--starts", type=LOCAL_TIME, help="Start, 'YYYY-MM-DD[ HH:MM]' site time; default now.")
 @click.option("--ends", type=LOCAL_TIME, required=True, help="End (exclusive), 'YYYY-MM-DD[ HH:MM]' site time.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Of the promotions that apply, the highest wins.")
-@click.option("--publish", is_flag=True, help="Show and apply it within its window (otherwise a draft).")
+@click.option("--publish", is_flag=True,
+              help="Ask for it to be published; an admin approves it on the staff promotions page (otherwise a draft).")
 def promos_create(title_zh: str, title_en: str, kind: str, threshold: int, value: int | None, percent: int | None,
                   cap: int | None, starts: datetime | None, ends: datetime, priority: int, publish: bool) -> None:
-    """Create a promotion."""
+    """Create a draft promotion (with --publish, one awaiting an admin's approval)."""
     now = utcnow()
     new = NewPromotion(title_zh=title_zh, title_en=title_en, kind=kind, starts_at=_utc(starts) if starts else now,
                        ends_at=_utc(ends), threshold_fen=threshold, value_fen=value, percent_bp=percent, cap_fen=cap,
                        priority=priority, published=publish)
+    caps = PromoCaps.from_config(current_app.config)
+
+    def work() -> Promotion:
+        promo = create_promotion(new, caps, COMMAND_LINE, now)
+        audit("promo.create", staff_id=None, username=COMMAND_LINE.name, target=f"promotion {promo.id}",
+              after=f'terms="{describe(promo)}"; state={state(promo, now)}')
+        return promo
+
     try:
-        promo = in_write_transaction(lambda: create_promotion(new, now))
+        promo = in_write_transaction(work)
     except PromotionError as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"created {line(promo, now)}")
@@ -106,7 +106,14 @@ def promos_list() -> None:
 @click.argument("promo_id", metavar="ID", type=int)
 def promos_end(promo_id: int) -> None:
     """End a promotion now. Orders made under it keep what they were promised."""
-    outcome = in_write_transaction(lambda: end_promotion(promo_id))
+    def work() -> str:
+        outcome = end_promotion(promo_id)
+        if outcome in ("ended", "withdrawn"):
+            audit("promo.end", staff_id=None, username=COMMAND_LINE.name, target=f"promotion {promo_id}",
+                  after=f"({outcome})")
+        return outcome
+
+    outcome = in_write_transaction(work)
     if outcome == "unknown":
         raise click.ClickException(f"no promotion {promo_id}")
     click.echo({"ended": f"promotion {promo_id} ended",

@@ -44,7 +44,7 @@ from werkzeug.test import TestResponse
 from werkzeug.wrappers import Response
 
 from heyon_site.billing import ledger
-from heyon_site.billing.promos import NewPromotion, create_promotion
+from heyon_site.billing.promos import COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve, create_promotion
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -260,8 +260,8 @@ def build_world(app: Flask, outbox: list[tuple[str, dict[str, str]]]) -> World:
         orders[name] = (made.order_no, made.token)
 
     def content() -> tuple[int, int, int]:
-        for username, role in (("editor-user", "editor"), ("admin-user", "admin"), ("coder-user", "cashier")):
-            create_staff(username, STAFF_PASSWORD, role)
+        made = {role: create_staff(username, STAFF_PASSWORD, role)
+                for username, role in (("editor-user", "editor"), ("admin-user", "admin"), ("coder-user", "cashier"))}
         target = create_staff("target-user", STAFF_PASSWORD, "cashier")
         db.session.execute(update(StaffUser).where(StaffUser.username == "coder-user")
                            .values(totp_secret=pyotp.random_base32(32)))
@@ -271,7 +271,10 @@ def build_world(app: Flask, outbox: list[tuple[str, dict[str, str]]]) -> World:
         now = utcnow()
         promo = create_promotion(NewPromotion(title_zh="充值有礼", title_en="Recharge bonus", kind="fixed_bonus",
                                               starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=1),
-                                              threshold_fen=ORDER_FEN, value_fen=1000, published=True))
+                                              threshold_fen=ORDER_FEN, value_fen=1000, published=True),
+                                 PromoCaps(), COMMAND_LINE)
+        admin = made["admin"]  # the second person: the command line drafted it
+        approve(promo.id, PromoCaps(), Editor(admin.id, admin.username), approval_digest(promo) or "")
         db.session.flush()
         return entry.id, promo.id, target.id
 

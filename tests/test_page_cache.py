@@ -156,7 +156,7 @@ def test_one_render_per_page_and_language_per_lifetime(app: Flask, cached: list[
 
 def test_a_new_promotion_shows_once_the_lifetime_is_over(app: Flask, client: FlaskClient, cached: list[float]) -> None:
     assert "Launch week bonus" not in client.get("/recharge?lang=en").get_data(as_text=True)
-    save(title_en="Launch week bonus", kind="fixed_bonus", value_fen=1000)
+    save(title_en="Launch week bonus", kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     cached[0] += LIFETIME - 1
     assert "Launch week bonus" not in client.get("/recharge?lang=en").get_data(as_text=True)  # at most this late
     cached[0] += 1
@@ -189,11 +189,13 @@ def test_a_promotion_changed_by_staff_shows_at_once_in_the_same_process(
         app: Flask, client: FlaskClient, cached: list[float]) -> None:
     """Other processes wait out the lifetime; the one that made the change forgets its pages."""
     from .test_staff import signed_in
-    from .test_staff_content import create_promo, the_promo, token
+    from .test_staff_content import approve, create_promo, the_promo, token
 
     assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)
     staff = signed_in(app, "editor")
     create_promo(staff, title_en="Staff-made bonus")
+    assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)  # awaiting approval
+    assert approve(signed_in(app, "admin"), the_promo().id).status_code == 303
     assert "Staff-made bonus" in client.get("/?lang=en").get_data(as_text=True)
     r = staff.post(f"/staff/promotions/{the_promo().id}/end", data={"csrf_token": token(staff)})
     assert r.status_code == 303, r.status_code

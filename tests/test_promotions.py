@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
 from heyon_site.billing import ledger
-from heyon_site.billing.promos import Quote, active_promotions, current_quote, end_promotion, quote, snapshot
+from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, current_quote, end_promotion, quote, snapshot
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -33,6 +33,7 @@ from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT
 from .test_notifications import pay_on_gateway, post_notify
 
 NOW = datetime(2026, 12, 1, 4, 0)  # naive UTC, like every stored time
+CAPS = PromoCaps()  # the defaults: a bonus at most 50 % of the amount paid, a discount at most 30 %
 DAY = timedelta(days=1)
 # "input", not "keyup": a Chinese IME or a phone keyboard may type without key events.
 TRIGGER = "change from:.amounts, change from:.methods, input changed delay:400ms from:#custom_amount"
@@ -81,25 +82,46 @@ def quote_line(r: TestResponse) -> str:
     # A discount is rounded down too: the customer pays 95.00, not 94.9995.
     pytest.param({"kind": "discount", "percent_bp": 500}, 9999, 9500, 0, id="discount-499.95-down"),
     pytest.param({"kind": "discount", "percent_bp": 1000, "cap_fen": 500}, 10000, 9500, 0, id="discount-capped"),
-    pytest.param({"kind": "discount", "percent_bp": 10000}, 5000, 1, 0, id="discount-never-below-a-fen"),
+    # Held to the caps in force, whatever the promotion says (terms from before the caps, or caps
+    # lowered since): 30 % off at most, a bonus of at most half the amount paid, rounded down.
+    pytest.param({"kind": "discount", "percent_bp": 10000}, 5000, 3500, 0, id="discount-clamped-to-the-cap"),
+    pytest.param({"kind": "discount", "percent_bp": 5000}, 9999, 7000, 0, id="discount-clamp-rounds-down"),
+    pytest.param({"kind": "fixed_bonus", "value_fen": 99_999_999_999}, 1000, 1000, 500, id="fixed-clamped-to-the-cap"),
+    pytest.param({"kind": "percent_bonus", "percent_bp": 9000}, 999, 999, 499, id="percent-clamp-rounds-down"),
 ])
 def test_each_kind_is_exact_in_fen(fields: dict[str, Any], amount: int, pay: int, bonus: int) -> None:
     p = promo(**fields)
-    q = quote(amount, [p], NOW)
+    q = quote(amount, [p], NOW, caps=CAPS)
     assert q == Quote(amount, pay, bonus, snapshot(p))
+    assert q.caps == CAPS  # recorded on the order
     assert all(type(v) is int for v in (q.amount_fen, q.pay_fen, q.bonus_fen))
+
+
+@pytest.mark.parametrize("amount", [1, 2, 99, 100, 101, 5000])
+def test_even_the_highest_caps_leave_a_payment_and_never_more_bonus_than_paid(amount: int) -> None:
+    highest = PromoCaps(100, 99)
+    free = quote(amount, [promo(kind="discount", percent_bp=10000)], NOW, caps=highest)
+    assert free.pay_fen >= 1 and (amount - free.pay_fen) * 100 <= amount * 99
+    double = quote(amount, [promo(kind="percent_bonus", percent_bp=10000)], NOW, caps=highest)
+    assert double.bonus_fen == amount  # 100 %: as much again, no more
+
+
+@pytest.mark.parametrize("caps", [(101, 30), (50, 100), (-1, 30), (50, -1), (50.0, 30), ("50", 30), (True, 30)])
+def test_caps_outside_their_bounds_are_no_caps(caps: tuple[Any, Any]) -> None:
+    with pytest.raises(ValueError, match="whole percent"):
+        PromoCaps(*caps)
 
 
 def test_the_threshold_is_inclusive() -> None:
     p = promo(kind="fixed_bonus", value_fen=1000, threshold_fen=10000)
-    assert quote(9999, [p], NOW) == Quote.face_value(9999)
-    assert quote(10000, [p], NOW).bonus_fen == 1000
+    assert quote(9999, [p], NOW, caps=CAPS) == Quote.face_value(9999)
+    assert quote(10000, [p], NOW, caps=CAPS).bonus_fen == 1000
 
 
 @pytest.mark.parametrize("amount", [0, -1, 100.0, True, None])
 def test_quote_refuses_anything_but_a_positive_int(amount: Any) -> None:
     with pytest.raises(ValueError, match="positive int of fen"):
-        quote(amount, [], NOW)
+        quote(amount, [], NOW, caps=CAPS)
 
 
 # ------------------------------------------------------------------ priority: one promotion, never two
@@ -109,26 +131,26 @@ def test_the_highest_priority_wins_even_when_it_gives_less() -> None:
     small = promo(id=1, kind="fixed_bonus", value_fen=500, priority=5)
     big = promo(id=2, kind="percent_bonus", percent_bp=2000, priority=1)
     for order_ in ([small, big], [big, small]):  # the order of the list does not matter
-        q = quote(10000, order_, NOW)
+        q = quote(10000, order_, NOW, caps=CAPS)
         assert (q.pay_fen, q.bonus_fen, q.promo and q.promo["id"]) == (10000, 500, 1)
 
 
 def test_a_tie_goes_to_the_older_promotion() -> None:
     older, newer = promo(id=3, value_fen=100), promo(id=4, value_fen=900)
-    assert quote(10000, [newer, older], NOW).bonus_fen == 100
+    assert quote(10000, [newer, older], NOW, caps=CAPS).bonus_fen == 100
 
 
 def test_a_higher_priority_out_of_reach_leaves_the_next_one() -> None:
     high = promo(id=1, kind="fixed_bonus", value_fen=5000, threshold_fen=50000, priority=9)
     low = promo(id=2, kind="discount", percent_bp=1000, priority=1)
-    assert quote(10000, [high, low], NOW) == Quote(10000, 9000, 0, snapshot(low))
-    assert quote(50000, [high, low], NOW) == Quote(50000, 50000, 5000, snapshot(high))
+    assert quote(10000, [high, low], NOW, caps=CAPS) == Quote(10000, 9000, 0, snapshot(low))
+    assert quote(50000, [high, low], NOW, caps=CAPS) == Quote(50000, 50000, 5000, snapshot(high))
 
 
 def test_a_bonus_and_a_discount_never_stack() -> None:
     bonus = promo(id=1, kind="fixed_bonus", value_fen=1000)
     discount = promo(id=2, kind="discount", percent_bp=1000, priority=1)
-    assert quote(10000, [bonus, discount], NOW) == Quote(10000, 9000, 0, snapshot(discount))
+    assert quote(10000, [bonus, discount], NOW, caps=CAPS) == Quote(10000, 9000, 0, snapshot(discount))
 
 
 # ------------------------------------------------------------------ the window and `published`
@@ -136,15 +158,15 @@ def test_a_bonus_and_a_discount_never_stack() -> None:
 
 def test_the_window_starts_inclusive_and_ends_exclusive(app: Flask) -> None:
     start, end = NOW, NOW + DAY
-    pid = save(kind="fixed_bonus", value_fen=100, starts_at=start, ends_at=end)
+    pid = save(kind="fixed_bonus", value_fen=100, threshold_fen=200, starts_at=start, ends_at=end)
     tick = timedelta(microseconds=1)
     running = {when: [p.id for p in active_promotions(when)] for when in (start - tick, start, end - tick, end)}
     assert running == {start - tick: [], start: [pid], end - tick: [pid], end: []}
     p = db.session.get(Promotion, pid)
     assert p is not None
     # quote() checks the window itself: a list fetched a moment ago may hold one that has ended.
-    assert quote(10000, [p], end) == Quote.face_value(10000)
-    assert quote(10000, [p], start).bonus_fen == 100
+    assert quote(10000, [p], end, caps=CAPS) == Quote.face_value(10000)
+    assert quote(10000, [p], start, caps=CAPS).bonus_fen == 100
 
 
 def test_drafts_never_run_and_the_running_come_by_priority_then_age(app: Flask) -> None:
@@ -152,7 +174,7 @@ def test_drafts_never_run_and_the_running_come_by_priority_then_age(app: Flask) 
     first, second, third = save(NOW, priority=1), save(NOW, priority=5), save(NOW, priority=1)
     assert [p.id for p in active_promotions(NOW)] == [second, first, third]
     assert draft not in [p.id for p in active_promotions(NOW)]
-    assert quote(10000, [promo(id=draft, published=False, value_fen=100)], NOW) == Quote.face_value(10000)
+    assert quote(10000, [promo(id=draft, published=False, value_fen=100)], NOW, caps=CAPS) == Quote.face_value(10000)
 
 
 # ------------------------------------------------------------------ the property, over every amount
@@ -178,17 +200,25 @@ def expected_benefit(fields: dict[str, Any], amount: int) -> int:
     return raw if fields["cap_fen"] is None else min(raw, fields["cap_fen"])
 
 
+CAPS_DRAWN = st.builds(PromoCaps, st.integers(0, 100), st.integers(0, 99))
+
+
 @settings(database=None, max_examples=400, deadline=None)
-@given(amount=st.integers(1000, 200_000), drawn=PROMOTIONS)
+@given(amount=st.integers(1000, 200_000), drawn=PROMOTIONS, caps=CAPS_DRAWN)
 @example(amount=1000, drawn=[{"kind": "discount", "threshold_fen": 0, "value_fen": 0, "percent_bp": 10_000,
-                              "cap_fen": None, "priority": 0, "published": True}])
+                              "cap_fen": None, "priority": 0, "published": True}], caps=PromoCaps(100, 99))
 @example(amount=200_000, drawn=[{"kind": "percent_bonus", "threshold_fen": 200_000, "value_fen": 0,
-                                 "percent_bp": 9_999, "cap_fen": None, "priority": 0, "published": True}])
-def test_every_amount_gets_whole_fen_within_bounds(amount: int, drawn: list[dict[str, Any]]) -> None:
+                                 "percent_bp": 9_999, "cap_fen": None, "priority": 0, "published": True}], caps=CAPS)
+@example(amount=1000, drawn=[{"kind": "fixed_bonus", "threshold_fen": 0, "value_fen": 100_000, "percent_bp": 0,
+                              "cap_fen": None, "priority": 0, "published": True}], caps=PromoCaps(0, 0))
+def test_every_amount_gets_whole_fen_within_bounds(amount: int, drawn: list[dict[str, Any]], caps: PromoCaps) -> None:
     promotions = [promo(id=i + 1, **fields) for i, fields in enumerate(drawn)]
-    q = quote(amount, promotions, NOW)
+    q = quote(amount, promotions, NOW, caps=caps)
     assert all(type(v) is int for v in (q.amount_fen, q.pay_fen, q.bonus_fen))
     assert q.amount_fen == amount and q.bonus_fen >= 0 and 1 <= q.pay_fen <= amount
+    # Within the caps, by the schema's own integer arithmetic (recharge_orders' CHECKs).
+    assert q.bonus_fen * 100 <= q.pay_fen * caps.bonus_percent
+    assert (amount - q.pay_fen) * 100 <= amount * caps.discount_percent
     assert q.bonus_fen == 0 or q.pay_fen == amount  # never both a bonus and a discount
     applicable = [(i + 1, f) for i, f in enumerate(drawn) if f["published"] and f["threshold_fen"] <= amount]
     if not applicable:
@@ -197,7 +227,8 @@ def test_every_amount_gets_whole_fen_within_bounds(amount: int, drawn: list[dict
     chosen_id, chosen = min(applicable, key=lambda pair: (-pair[1]["priority"], pair[0]))
     assert q.promo is not None and q.promo["id"] == chosen_id
     assert json.loads(q.snapshot_json() or "") == q.promo
-    benefit = expected_benefit(chosen, amount)
+    limit = amount * (caps.discount_percent if chosen["kind"] == "discount" else caps.bonus_percent) // 100
+    benefit = min(expected_benefit(chosen, amount), limit)
     if chosen["cap_fen"] is not None:
         assert q.bonus_fen <= chosen["cap_fen"] and amount - q.pay_fen <= chosen["cap_fen"]
     if chosen["kind"] == "discount":
@@ -210,7 +241,7 @@ def test_every_amount_gets_whole_fen_within_bounds(amount: int, drawn: list[dict
 
 CHANGES = {
     "edited": lambda pid: db.session.execute(update(Promotion).where(Promotion.id == pid).values(
-        value_fen=5000, title_en="Changed", threshold_fen=0)),
+        value_fen=5000, title_en="Changed", threshold_fen=10000)),  # as large a bonus as the schema lets a row hold
     "ended": lambda pid: end_promotion(pid),
 }
 
@@ -251,7 +282,7 @@ def test_an_order_keeps_its_bonus_whatever_happens_to_the_promotion(app: Flask, 
 
 def test_the_order_is_quoted_when_it_is_made_and_changed_terms_wait_for_the_customer(app: Flask, client: FlaskClient) -> None:
     make_card()
-    pid = save(kind="fixed_bonus", value_fen=1000)
+    pid = save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     data = recharge_form(client)  # the page showed the bonus on the 100 button ...
     in_write_transaction(lambda: end_promotion(pid))  # ... which ended before the customer pressed Recharge
     r = client.post("/recharge", data=data)
@@ -277,7 +308,7 @@ def test_the_order_is_quoted_when_it_is_made_and_changed_terms_wait_for_the_cust
 
 def test_terms_the_page_showed_go_straight_to_payment(app: Flask, client: FlaskClient) -> None:
     make_card()
-    save(kind="fixed_bonus", value_fen=1000)
+    save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     r = client.post("/recharge", data=recharge_form(client))
     assert r.status_code == 303 and "/pay/sandbox/" in r.headers["Location"]
     made = order(r.headers["Location"].split("?")[0].rsplit("/", 1)[1])
@@ -332,7 +363,7 @@ def test_a_discount_order_is_credited_only_for_the_discounted_payment(
 @pytest.mark.parametrize("path", ["/", "/recharge"])
 @pytest.mark.parametrize(("lang", "shown", "hidden"), [("en", "Get 10 more", "多送10元"), ("zh", "多送10元", "Get 10 more")])
 def test_pages_list_the_running_promotions_in_their_language(app: Flask, path: str, lang: str, shown: str, hidden: str) -> None:
-    save(title_en="Get 10 more", title_zh="多送10元", kind="fixed_bonus", value_fen=1000)
+    save(title_en="Get 10 more", title_zh="多送10元", kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     save(title_en="A draft", title_zh="草稿", published=False)
     save(title_en="Long over", title_zh="已结束", starts_at=NOW - 2 * DAY, ends_at=NOW - DAY)
     body = new_client(app).get(path, headers=HEADERS[lang]).get_data(as_text=True)
@@ -356,7 +387,7 @@ def test_without_javascript_each_preset_carries_its_own_terms(app: Flask, path: 
 
 
 def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
-    save(kind="fixed_bonus", value_fen=1000)
+    save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     found = QUOTE.search(new_client(app).get("/recharge").get_data(as_text=True))
     assert found
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', found.group(1)))
@@ -369,7 +400,7 @@ def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
 
 
 def test_the_quote_reads_nothing_about_the_card_from_the_address(app: Flask, client: FlaskClient, hx: FlaskClient) -> None:
-    save(kind="fixed_bonus", value_fen=1000)
+    save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     for browser in (client, hx):
         r = browser.get("/recharge/quote", query_string={"amount": "100", "card_number": CARD, "password": PIN},
                         headers=HEADERS["en"])
@@ -419,7 +450,7 @@ def test_a_discount_is_quoted_as_less_to_pay(app: Flask, hx: FlaskClient) -> Non
 
 def test_a_refused_form_keeps_the_quote_and_does_not_repeat_the_amount_error(app: Flask, hx: FlaskClient) -> None:
     make_card()
-    save(kind="fixed_bonus", value_fen=1000)
+    save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
     wrong_password = hx.post("/recharge", data=recharge_form(hx, password="000000"))
     assert wrong_password.status_code == 403 and quote_line(wrong_password).startswith("Pay 100.00, receive 110.00")
     bad_amount = hx.post("/recharge", data=recharge_form(hx, amount="other", custom_amount="abc"))
@@ -477,12 +508,15 @@ def test_create_and_list_through_the_real_command(database: str, app: Flask) -> 
                         "--kind", "fixed_bonus", "--threshold", "100", "--value", "10",
                         "--starts", "2040-01-01 08:00", "--ends", "2040-02-01", "--priority", "3", "--publish")
     assert created.returncode == 0, created.stderr
-    line = "1  scheduled  priority 3  fixed_bonus 10.00, from 100.00  2040-01-01 08:00:00 .. 2040-02-01 00:00:00  Get 10 more / 充100送10"
+    # --publish asks for publication: an admin approves it on the staff page (tests/test_staff_content.py).
+    line = ("1  awaiting approval  priority 3  fixed_bonus 10.00, from 100.00  2040-01-01 08:00:00 .. 2040-02-01 00:00:00  "
+            "Get 10 more / 充100送10")
     assert created.stdout.strip() == f"created {line}"
     [p] = promotions()
     # Typed in Asia/Shanghai (UTC+8), kept as naive UTC.
     assert (p.starts_at, p.ends_at) == (datetime(2040, 1, 1, 0, 0), datetime(2040, 1, 31, 16, 0))
-    assert (p.kind, p.threshold_fen, p.value_fen, p.percent_bp, p.cap_fen, p.published) == ("fixed_bonus", 10000, 1000, 0, None, True)
+    assert (p.kind, p.threshold_fen, p.value_fen, p.percent_bp, p.cap_fen) == ("fixed_bonus", 10000, 1000, 0, None)
+    assert (p.published, p.publish_requested, p.edited_by_id, p.edited_by) == (False, True, None, "(command line)")
     listed = flask_cli(database, "promos", "list")
     assert listed.returncode == 0 and listed.stdout.strip() == line
     in_utc = flask_cli(database, "promos", "list", env={"HEYON_TIMEZONE": "UTC"})
@@ -493,7 +527,7 @@ def test_create_and_list_through_the_real_command(database: str, app: Flask) -> 
     (["--kind", "percent_bonus", "--percent", "2.5", "--cap", "20"], ("percent_bonus", 0, 250, 2000)),
     (["--kind", "percent_bonus", "--percent", "10%"], ("percent_bonus", 0, 1000, None)),
     (["--kind", "discount", "--percent", "１５"], ("discount", 0, 1500, None)),
-    (["--kind", "discount", "--percent", "100"], ("discount", 0, 10000, None)),
+    (["--kind", "discount", "--percent", "30"], ("discount", 0, 3000, None)),  # the default cap
 ])
 def test_create_reads_percentages_exactly(runner: FlaskCliRunner, options: list[str], stored: tuple[Any, ...]) -> None:
     result = cli(runner, "promos", "create", "--title-zh", "折扣", "--title-en", "Discount", "--ends", "2040-01-01", *options)
@@ -520,6 +554,17 @@ REFUSED = {
     "bad-date": (["--kind", "fixed_bonus", "--value", "5", "--starts", "tomorrow"], "'tomorrow' does not match the formats"),
     "bad-kind": (["--kind", "cashback", "--value", "5"], "'cashback' is not one of"),
     "empty-title": (["--kind", "fixed_bonus", "--value", "5", *NO_TITLE], "The Chinese title needs 1 to 120 characters"),
+    # The caps (defaults 50 % and 30 %), named in the message.
+    "fixed-without-threshold": (["--kind", "fixed_bonus", "--value", "999999999.99"],
+                                "A bonus is at most 50% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT): a bonus of "
+                                "999999999.99 needs a from amount of at least 1999999999.98."),
+    "fixed-above-half-its-threshold": (["--kind", "fixed_bonus", "--value", "5.01", "--threshold", "10"],
+                                       "needs a from amount of at least 10.02"),
+    "percent-bonus-over-the-cap": (["--kind", "percent_bonus", "--percent", "50.01"],
+                                   "A bonus is at most 50% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
+    "discount-100": (["--kind", "discount", "--percent", "100"],
+                     "A discount is at most 30% of the amount (HEYON_PROMO_MAX_DISCOUNT_PERCENT)."),
+    "discount-over-the-cap": (["--kind", "discount", "--percent", "30.01", "--cap", "1"], "A discount is at most 30%"),
 }
 
 
@@ -531,7 +576,7 @@ def test_create_refuses_terms_that_make_no_sense(runner: FlaskCliRunner, options
 
 
 def test_end_stops_a_running_promotion_at_once(app: Flask, runner: FlaskCliRunner) -> None:
-    pid = save(kind="fixed_bonus", value_fen=1000, title_en="Get 10 more")
+    pid = save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000, title_en="Get 10 more")
     assert "Get 10 more" in new_client(app).get("/?lang=en").get_data(as_text=True)
     before = utcnow()
     result = cli(runner, "promos", "end", str(pid))
@@ -539,7 +584,7 @@ def test_end_stops_a_running_promotion_at_once(app: Flask, runner: FlaskCliRunne
     [p] = promotions()
     assert before <= p.ends_at <= utcnow() and p.published
     assert "Get 10 more" not in new_client(app).get("/?lang=en").get_data(as_text=True)
-    assert current_quote(10000) == Quote.face_value(10000)
+    assert current_quote(10000, caps=CAPS) == Quote.face_value(10000)
     again = cli(runner, "promos", "end", str(pid))
     assert again.exit_code == 0 and again.stdout.strip() == f"promotion {pid} had ended already"
     assert promotions()[0].ends_at == p.ends_at

@@ -13,7 +13,7 @@ from werkzeug.test import TestResponse
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.billing.promos import NewPromotion, create_promotion
+from heyon_site.billing.promos import COMMAND_LINE, NewPromotion, PromoCaps, create_promotion
 from heyon_site.models import AuditLog, FaqEntry, ProviderCallback, StaffUser, utcnow
 from heyon_site.staff.auth import create_staff, throttle_states
 
@@ -189,7 +189,8 @@ def _page_targets() -> dict[str, object]:
     def work() -> dict[str, object]:
         faq = FaqEntry(locale="en", category="C", question="Q?", answer_md="A.", position=1)
         promo = create_promotion(NewPromotion(title_zh="促销", title_en="Offer", kind="fixed_bonus", value_fen=100,
-                                              starts_at=utcnow(), ends_at=utcnow() + timedelta(days=1)))
+                                              threshold_fen=1000, starts_at=utcnow(), ends_at=utcnow() + timedelta(days=1)),
+                                 PromoCaps(), COMMAND_LINE)
         db.session.add(faq)
         db.session.flush()
         return {"fid": faq.id, "pid": promo.id, "sid": create_staff("someone", PASSWORD, "cashier").id}

@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from heyon_site.extensions import db
 from heyon_site.models import FaqEntry, Promotion, utcnow
@@ -171,7 +172,8 @@ EDITOR_PAGES = ["/staff/faq", "/staff/faq/new", "/staff/faq/{fid}/edit", "/staff
                 "/staff/promotions/new", "/staff/promotions/{pid}/edit"]
 EDITOR_POSTS = ["/staff/faq", "/staff/faq/{fid}", "/staff/faq/{fid}/publish", "/staff/faq/{fid}/unpublish",
                 "/staff/faq/{fid}/move/up", "/staff/promotions", "/staff/promotions/{pid}",
-                "/staff/promotions/{pid}/publish", "/staff/promotions/{pid}/unpublish", "/staff/promotions/{pid}/end"]
+                "/staff/promotions/{pid}/publish", "/staff/promotions/{pid}/unpublish", "/staff/promotions/{pid}/end",
+                "/staff/promotions/{pid}/approve", "/staff/promotions/{pid}/reject"]
 
 
 def _targets(app: Flask) -> dict[str, int]:
@@ -243,6 +245,20 @@ def the_promo() -> Promotion:
     return promo
 
 
+def approve_button(client: FlaskClient, pid: int) -> dict[str, str] | None:
+    """The fields of the approve button the promotions page shows ``client`` for ``pid``, if any."""
+    page = client.get("/staff/promotions?lang=en").get_data(as_text=True)
+    found = re.search(rf'<form method="post" action="/staff/promotions/{pid}/approve"[^>]*>(.*?)</form>', page, re.S)
+    return dict(re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', found.group(1))) if found else None
+
+
+def approve(client: FlaskClient, pid: int) -> TestResponse:
+    """Press the approve button, as shown to ``client``."""
+    fields = approve_button(client, pid)
+    assert fields is not None and set(fields) == {"csrf_token", "terms"}, fields
+    return client.post(f"/staff/promotions/{pid}/approve", data=fields)
+
+
 def test_promotions_create_edit_publish_end_with_audit(app: Flask) -> None:
     client = signed_in(app, "editor")
     starts = local(-timedelta(days=1))
@@ -259,16 +275,19 @@ def test_promotions_create_edit_publish_end_with_audit(app: Flask) -> None:
         kind="percent_bonus", value="", percent="5", cap="20", starts=starts, published="")})
     assert r.status_code == 303 and the_promo().percent_bp == 500
     client.post(f"/staff/promotions/{p.id}/publish", data={"csrf_token": token(client)})
+    assert the_promo().publish_requested and not the_promo().published  # an editor asks; an admin publishes
+    assert approve(signed_in(app, "admin"), p.id).status_code == 303
     assert the_promo().published
     client.post(f"/staff/promotions/{p.id}/end", data={"csrf_token": token(client)})
     assert the_promo().ends_at <= utcnow()
 
     rows = [a for a in audit_rows() if a.action.startswith("promo.")]
-    assert [a.action for a in rows] == ["promo.create", "promo.edit", "promo.publish", "promo.end"]
-    assert all(a.username == "editor-user" and a.target == f"promotion {p.id}" for a in rows)
+    assert [a.action for a in rows] == ["promo.create", "promo.edit", "promo.publish_request", "promo.publish", "promo.end"]
+    assert [a.username for a in rows] == ["editor-user"] * 3 + ["admin-user", "editor-user"]
+    assert all(a.target == f"promotion {p.id}" for a in rows)
     assert rows[1].before_summary == 'terms="percent_bonus 2.50% up to 20.00, from 100.00"'
     assert rows[1].after_summary == 'terms="percent_bonus 5% up to 20.00, from 100.00"'
-    assert "(ended)" in (rows[3].after_summary or "")
+    assert "(ended)" in (rows[4].after_summary or "")
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -299,11 +318,14 @@ def test_an_edit_on_the_staff_page_never_changes_an_order(app: Flask, client: Fl
     editor = signed_in(app, "editor")
     create_promo(editor)  # 10.00 more from 100.00
     pid = the_promo().id
+    admin = signed_in(app, "admin")
+    approve(admin, pid)
     order_no = start_order(client)  # 100.00
     made = order(order_no)
     assert (made.pay_fen, made.bonus_fen) == (10000, 1000)
     r = editor.post(f"/staff/promotions/{pid}", data={"csrf_token": token(editor), **promo_fields(value="50", title_en="Changed")})
-    assert r.status_code == 303 and the_promo().value_fen == 5000
+    assert r.status_code == 303 and the_promo().value_fen == 1000 and the_promo().pending_terms  # waits for approval
+    assert approve(admin, pid).status_code == 303 and the_promo().value_fen == 5000
     editor.post(f"/staff/promotions/{pid}/end", data={"csrf_token": token(editor)})
     db.session.rollback()
     kept = order(order_no)

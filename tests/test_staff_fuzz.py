@@ -56,7 +56,8 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.routing import IntegerConverter, Rule
 from werkzeug.wrappers import Response
 
-from heyon_site.billing.promos import NewPromotion, create_promotion
+from heyon_site.billing.promos import (COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve,
+                                      create_promotion)
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -355,11 +356,12 @@ SIGNED_IN = {"admin": "admin-user", "editor": "editor-user", "cashier": "cashier
 MUST_ACCEPT = frozenset({"staff.orders", "staff.login_submit", "staff.faq_create", "staff.faq_save",
                          "staff.promo_create", "staff.promo_save", "staff.account_create", "staff.account_save",
                          "staff.account_set_password", "staff.print_receipt", "staff.account_password"})
-# What a page cannot know: a sign-in that works, the bonus a fixed_bonus promotion needs, and
-# one's own current password (the new one is the same, so the account stays usable).
+# What a page cannot know: a sign-in that works, the bonus a fixed_bonus promotion needs (and a
+# from amount that keeps it within the bonus cap), and one's own current password (the new one
+# is the same, so the account stays usable).
 VALID: dict[str, dict[str, str]] = {
     "staff.login_submit": {"username": "login-user", "password": PASSWORD},
-    "staff.promo_create": {"value": "10"},
+    "staff.promo_create": {"value": "10", "threshold": "100"},
     "staff.account_password": {"current": PASSWORD, "new_password": PASSWORD, "again": PASSWORD},
 }
 NEW_PASSWORD = "another-long-password"
@@ -475,11 +477,18 @@ def build_world(app: Flask, errors: list[str]) -> World:
                             position=10 * n, published=n != 2) for n, locale in enumerate(("en", "en", "zh_Hans"))]
         db.session.add_all(entries)
         now = utcnow()
+        # Drafted on the command line: the first one an admin has published since (its page
+        # offers edit, unpublish and end), the second waits for approval (the list offers approve
+        # and reject), the third is a plain draft (publish, that is ask for publication).
         promos = [create_promotion(NewPromotion(title_zh="充值有礼", title_en=f"Bonus {n}", kind="fixed_bonus",
                                                 starts_at=now + timedelta(days=n - 1), ends_at=now + timedelta(days=30),
-                                                threshold_fen=10000, value_fen=1000, published=n == 0))
-                  for n in range(2)]
+                                                threshold_fen=10000, value_fen=1000, published=n < 2),
+                                   PromoCaps(), COMMAND_LINE)
+                  for n in range(3)]
         db.session.flush()
+        admin = db.session.scalar(select(StaffUser).where(StaffUser.username == "admin-user"))
+        assert admin is not None
+        approve(promos[0].id, PromoCaps(), Editor(admin.id, admin.username), approval_digest(promos[0]) or "")
         return {"order_no": order_no, "entry_id": str(entries[0].id), "promo_id": str(promos[0].id),
                 "staff_id": str(target.id)}
 

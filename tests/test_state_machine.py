@@ -21,6 +21,8 @@ that no example sees another's state.
 """
 from __future__ import annotations
 
+import re
+
 import itertools
 import os
 import uuid
@@ -47,7 +49,7 @@ from sqlalchemy import func, select, update
 from heyon_site.billing import ledger
 from heyon_site.billing.cards import number_digest
 from heyon_site.billing.money import yuan
-from heyon_site.billing.promos import end_promotion
+from heyon_site.billing.promos import active_promotions, end_promotion
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import (
@@ -115,6 +117,14 @@ class Model:
     events: set[tuple[str, str]] = field(default_factory=set)  # (txn_id, kind): unique per provider
     audit_rows: int = 0
 
+    @staticmethod
+    def within_caps(kind: str, threshold_fen: int, value_fen: int, percent_bp: int) -> bool:
+        """The default caps: a bonus at most 50 % of the amount paid (a fixed one at its
+        threshold), a discount at most 30 %. The site refuses terms beyond them."""
+        if kind == "fixed_bonus":
+            return value_fen * 100 <= threshold_fen * 50
+        return percent_bp <= (3000 if kind == "discount" else 5000)
+
     def quote(self, amount_fen: int) -> tuple[int, int]:
         """(pay, bonus): of the running promotions that apply, the highest priority (then the
         oldest) decides; a percentage is rounded down to the fen."""
@@ -173,16 +183,20 @@ class BooksMachine(RuleBasedStateMachine):
         self.outbox.clear()
         self.customer = new_client(self.app)
         self.customer_token = csrf_from(self.customer.get("/recharge?lang=en").get_data(as_text=True))
-        username = f"admin-{self.tag}"
-        in_write_transaction(lambda: create_staff(username, STAFF_PASSWORD, "admin"))
-        self.staff = new_client(self.app)
-        page = self.staff.get("/staff/login").get_data(as_text=True)
-        r = self.staff.post("/staff/login", data={"csrf_token": csrf_from(page), "username": username,
-                                                  "password": STAFF_PASSWORD})
-        assert r.status_code == 303, r.get_data(as_text=True)[:300]
+        # Two admins: one drafts promotions, the other approves them (the two-person rule).
+        self.staff, self.approver = self.signed_in(f"admin-{self.tag}"), self.signed_in(f"approver-{self.tag}")
         self.staff_token = csrf_from(self.staff.get("/staff/promotions/new").get_data(as_text=True))
         db.session.rollback()
         self.audit_before = db.session.scalar(select(func.count()).select_from(AuditLog)) or 0
+
+    def signed_in(self, username: str) -> Any:
+        in_write_transaction(lambda: create_staff(username, STAFF_PASSWORD, "admin"))
+        client = new_client(self.app)
+        page = client.get("/staff/login").get_data(as_text=True)
+        r = client.post("/staff/login", data={"csrf_token": csrf_from(page), "username": username,
+                                              "password": STAFF_PASSWORD})
+        assert r.status_code == 303, r.get_data(as_text=True)[:300]
+        return client
 
     def teardown(self) -> None:
         # The next example starts with no promotion running; orders keep their terms anyway.
@@ -299,8 +313,8 @@ class BooksMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.model.promos) < MAX_PROMOS)
     @rule(target=promos, kind=st.sampled_from(("fixed_bonus", "percent_bonus", "discount")),
           threshold=st.sampled_from((0, 50, 100, 150)), value=st.sampled_from((1, 5, 10)),
-          percent=st.sampled_from(("2.5", "10", "33.33", "50")), priority=st.integers(-2, 2))
-    def start_promotion(self, kind: str, threshold: int, value: int, percent: str, priority: int) -> int:
+          percent=st.sampled_from(("2.5", "10", "30", "33.33", "50")), priority=st.integers(-2, 2))
+    def start_promotion(self, kind: str, threshold: int, value: int, percent: str, priority: int) -> Any:
         local_now = utcnow() + timedelta(hours=8)  # the form speaks Asia/Shanghai
         fields = {"csrf_token": self.staff_token, "title_zh": "充值有礼", "title_en": f"Offer {self.tag}", "kind": kind,
                   "threshold": str(threshold), "value": str(value) if kind == "fixed_bonus" else "",
@@ -309,13 +323,23 @@ class BooksMachine(RuleBasedStateMachine):
                   "ends": (local_now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
                   "priority": str(priority), "published": "y"}
         r = self.staff.post("/staff/promotions", data=fields)
+        bp = 0 if kind == "fixed_bonus" else round(float(percent) * 100)
+        if not self.model.within_caps(kind, threshold * 100, value * 100, bp):
+            assert r.status_code == 422, r.get_data(as_text=True)[:800]  # refused: nothing stored, nothing audited
+            return multiple()
         assert r.status_code == 303, r.get_data(as_text=True)[:800]
         db.session.rollback()
         promo_id = db.session.scalar(select(func.max(Promotion.id)))
         assert promo_id is not None
-        bp = 0 if kind == "fixed_bonus" else round(float(percent) * 100)
+        assert promo_id not in [p.id for p in active_promotions(utcnow())]  # it waits for the second admin
+        page = self.approver.get("/staff/promotions").get_data(as_text=True)
+        button = re.search(rf'action="/staff/promotions/{promo_id}/approve"[^>]*>(.*?)</form>', page, re.S)
+        assert button, page[-2000:]
+        r = self.approver.post(f"/staff/promotions/{promo_id}/approve",
+                               data=dict(re.findall(r'name="(\w+)"[^>]*value="([^"]*)"', button.group(1))))
+        assert r.status_code == 303, r.get_data(as_text=True)[:800]
         self.model.promos[promo_id] = Promo(promo_id, kind, threshold * 100, value * 100, bp, priority)
-        self.model.audit_rows += 1
+        self.model.audit_rows += 2  # drafted and asked for, then approved
         return promo_id
 
     @rule(promo_id=promos)

@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from heyon_site.billing import ledger
-from heyon_site.billing.promos import current_quote
+from heyon_site.billing.promos import PromoCaps, current_quote
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -209,7 +209,7 @@ def paid_without_notification(card_id: int, count: int) -> list[tuple[str, dict[
     paid = []
     for i in range(count):
         order = in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "zh_Hans",
-                                                            terms=current_quote(10000)))
+                                                            terms=current_quote(10000, caps=PromoCaps())))
         trade_no = f"SBXTWO{i:04d}"
         in_write_transaction(lambda order=order, trade_no=trade_no: db.session.add(SandboxPayment(
             order_no=order.order_no, trade_no=trade_no, amount_fen=order.pay_fen, status="TRADE_SUCCESS", notify=False)))

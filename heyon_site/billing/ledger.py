@@ -9,6 +9,7 @@ from sqlalchemy.sql.expression import Exists
 from ..database import insert
 from ..extensions import db
 from ..models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
+from .promos import PromoCaps
 
 
 def credit(card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
@@ -51,8 +52,11 @@ class Verdict:
         return not self.violations
 
 
-def verify(limit: int = 50) -> Verdict:
-    """Check every invariant of the books; report at most ``limit`` violations of each kind."""
+def verify(limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
+    """Check every invariant of the books; report at most ``limit`` violations of each kind.
+
+    ``caps``: the promotion caps configured now (``PromoCaps()``'s defaults if not given), which
+    hold orders quoted before orders recorded their own."""
     s = db.session
     problems: list[str] = []
 
@@ -136,6 +140,8 @@ def verify(limit: int = 50) -> Verdict:
     problems += [f"order {no}: the provider reports money returned, but the order is not flagged for staff"
                  for no in unflagged]
 
+    problems += _over_the_caps(caps or PromoCaps(), limit)
+
     kinds_without_order = s.scalar(
         select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))
     )
@@ -149,3 +155,29 @@ def verify(limit: int = 50) -> Verdict:
         credited_orders=credited,
         violations=problems,
     )
+
+
+def _over_the_caps(caps: PromoCaps, limit: int) -> list[str]:
+    """Credited orders whose bonus or discount is more than the caps in force when they were
+    quoted (recorded on the order; ``caps`` for orders made before that was recorded)."""
+    bonus_cap = func.coalesce(RechargeOrder.bonus_cap_percent, caps.bonus_percent)
+    discount_cap = func.coalesce(RechargeOrder.discount_cap_percent, caps.discount_percent)
+    discount = RechargeOrder.amount_fen - RechargeOrder.pay_fen
+    rows = db.session.execute(
+        select(RechargeOrder.order_no, RechargeOrder.amount_fen, RechargeOrder.pay_fen, RechargeOrder.bonus_fen,
+               bonus_cap, discount_cap, RechargeOrder.bonus_cap_percent.is_(None))
+        .where(RechargeOrder.status == "credited",
+               (RechargeOrder.bonus_fen * 100 > RechargeOrder.pay_fen * bonus_cap)
+               | (discount * 100 > RechargeOrder.amount_fen * discount_cap))
+        .order_by(RechargeOrder.id)
+        .limit(limit)
+    ).all()
+    problems = []
+    for no, amount, pay, bonus, bonus_pct, discount_pct, unrecorded in rows:
+        whose = "configured caps (none recorded on the order)" if unrecorded else "caps recorded on the order"
+        if bonus * 100 > pay * bonus_pct:
+            problems.append(f"order {no}: bonus {bonus} fen is more than {bonus_pct}% of the {pay} fen paid ({whose})")
+        if (amount - pay) * 100 > amount * discount_pct:
+            problems.append(f"order {no}: discount {amount - pay} fen is more than {discount_pct}% of the {amount} fen "
+                            f"amount ({whose})")
+    return problems

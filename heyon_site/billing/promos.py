@@ -1,27 +1,70 @@
-"""Promotions: which are running, what one recharge amount earns or costs under them, and the
-operator's create and end.
+"""Promotions: which are running, what one recharge amount earns or costs under them, and how
+their terms are drafted, approved, changed and ended.
 
 Integer fen and basis points only, never float or Decimal: a percentage is rounded down to the
 fen, so a promise never depends on how a float happened to round. The promotion applied to an
 order is copied onto it as a snapshot, so a later edit or the end of the promotion changes no
 order already made.
+
+Two limits hold whatever a promotion says (``PromoCaps``, from HEYON_PROMO_MAX_BONUS_PERCENT and
+HEYON_PROMO_MAX_DISCOUNT_PERCENT): a bonus is at most that percent of the amount paid, a discount
+at most that percent of the amount. Terms beyond them are refused when they are written, and a
+quote is clamped to the caps in force when it is made, so lowering the caps takes effect at once
+even for promotions published before. Each order records the caps it was quoted under, and the
+schema checks its figures against them.
+
+Two people put terms in force: an editor (or the command line) drafts them and may ask for them
+to be published; an admin who is not the last editor of those terms approves. A change to a
+published promotion waits beside the live terms until it is approved or rejected. Ending or
+unpublishing gives less away, and one person may do it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ..extensions import db
 from ..models import PROMO_KINDS, Promotion, utcnow
+from .money import yuan
 
 BASIS = 10_000  # basis points in a whole: 1000 bp = 10 %
 MAX_TITLE = 120  # the title columns' length
+# The highest caps there can be: a bonus of more than the amount paid, or a discount of the whole
+# amount (a payment of 0 is no payment), is never a promotion. The schema's CHECKs say the same.
+HIGHEST_BONUS_CAP, HIGHEST_DISCOUNT_CAP = 100, 99
+
+
+@dataclass(frozen=True)
+class PromoCaps:
+    """What any promotion may give, in whole percent: the bonus of the amount paid, the discount
+    of the amount. Read from the configuration by the caller and passed in."""
+
+    bonus_percent: int = 50
+    discount_percent: int = 30
+
+    def __post_init__(self) -> None:
+        for name, value, highest in (("bonus", self.bonus_percent, HIGHEST_BONUS_CAP),
+                                     ("discount", self.discount_percent, HIGHEST_DISCOUNT_CAP)):
+            if type(value) is not int or not 0 <= value <= highest:
+                raise ValueError(f"a {name} cap is a whole percent from 0 to {highest}, not {value!r}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PromoCaps:
+        return cls(int(config["HEYON_PROMO_MAX_BONUS_PERCENT"]), int(config["HEYON_PROMO_MAX_DISCOUNT_PERCENT"]))
+
+    def bonus_limit(self, pay_fen: int) -> int:
+        """The largest bonus on a payment of ``pay_fen``, in whole fen."""
+        return pay_fen * self.bonus_percent // 100
+
+    def discount_limit(self, amount_fen: int) -> int:
+        """The largest discount on an amount of ``amount_fen``, in whole fen."""
+        return amount_fen * self.discount_percent // 100
 
 
 @dataclass(frozen=True)
@@ -32,11 +75,14 @@ class Quote:
     pay_fen: int  # what the provider must report as paid
     bonus_fen: int  # credited as its own bonus entry
     promo: dict[str, Any] | None = None  # snapshot of the promotion applied, JSON-able
+    # The caps the figures were held to; recorded on the order. Not part of what the offer *is*:
+    # two quotes with the same figures are the same offer.
+    caps: PromoCaps | None = field(default=None, compare=False)
 
     @classmethod
-    def face_value(cls, amount_fen: int) -> Quote:
+    def face_value(cls, amount_fen: int, caps: PromoCaps | None = None) -> Quote:
         """No promotion: pay the amount, receive the amount."""
-        return cls(amount_fen, amount_fen, 0)
+        return cls(amount_fen, amount_fen, 0, None, caps)
 
     @property
     def credited_fen(self) -> int:
@@ -77,28 +123,31 @@ def _benefit(promo: Promotion, amount_fen: int) -> int:
     return raw if promo.cap_fen is None else min(raw, promo.cap_fen)
 
 
-def quote(amount_fen: int, promotions: Iterable[Promotion], now: datetime) -> Quote:
+def quote(amount_fen: int, promotions: Iterable[Promotion], now: datetime, *, caps: PromoCaps) -> Quote:
     """The terms for ``amount_fen``: the one applicable promotion of highest priority (the lower
-    id on a tie) decides; promotions never stack."""
+    id on a tie) decides; promotions never stack. The benefit is held to ``caps``, whatever the
+    promotion says: terms published under higher caps give no more than the caps in force."""
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen <= 0:
         raise ValueError(f"an amount is a positive int of fen, not {amount_fen!r}")
     applicable = [p for p in promotions if _applies(p, amount_fen, now)]
     if not applicable:
-        return Quote.face_value(amount_fen)
+        return Quote.face_value(amount_fen, caps)
     best = min(applicable, key=lambda p: (-p.priority, p.id))
     benefit = _benefit(best, amount_fen)
     if best.kind == "discount":
+        discount = min(benefit, caps.discount_limit(amount_fen))
         # A payment of 0 is no payment a provider accepts (and the schema refuses it).
-        return Quote(amount_fen, max(1, amount_fen - benefit), 0, snapshot(best))
-    return Quote(amount_fen, amount_fen, benefit, snapshot(best))
+        return Quote(amount_fen, max(1, amount_fen - discount), 0, snapshot(best), caps)
+    return Quote(amount_fen, amount_fen, min(benefit, caps.bonus_limit(amount_fen)), snapshot(best), caps)
 
 
-def offer_version(promotions: Iterable[Promotion]) -> str:
-    """A short digest of the running promotions' terms. A page carries the version it was
-    rendered with; an order made from a page of another version may carry terms the customer
-    has not seen, so the customer confirms them first."""
+def offer_version(promotions: Iterable[Promotion], caps: PromoCaps) -> str:
+    """A short digest of the running promotions' terms and the caps they are held to. A page
+    carries the version it was rendered with; an order made from a page of another version may
+    carry terms the customer has not seen, so the customer confirms them first."""
     terms = [snapshot(p) for p in sorted(promotions, key=lambda p: p.id)]
-    return hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()[:16]
+    held = [caps.bonus_percent, caps.discount_percent]
+    return hashlib.sha256(json.dumps([terms, held], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def quote_token(q: Quote) -> str:
@@ -106,13 +155,13 @@ def quote_token(q: Quote) -> str:
     return f"{q.amount_fen}:{q.pay_fen}:{q.bonus_fen}"
 
 
-def current_quote(amount_fen: int, now: datetime | None = None) -> Quote:
+def current_quote(amount_fen: int, now: datetime | None = None, *, caps: PromoCaps) -> Quote:
     """The terms for ``amount_fen`` under the promotions running now."""
     now = now or utcnow()
-    return quote(amount_fen, active_promotions(now), now)
+    return quote(amount_fen, active_promotions(now), now, caps=caps)
 
 
-# ------------------------------------------------------------------ operators
+# ------------------------------------------------------------------ terms and their checks
 
 
 def N_(message: str) -> str:
@@ -130,9 +179,18 @@ class PromotionError(ValueError):
         self.message, self.params = message, params
 
 
+class SameEditor(PromotionError):
+    """The approver edited the terms last: a second person must approve them."""
+
+
+class NothingToApprove(PromotionError):
+    """No publication asked for and no change waiting, or not the terms the approver was shown."""
+
+
 @dataclass(frozen=True)
 class NewPromotion:
-    """A new promotion as an operator describes it (times already naive UTC)."""
+    """A new promotion as an operator describes it (times already naive UTC). ``published``:
+    the operator asks for it to be published (it is, once an admin approves)."""
 
     title_zh: str
     title_en: str
@@ -147,7 +205,30 @@ class NewPromotion:
     published: bool = False
 
 
-def _check(t: NewPromotion) -> None:
+# A promotion's terms, as a row or as a ``NewPromotion`` holds them.
+Terms = NewPromotion | Promotion
+
+
+@dataclass(frozen=True)
+class Editor:
+    """Who changes a promotion: a member of staff, or the command line (an editor of its own,
+    never the same person as any staff account for the two-person rule)."""
+
+    staff_id: int | None
+    name: str
+
+
+COMMAND_LINE = Editor(None, "(command line)")  # as the audit log names it
+
+
+def describe(t: Terms) -> str:
+    """The terms in one line, e.g. ``percent_bonus 10% up to 20.00, from 100.00``."""
+    size = yuan(t.value_fen or 0) if t.kind == "fixed_bonus" else yuan(t.percent_bp or 0).removesuffix(".00") + "%"
+    cap = f" up to {yuan(t.cap_fen)}" if t.cap_fen is not None else ""
+    return f"{t.kind} {size}{cap}, from {yuan(t.threshold_fen)}"
+
+
+def _check_sense(t: NewPromotion) -> None:
     for message, title in ((N_("The Chinese title needs 1 to %(n)s characters."), t.title_zh),
                            (N_("The English title needs 1 to %(n)s characters."), t.title_en)):
         if not title.strip() or len(title) > MAX_TITLE:
@@ -166,47 +247,279 @@ def _check(t: NewPromotion) -> None:
         raise PromotionError(N_("The end must be after the start."))
 
 
-def create_promotion(new: NewPromotion, now: datetime | None = None) -> Promotion:
-    """Add a promotion after checking its terms make sense; the caller commits."""
-    _check(new)
+def over_the_caps(t: Terms, caps: PromoCaps) -> PromotionError | None:
+    """Why these terms could give more than ``caps`` allow, or None.
+
+    A percentage is judged by its rate. A fixed bonus is judged at the smallest amount it applies
+    to, its from amount: the bonus is the same on every amount, so it is the largest share there.
+    A fixed bonus from 0 is therefore always over any cap; it needs a from amount.
+    """
+    if t.kind == "discount":
+        if (t.percent_bp or 0) > caps.discount_percent * 100:
+            return PromotionError(N_("A discount is at most %(cap)s%% of the amount (HEYON_PROMO_MAX_DISCOUNT_PERCENT)."),
+                                  cap=caps.discount_percent)
+        return None
+    if t.kind == "percent_bonus":
+        if (t.percent_bp or 0) > caps.bonus_percent * 100:
+            return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
+                                  cap=caps.bonus_percent)
+        return None
+    value = t.value_fen or 0
+    if value * 100 <= t.threshold_fen * caps.bonus_percent:
+        return None
+    if caps.bonus_percent == 0:
+        return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
+                              cap=caps.bonus_percent)
+    least = -(-value * 100 // caps.bonus_percent)  # the ceiling, in whole fen
+    return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT): "
+                             "a bonus of %(bonus)s needs a from amount of at least %(least)s."),
+                          cap=caps.bonus_percent, bonus=yuan(value), least=yuan(least))
+
+
+def _check(t: NewPromotion, caps: PromoCaps) -> None:
+    """Refuse terms that make no sense or could give more than the caps allow."""
+    _check_sense(t)
+    problem = over_the_caps(t, caps)
+    if problem is not None:
+        raise problem
+
+
+# ------------------------------------------------------------------ states
+
+
+def _terms(t: NewPromotion | Promotion) -> dict[str, Any]:
+    """The terms as stored, comparable and JSON-able: what an approval puts in force."""
+    return {"title_zh": t.title_zh.strip(), "title_en": t.title_en.strip(), "kind": t.kind,
+            "threshold_fen": t.threshold_fen, "value_fen": t.value_fen or 0, "percent_bp": t.percent_bp or 0,
+            "cap_fen": t.cap_fen, "priority": t.priority,
+            "starts_at": t.starts_at.isoformat(), "ends_at": t.ends_at.isoformat()}
+
+
+def _as_new(terms: Mapping[str, Any], published: bool) -> NewPromotion:
+    fixed = terms["kind"] == "fixed_bonus"
+    return NewPromotion(
+        title_zh=terms["title_zh"], title_en=terms["title_en"], kind=terms["kind"],
+        starts_at=datetime.fromisoformat(terms["starts_at"]), ends_at=datetime.fromisoformat(terms["ends_at"]),
+        threshold_fen=terms["threshold_fen"], value_fen=terms["value_fen"] if fixed else None,
+        percent_bp=None if fixed else terms["percent_bp"], cap_fen=terms["cap_fen"], priority=terms["priority"],
+        published=published)
+
+
+def live_terms(promo: Promotion) -> NewPromotion:
+    return _as_new(_terms(promo), bool(promo.published or promo.publish_requested))
+
+
+def pending_terms(promo: Promotion) -> NewPromotion | None:
+    """The change waiting for approval on a published promotion, if any."""
+    return None if promo.pending_terms is None else _as_new(json.loads(promo.pending_terms), True)
+
+
+def live_state(promo: Promotion, now: datetime) -> str:
+    """``draft``, ``awaiting approval`` (its publication), ``scheduled``, ``running`` or ``ended``."""
+    if not promo.published:
+        return "awaiting approval" if promo.publish_requested else "draft"
+    return "scheduled" if now < promo.starts_at else "ended" if now >= promo.ends_at else "running"
+
+
+def state(promo: Promotion, now: datetime) -> str:
+    """The live state, with ``(changes awaiting approval)`` when a change waits beside it."""
+    live = live_state(promo, now)
+    return f"{live} (changes awaiting approval)" if promo.pending_terms is not None else live
+
+
+def awaiting(promo: Promotion) -> tuple[str, int | None] | None:
+    """What waits for an admin: ``("publication", last editor)`` or ``("changes", their editor)``."""
+    if promo.pending_terms is not None:
+        return "changes", promo.pending_by_id
+    if promo.publish_requested and not promo.published:
+        return "publication", promo.edited_by_id
+    return None
+
+
+def may_approve(promo: Promotion, staff_id: int) -> bool:
+    """Something waits, and ``staff_id`` did not write it (the role is the caller's to check)."""
+    waiting = awaiting(promo)
+    return waiting is not None and waiting[1] != staff_id
+
+
+def approval_digest(promo: Promotion) -> str | None:
+    """Names exactly what an approval would put in force: the approve button carries it, so an
+    admin never approves terms someone changed after the page was shown."""
+    waiting = awaiting(promo)
+    if waiting is None:
+        return None
+    terms = json.loads(promo.pending_terms) if waiting[0] == "changes" else _terms(promo)
+    text = json.dumps({"what": waiting[0], "id": promo.id, "by": waiting[1], **terms}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+# ------------------------------------------------------------------ operators
+
+
+def _locked(promo_id: int) -> Promotion | None:
+    # The row lock makes concurrent approvals and edits of one promotion take turns on PostgreSQL;
+    # SQLite has one writer at a time anyway (the caller's write transaction).
+    return db.session.get(Promotion, promo_id, populate_existing=True, with_for_update=True)
+
+
+def _set_terms(promo: Promotion, t: NewPromotion) -> None:
+    promo.title_zh, promo.title_en, promo.kind = t.title_zh.strip(), t.title_en.strip(), t.kind
+    promo.threshold_fen, promo.value_fen, promo.percent_bp = t.threshold_fen, t.value_fen or 0, t.percent_bp or 0
+    promo.cap_fen, promo.starts_at, promo.ends_at, promo.priority = t.cap_fen, t.starts_at, t.ends_at, t.priority
+
+
+def _drop_pending(promo: Promotion) -> None:
+    promo.pending_terms, promo.pending_by_id, promo.pending_by, promo.pending_at = None, None, None, None
+
+
+def create_promotion(new: NewPromotion, caps: PromoCaps, by: Editor, now: datetime | None = None) -> Promotion:
+    """Add a draft after checking its terms; ``new.published`` asks for it to be published
+    (an admin other than ``by`` approves). The caller commits and audits."""
+    _check(new, caps)
     now = now or utcnow()
-    promo = Promotion(
-        title_zh=new.title_zh.strip(), title_en=new.title_en.strip(), kind=new.kind,
-        threshold_fen=new.threshold_fen, value_fen=new.value_fen or 0, percent_bp=new.percent_bp or 0,
-        cap_fen=new.cap_fen, starts_at=new.starts_at, ends_at=new.ends_at, priority=new.priority,
-        published=new.published, created_at=now, updated_at=now,
-    )
+    promo = Promotion(published=False, publish_requested=new.published, edited_by_id=by.staff_id,
+                      edited_by=by.name[:64], created_at=now, updated_at=now)
+    _set_terms(promo, new)
     db.session.add(promo)
     db.session.flush()
     return promo
 
 
+def update_promotion(promo_id: int, new: NewPromotion, caps: PromoCaps, by: Editor,
+                     now: datetime | None = None) -> str | None:
+    """Save what an editor typed, after the same checks as ``create_promotion``; the caller
+    commits. Orders already made keep their snapshot. ``None`` when there is no such promotion,
+    else what happened:
+
+    - a draft is edited in place (``edited``), its publication asked for or withdrawn by
+      ``new.published``; ``unchanged`` if nothing differs;
+    - a published promotion keeps its live terms: different terms wait for approval
+      (``changes_requested``); its own live terms drop a waiting change (``changes_withdrawn``);
+    - a published promotion saved as not published becomes a draft of the terms typed
+      (``unpublished``), which gives less away and needs nobody else.
+    """
+    _check(new, caps)
+    now = now or utcnow()
+    promo = _locked(promo_id)
+    if promo is None:
+        return None
+    typed, live = _terms(new), _terms(promo)
+    if promo.published and new.published:
+        if typed == live:
+            if promo.pending_terms is None:
+                return "unchanged"
+            _drop_pending(promo)
+            promo.updated_at = now
+            db.session.flush()
+            return "changes_withdrawn"
+        if promo.pending_terms is not None and json.loads(promo.pending_terms) == typed:
+            return "unchanged"  # the same change again: its editor stays who wrote it
+        promo.pending_terms = json.dumps(typed, ensure_ascii=False, sort_keys=True)
+        promo.pending_by_id, promo.pending_by, promo.pending_at, promo.updated_at = by.staff_id, by.name[:64], now, now
+        db.session.flush()
+        return "changes_requested"
+    outcome = "unpublished" if promo.published else "edited"
+    if outcome == "edited" and typed == live and bool(promo.publish_requested) == new.published:
+        return "unchanged"
+    if typed != live:
+        _set_terms(promo, new)
+        promo.edited_by_id, promo.edited_by = by.staff_id, by.name[:64]
+    _drop_pending(promo)
+    promo.published, promo.publish_requested, promo.updated_at = False, new.published, now
+    db.session.flush()
+    return outcome
+
+
+def request_publication(promo_id: int, now: datetime | None = None) -> str:
+    """Ask for a draft to be published: ``requested``, ``already`` (asked, or published) or ``unknown``."""
+    promo = _locked(promo_id)
+    if promo is None:
+        return "unknown"
+    if promo.published or promo.publish_requested:
+        return "already"
+    promo.publish_requested, promo.updated_at = True, now or utcnow()
+    db.session.flush()
+    return "requested"
+
+
+def approve(promo_id: int, caps: PromoCaps, by: Editor, digest: str, now: datetime | None = None) -> str:
+    """An admin's approval of what waits: ``published`` (a draft's publication) or
+    ``changes_approved`` (a change now in force; its editor becomes the last editor of the live
+    terms). Raises ``SameEditor`` when ``by`` wrote those terms, ``NothingToApprove`` when nothing
+    waits or it is not what ``digest`` names, and ``PromotionError`` when the terms are over the
+    caps in force (lowered since they were written). The caller checks the role, commits, audits."""
+    promo = _locked(promo_id)
+    waiting = None if promo is None else awaiting(promo)
+    if promo is None or waiting is None or approval_digest(promo) != digest:
+        raise NothingToApprove(N_("These terms changed or were approved or withdrawn since the page was shown: "
+                                  "look at them again."))
+    if by.staff_id is None or waiting[1] == by.staff_id:
+        raise SameEditor(N_("You edited these terms last: another admin must approve them."))
+    now = now or utcnow()
+    if waiting[0] == "publication":
+        _check(live_terms(promo), caps)
+        promo.published, promo.publish_requested, promo.updated_at = True, False, now
+        db.session.flush()
+        return "published"
+    change = pending_terms(promo)
+    assert change is not None
+    _check(change, caps)
+    _set_terms(promo, change)
+    promo.edited_by_id, promo.edited_by = promo.pending_by_id, promo.pending_by
+    _drop_pending(promo)
+    promo.updated_at = now
+    db.session.flush()
+    return "changes_approved"
+
+
+def reject(promo_id: int, now: datetime | None = None) -> str:
+    """Turn down what waits, which gives nothing away: ``publication_rejected`` (the draft
+    stays a draft), ``changes_rejected`` (the live terms stay), ``nothing`` or ``unknown``."""
+    promo = _locked(promo_id)
+    if promo is None:
+        return "unknown"
+    waiting = awaiting(promo)
+    if waiting is None:
+        return "nothing"
+    if waiting[0] == "changes":
+        _drop_pending(promo)
+    else:
+        promo.publish_requested = False
+    promo.updated_at = now or utcnow()
+    db.session.flush()
+    return "changes_rejected" if waiting[0] == "changes" else "publication_rejected"
+
+
+def unpublish(promo_id: int, now: datetime | None = None) -> str:
+    """Take a promotion off (``unpublished``, any waiting change dropped), or withdraw the request
+    to publish a draft (``withdrawn``); ``unchanged`` for a plain draft, ``unknown``. One person may."""
+    promo = _locked(promo_id)
+    if promo is None:
+        return "unknown"
+    if not promo.published and not promo.publish_requested:
+        return "unchanged"
+    outcome = "unpublished" if promo.published else "withdrawn"
+    _drop_pending(promo)
+    promo.published, promo.publish_requested, promo.updated_at = False, False, now or utcnow()
+    db.session.flush()
+    return outcome
+
+
 def end_promotion(promo_id: int, now: datetime | None = None) -> str:
     """End a promotion now: ``ended``, ``withdrawn`` (it had not started: unpublished instead,
     since an end before its start is no window), ``already_ended`` or ``unknown``. Orders made
-    under it keep their snapshot."""
+    under it keep their snapshot; a change waiting for approval is dropped with it."""
     now = now or utcnow()
-    promo = db.session.get(Promotion, promo_id)
+    promo = _locked(promo_id)
     if promo is None:
         return "unknown"
     if promo.ends_at <= now:
         return "already_ended"
-    values: dict[str, Any] = {"ends_at": now} if promo.starts_at < now else {"published": False}
-    db.session.execute(update(Promotion).where(Promotion.id == promo_id).values(updated_at=now, **values))
-    return "ended" if "ends_at" in values else "withdrawn"
-
-
-def update_promotion(promo_id: int, new: NewPromotion, now: datetime | None = None) -> Promotion | None:
-    """Change a promotion's terms after the same checks as ``create_promotion``; the caller
-    commits. Orders already made keep their snapshot, so nothing already promised changes.
-    ``None`` when there is no such promotion."""
-    _check(new)
-    promo = db.session.get(Promotion, promo_id)
-    if promo is None:
-        return None
-    promo.title_zh, promo.title_en, promo.kind = new.title_zh.strip(), new.title_en.strip(), new.kind
-    promo.threshold_fen, promo.value_fen, promo.percent_bp = new.threshold_fen, new.value_fen or 0, new.percent_bp or 0
-    promo.cap_fen, promo.starts_at, promo.ends_at = new.cap_fen, new.starts_at, new.ends_at
-    promo.priority, promo.published, promo.updated_at = new.priority, new.published, now or utcnow()
+    _drop_pending(promo)
+    promo.publish_requested, promo.updated_at = False, now
+    if promo.starts_at < now:
+        promo.ends_at = now
+    else:
+        promo.published = False
     db.session.flush()
-    return promo
+    return "ended" if promo.ends_at == now else "withdrawn"

@@ -82,6 +82,8 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
     terms = terms or Quote.face_value(amount_fen)
     if terms.amount_fen != amount_fen:
         raise ValueError(f"terms quoted for {terms.amount_fen} fen, not {amount_fen}")
+    if terms.caps is None and (terms.bonus_fen or terms.pay_fen != amount_fen):
+        raise ValueError("a bonus or a discount needs the promotion caps it was quoted under")
     key = submission_key(form_id, card_id, amount_fen, provider) if form_id else None
     if key is not None:
         made = _order_of_submission(key)
@@ -97,6 +99,8 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
         pay_fen=terms.pay_fen,
         bonus_fen=terms.bonus_fen,
         promo_snapshot=terms.snapshot_json(),
+        bonus_cap_percent=None if terms.caps is None else terms.caps.bonus_percent,
+        discount_cap_percent=None if terms.caps is None else terms.caps.discount_percent,
         locale=locale,
         created_at=now,
         updated_at=now,

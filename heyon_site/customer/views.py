@@ -13,7 +13,7 @@ from wtforms.validators import ValidationError
 from .. import alarms, device_cookie, page_cache
 from ..billing import receipts
 from ..billing.cards import AuthResult, authenticate, summary
-from ..billing.promos import active_promotions, offer_version, quote, quote_token
+from ..billing.promos import PromoCaps, active_promotions, offer_version, quote, quote_token
 from ..billing.recharge import accept_terms, find_by_token, start_recharge
 from ..database import in_write_transaction
 from ..extensions import db, limiter
@@ -68,12 +68,13 @@ def recharge_page(form: RechargeForm, block: str | None = None, status: int = 20
     changes, so it can never show the terms of an amount no longer chosen."""
     now = utcnow()
     running = active_promotions(now)
-    form.offer.data = offer_version(running)
-    deals = {value: quote(fen, running, now) for value, fen in form.presets.items()} if running else {}
+    caps = PromoCaps.from_config(current_app.config)
+    form.offer.data = offer_version(running, caps)
+    deals = {value: quote(fen, running, now, caps=caps) for value, fen in form.presets.items()} if running else {}
     offer, problem = None, None
     if running and is_htmx():
         try:
-            offer = quote(form.chosen_amount(), running, now)
+            offer = quote(form.chosen_amount(), running, now, caps=caps)
         except ValidationError as e:
             problem = str(e)
     return render(template, block, status, form=form, promotions=running, deals=deals, quote=offer,
@@ -126,8 +127,9 @@ def recharge_submit() -> Response:
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
     now = utcnow()
     running = active_promotions(now)
-    terms = quote(amount_fen, running, now)
-    seen = form.saw(terms, offer_version(running))
+    caps = PromoCaps.from_config(current_app.config)
+    terms = quote(amount_fen, running, now, caps=caps)
+    seen = form.saw(terms, offer_version(running, caps))
     order = in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider.name, locale, terms=terms,
                                                         form_id=form_id, needs_confirmation=not seen))
     own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page

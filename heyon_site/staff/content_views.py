@@ -7,6 +7,8 @@ Pages work as plain forms; htmx adds click-to-edit on the FAQ list (the fragment
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,19 +19,21 @@ from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import func, select
 from wtforms.fields.choices import SelectChoice
-from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from .. import page_cache
 from ..billing.money import AmountError, parse_amount, yuan
-from ..billing.promos import MAX_TITLE, NewPromotion, PromotionError, create_promotion, end_promotion, update_promotion
+from ..billing.promos import (MAX_TITLE, Editor, NewPromotion, NothingToApprove, PromoCaps, PromotionError, SameEditor,
+                              Terms, approval_digest, approve, awaiting, create_promotion, describe, end_promotion,
+                              live_state, may_approve, over_the_caps, pending_terms, reject, request_publication, state,
+                              unpublish, update_promotion)
 from ..billing.receipts import local_time
 from ..content import render_markdown
 from ..database import in_write_transaction
 from ..extensions import db
 from ..htmx import is_htmx, redirect_to, render
 from ..models import PROMO_KINDS, FaqEntry, Promotion, StaffUser, utcnow
-from ..promos_cli import describe, state
 from .auth import audit, current_staff, require_role
 from .forms import ActionForm
 from .inputs import site_time_field
@@ -139,11 +143,15 @@ def _faq_fields(entry: FaqEntry) -> dict[str, Any]:
             "answer_md": entry.answer_md, "position": entry.position, "published": bool(entry.published)}
 
 
-def _promo_fields(promo: Promotion) -> dict[str, Any]:
+def _term_fields(t: Terms) -> dict[str, Any]:
     tz = _zone()
-    return {"title_zh": promo.title_zh, "title_en": promo.title_en, "terms": describe(promo),
-            "starts": local_time(promo.starts_at, tz), "ends": local_time(promo.ends_at, tz),
-            "priority": promo.priority, "published": bool(promo.published)}
+    return {"title_zh": t.title_zh.strip(), "title_en": t.title_en.strip(), "terms": describe(t),
+            "starts": local_time(t.starts_at, tz), "ends": local_time(t.ends_at, tz), "priority": t.priority}
+
+
+def _promo_fields(promo: Promotion) -> dict[str, Any]:
+    change = pending_terms(promo)
+    return {**_term_fields(promo), "state": state(promo, utcnow()), "changes": change and describe(change)}
 
 
 def _after_post(list_endpoint: str) -> Response:
@@ -324,38 +332,77 @@ def faq_move(entry_id: int, direction: str) -> Response:
 
 
 # ------------------------------------------------------------------ promotions
+# Two people put terms in force (billing.promos): editors draft and ask for publication, an admin
+# who is not the last editor of the terms approves; ending and unpublishing need nobody else.
+
+
+class ApproveForm(FlaskForm):
+    """The approve button names the terms the admin was shown (``approval_digest``)."""
+
+    terms = HiddenField()
+
+
+@dataclass(frozen=True)
+class PromoRow:
+    promo: Promotion
+    live_state: str
+    pending: NewPromotion | None
+    approve_digest: str | None  # set when this admin may approve what waits
+    may_reject: bool
+    over_caps: str | None  # why the terms are beyond the caps in force (quotes are clamped)
 
 
 def _promo_or_404(promo_id: int) -> Promotion:
     return db.session.get(Promotion, promo_id, populate_existing=True) or abort(404)
 
 
+def _caps() -> PromoCaps:
+    return PromoCaps.from_config(current_app.config)
+
+
+def _promo_row(promo: Promotion, me: StaffUser, now: datetime, caps: PromoCaps) -> PromoRow:
+    admin = me.role == "admin"
+    over = over_the_caps(promo, caps) if promo.published or promo.publish_requested else None
+    return PromoRow(promo, live_state(promo, now), pending_terms(promo),
+                    approval_digest(promo) if admin and may_approve(promo, me.id) else None,
+                    admin and awaiting(promo) is not None, None if over is None else gettext(over.message, **over.params))
+
+
+def _promo_list_page(status: int = 200, error: str | None = None) -> Response:
+    me: StaffUser = current_staff()  # type: ignore[assignment]
+    now, caps = utcnow(), _caps()
+    rows = [_promo_row(p, me, now, caps) for p in db.session.scalars(select(Promotion).order_by(Promotion.id.desc()))]
+    return render("staff/promotions.html", None, status, rows=rows, describe=describe, error=error,
+                  action_form=ActionForm(formdata=None), approve_form=ApproveForm(formdata=None))
+
+
 def _promo_form_page(form: PromotionForm, promo: Promotion | None, status: int = 200, error: str | None = None) -> Response:
     action = url_for("staff.promo_save", promo_id=promo.id) if promo else url_for("staff.promo_create")
-    return render("staff/promotion_form.html", None, status, form=form, promo=promo, action=action, error=error)
+    return render("staff/promotion_form.html", None, status, form=form, promo=promo, action=action, error=error,
+                  pending=promo is not None and promo.pending_terms is not None)
 
 
 def _form_of(promo: Promotion) -> PromotionForm:
+    """The form of the terms an editor continues from: a waiting change if there is one."""
     tz = _zone()
+    t: Terms = pending_terms(promo) or promo
 
     def local(moment: datetime) -> datetime:
         return moment.replace(tzinfo=UTC).astimezone(tz).replace(tzinfo=None)
 
-    fixed = promo.kind == "fixed_bonus"
-    return PromotionForm(formdata=None, title_zh=promo.title_zh, title_en=promo.title_en, kind=promo.kind,
-                         threshold=yuan(promo.threshold_fen), value=yuan(promo.value_fen) if fixed else "",
-                         percent="" if fixed else yuan(promo.percent_bp).removesuffix(".00"),
-                         cap=yuan(promo.cap_fen) if promo.cap_fen is not None else "",
-                         starts=local(promo.starts_at), ends=local(promo.ends_at), priority=promo.priority,
-                         published=bool(promo.published))
+    fixed = t.kind == "fixed_bonus"
+    return PromotionForm(formdata=None, title_zh=t.title_zh, title_en=t.title_en, kind=t.kind,
+                         threshold=yuan(t.threshold_fen), value=yuan(t.value_fen or 0) if fixed else "",
+                         percent="" if fixed else yuan(t.percent_bp or 0).removesuffix(".00"),
+                         cap=yuan(t.cap_fen) if t.cap_fen is not None else "",
+                         starts=local(t.starts_at), ends=local(t.ends_at), priority=t.priority,
+                         published=bool(promo.published or promo.publish_requested))
 
 
 @bp.get("/promotions")
 @require_role("editor")
 def promo_list() -> Response:
-    promos = list(db.session.scalars(select(Promotion).order_by(Promotion.id.desc())))
-    return render("staff/promotions.html", promos=promos, now=utcnow(), describe=describe, state=state,
-                  action_form=ActionForm(formdata=None))
+    return _promo_list_page()
 
 
 @bp.get("/promotions/new")
@@ -371,12 +418,12 @@ def promo_create() -> Response:
     new = form.terms(_zone()) if form.validate() else None
     if new is None:
         return _promo_form_page(form, None, 422)
-    staff_id, username = _actor()
+    editor = Editor(*_actor())
 
     def work() -> None:
-        promo = create_promotion(new)
-        _, after = _diff({}, _promo_fields(promo))
-        audit("promo.create", staff_id=staff_id, username=username, target=f"promotion {promo.id}", after=after)
+        promo = create_promotion(new, _caps(), editor)
+        _, after = _diff({}, {k: v for k, v in _promo_fields(promo).items() if v is not None})
+        audit("promo.create", staff_id=editor.staff_id, username=editor.name, target=f"promotion {promo.id}", after=after)
 
     try:
         in_write_transaction(work)
@@ -388,7 +435,13 @@ def promo_create() -> Response:
 @bp.get("/promotions/<int:promo_id>/edit")
 @require_role("editor")
 def promo_edit(promo_id: int) -> Response:
-    return _promo_form_page(_form_of(_promo_or_404(promo_id)), _promo_or_404(promo_id))
+    promo = _promo_or_404(promo_id)
+    return _promo_form_page(_form_of(promo), promo)
+
+
+# What each outcome of saving the form is called in the audit log.
+SAVED = {"edited": "promo.edit", "unpublished": "promo.unpublish", "changes_requested": "promo.change_request",
+         "changes_withdrawn": "promo.change_withdraw"}
 
 
 @bp.post("/promotions/<int:promo_id>")
@@ -399,14 +452,21 @@ def promo_save(promo_id: int) -> Response:
     new = form.terms(_zone()) if form.validate() else None
     if new is None:
         return _promo_form_page(form, promo, 422)
-    staff_id, username = _actor()
+    editor = Editor(*_actor())
 
     def work() -> None:
-        before = _promo_fields(_promo_or_404(promo_id))
-        saved = update_promotion(promo_id, new) or abort(404)
-        b, a = _diff(before, _promo_fields(saved))
-        if a:
-            audit("promo.edit", staff_id=staff_id, username=username, target=f"promotion {promo_id}", before=b, after=a)
+        row = _promo_or_404(promo_id)
+        before, live = _promo_fields(row), _term_fields(row)
+        outcome = update_promotion(promo_id, new, _caps(), editor) or abort(404)
+        if outcome not in SAVED:
+            return
+        saved = _promo_or_404(promo_id)
+        change = pending_terms(saved)
+        # A waiting change is recorded as what it would change in the live terms.
+        b, a = _diff(live, _term_fields(change)) if outcome == "changes_requested" and change else \
+            _diff(before, _promo_fields(saved))
+        audit(SAVED[outcome], staff_id=editor.staff_id, username=editor.name, target=f"promotion {promo_id}",
+              before=b, after=f"{a} ({outcome})" if outcome != "edited" else a)
 
     try:
         in_write_transaction(work)
@@ -415,17 +475,19 @@ def promo_save(promo_id: int) -> Response:
     return _after_promo_change()
 
 
-def _promo_set_published(promo_id: int, published: bool) -> Response:
+def _promo_step(promo_id: int, step: Callable[[], str], actions: dict[str, str]) -> Response:
+    """One button's change, and its audit row when something changed (``actions``: the outcomes
+    that change something, and their audit action)."""
     _promo_or_404(promo_id)
     staff_id, username = _actor()
 
     def work() -> None:
-        promo = _promo_or_404(promo_id)
-        if bool(promo.published) != published:
-            promo.published, promo.updated_at = published, utcnow()
-            audit("promo.publish" if published else "promo.unpublish", staff_id=staff_id, username=username,
-                  target=f"promotion {promo_id}", before=f"published={not published}".lower(),
-                  after=f"published={published}".lower())
+        before = _promo_fields(_promo_or_404(promo_id))
+        outcome = step()
+        if outcome in actions:
+            b, a = _diff(before, _promo_fields(_promo_or_404(promo_id)))
+            audit(actions[outcome], staff_id=staff_id, username=username, target=f"promotion {promo_id}",
+                  before=b, after=f"{a} ({outcome})")
 
     in_write_transaction(work)
     return _after_promo_change()
@@ -434,29 +496,56 @@ def _promo_set_published(promo_id: int, published: bool) -> Response:
 @bp.post("/promotions/<int:promo_id>/publish")
 @require_role("editor")
 def promo_publish(promo_id: int) -> Response:
-    return _promo_set_published(promo_id, True)
+    """Ask for publication: an admin who did not edit the terms last approves it."""
+    return _promo_step(promo_id, lambda: request_publication(promo_id), {"requested": "promo.publish_request"})
 
 
 @bp.post("/promotions/<int:promo_id>/unpublish")
 @require_role("editor")
 def promo_unpublish(promo_id: int) -> Response:
-    return _promo_set_published(promo_id, False)
+    """Take it off, or withdraw the request to publish it: less given away, one person may."""
+    return _promo_step(promo_id, lambda: unpublish(promo_id), {"unpublished": "promo.unpublish",
+                                                               "withdrawn": "promo.unpublish"})
 
 
 @bp.post("/promotions/<int:promo_id>/end")
 @require_role("editor")
 def promo_end(promo_id: int) -> Response:
     """End it now (one that has not started is withdrawn instead); orders keep their terms."""
+    return _promo_step(promo_id, lambda: end_promotion(promo_id), {"ended": "promo.end", "withdrawn": "promo.end"})
+
+
+@bp.post("/promotions/<int:promo_id>/reject")
+@require_role("admin")
+def promo_reject(promo_id: int) -> Response:
+    """Turn down a publication or a change: nothing more is given away, so any admin may."""
+    return _promo_step(promo_id, lambda: reject(promo_id), {"publication_rejected": "promo.reject",
+                                                            "changes_rejected": "promo.reject"})
+
+
+@bp.post("/promotions/<int:promo_id>/approve")
+@require_role("admin")
+def promo_approve(promo_id: int) -> Response:
+    """The second person: publish a draft, or put a waiting change in force."""
     _promo_or_404(promo_id)
-    staff_id, username = _actor()
+    approver, digest = Editor(*_actor()), ApproveForm().terms.data or ""
 
     def work() -> None:
-        before = _promo_fields(_promo_or_404(promo_id))
-        outcome = end_promotion(promo_id)
-        if outcome in ("ended", "withdrawn"):
-            b, a = _diff(before, _promo_fields(_promo_or_404(promo_id)))
-            audit("promo.end", staff_id=staff_id, username=username, target=f"promotion {promo_id}",
-                  before=b, after=f"{a} ({outcome})")
+        row = _promo_or_404(promo_id)
+        before, live, change = _promo_fields(row), _term_fields(row), pending_terms(row)
+        outcome = approve(promo_id, _caps(), approver, digest)
+        saved = _promo_or_404(promo_id)
+        b, a = _diff(live, _term_fields(saved)) if change else _diff(before, _promo_fields(saved))
+        audit("promo.publish" if outcome == "published" else "promo.change_approve", staff_id=approver.staff_id,
+              username=approver.name, target=f"promotion {promo_id}", before=b,
+              after=f"{a} ({outcome}; edited by {saved.edited_by or '-'})")
 
-    in_write_transaction(work)
+    try:
+        in_write_transaction(work)
+    except SameEditor as e:
+        return _promo_list_page(403, gettext(e.message, **e.params))
+    except NothingToApprove as e:
+        return _promo_list_page(409, gettext(e.message, **e.params))
+    except PromotionError as e:  # over the caps in force: they were lowered since the terms were written
+        return _promo_list_page(422, gettext(e.message, **e.params))
     return _after_promo_change()

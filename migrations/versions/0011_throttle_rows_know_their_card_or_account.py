@@ -11,7 +11,7 @@ and went stale (a reset cleared the mirror, not the throttle); the pages now rea
 rows themselves, so the columns are dropped.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-26 10:00:00
 
 """
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

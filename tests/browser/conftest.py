@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from heyon_site import create_app
 from heyon_site.billing.money import yuan
-from heyon_site.billing.promos import NewPromotion, create_promotion, current_quote
+from heyon_site.billing.promos import (COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve,
+                                      create_promotion, current_quote)
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -92,14 +93,20 @@ def _seed(url: str) -> dict[str, object]:
         for locale, entries in STARTER.items():
             in_write_transaction(lambda locale=locale, entries=entries: seed_faq(locale, entries))
         now = utcnow()
-        promo = in_write_transaction(lambda: create_promotion(NewPromotion(
-            title_zh="浏览器测试赠送", title_en=PROMO_TITLE_EN, kind="fixed_bonus", starts_at=now - timedelta(days=1),
-            ends_at=now + timedelta(days=30), threshold_fen=10_000, value_fen=1_000, published=True)))
-        promo_id = promo.id
+        caps = PromoCaps()
+
+        def running_promotion() -> int:
+            promo = create_promotion(NewPromotion(
+                title_zh="浏览器测试赠送", title_en=PROMO_TITLE_EN, kind="fixed_bonus", starts_at=now - timedelta(days=1),
+                ends_at=now + timedelta(days=30), threshold_fen=10_000, value_fen=1_000, published=True), caps, COMMAND_LINE)
+            approve(promo.id, caps, Editor(staff_id, STAFF_USER), approval_digest(promo) or "")
+            return promo.id
+
+        promo_id = in_write_transaction(running_promotion)
 
         def order(amount_fen: int) -> tuple[str, str, int]:
             o = in_write_transaction(lambda: start_recharge(card_ids["pages"], amount_fen, "sandbox", "zh_Hans",
-                                                            terms=current_quote(amount_fen)))
+                                                            terms=current_quote(amount_fen, caps=caps)))
             return o.order_no, o.token, o.pay_fen
 
         pending_no, pending_token, _ = order(5_000)
