@@ -388,11 +388,12 @@ def test_without_javascript_each_preset_carries_its_own_terms(app: Flask, path: 
 
 def test_the_quote_asks_again_with_the_amount_only(app: Flask) -> None:
     save(kind="fixed_bonus", value_fen=1000, threshold_fen=2000)
-    found = QUOTE.search(new_client(app).get("/recharge").get_data(as_text=True))
-    assert found
+    page = new_client(app).get("/recharge").get_data(as_text=True)
+    found = re.search(r'<div class="quote-box"([^>]*)>\s*<p id="quote"', page)
+    assert found  # the box that asks holds the line it replaces, and stays
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', found.group(1)))
     assert attrs["hx-get"] == "/recharge/quote" and attrs["hx-trigger"] == TRIGGER
-    assert attrs["hx-target"] == "this"  # not the form's target: only the line is replaced
+    assert attrs["hx-target"] == "#quote"  # not the form's target: only the line is replaced
     included = attrs["hx-include"]
     assert ".amounts" in included and "[name=method]" in included
     # A GET puts its fields in the URL: never the card number, password or CSRF token.
