@@ -42,11 +42,11 @@ max_requests_jitter = 200
 def _log_config() -> dict[str, Any]:
     """The app's log lines (HEYON_LOG_FORMAT, HEYON_LOG_LEVEL) for gunicorn's own messages too,
     and no gunicorn access log: the app writes one line per request, with its request id and
-    without the query string. heyon_site/logs.py is loaded from its file, standard library only,
+    without the query string. heyon_site/ops/logs.py is loaded from its file, standard library only,
     rather than imported as part of the app, for the reason pre_fork gives."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heyon_site", "logs.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heyon_site", "ops", "logs.py")
     spec = importlib.util.spec_from_file_location("heyon_gunicorn_logs", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

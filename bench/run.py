@@ -48,7 +48,7 @@ BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
 CHROME = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
 CHROME_FLAGS = ("--headless --no-sandbox --disable-gpu --disable-background-networking "
                 "--disable-component-update --disable-sync --no-first-run")
-# The demo cards of `flask seed-demo` (heyon_site/cli.py); lookups rotate over them.
+# The demo cards of `flask seed-demo` (heyon_site/cards/cli.py); lookups rotate over them.
 DEMO_CARDS = (("8600000000000018", "135790"), ("8600000000000026", "246802"), ("8600000000000034", "112233"))
 TARGETS = {"lighthouse_score": 100, "lcp_ms": 1000, "page_ratio": 0.60, "order_ratio": 0.25}
 

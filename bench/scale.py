@@ -58,7 +58,9 @@ from sqlalchemy import Engine, event, select
 
 from heyon_site import create_app
 from heyon_site.billing import ledger
-from heyon_site.billing.cards import find_card, hash_password, summary
+from heyon_site.cards.services import summary
+from heyon_site.cards.numbers import find_card
+from heyon_site.security.passwords import hash_password
 from heyon_site.config import card_number_digest
 from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
@@ -603,7 +605,7 @@ def verify(found: Database) -> None:
     app = site(found.url)
     with app.app_context():
         t0 = time.perf_counter()
-        verdict = ledger.verify()
+        verdict = ledger.verify(db.session)
         found.verify_seconds = time.perf_counter() - t0
         found.verify_ok = verdict.ok
         found.verify_violations = verdict.violations[:10]

@@ -10,9 +10,12 @@ import hashlib
 import hmac
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from flask import Flask
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +201,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_CARD_SPRAY_LIMIT": env.get("HEYON_CARD_SPRAY_LIMIT", "200 per minute"),
         "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
         "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
-        # How long each process keeps the rendered home page and recharge form (page_cache.py);
+        # How long each process keeps the rendered home page and recharge form (web/page_cache.py);
         # a promotion change shows there at most this late. 0: render every time.
         "HEYON_PAGE_CACHE_SECONDS": _int(env, "HEYON_PAGE_CACHE_SECONDS", 5),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
@@ -213,7 +216,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-# What HEYON_HTTPS switches on, besides the HSTS header (web.py). A ``__Host-`` cookie is
+# What HEYON_HTTPS switches on, besides the HSTS header (web/pages.py). A ``__Host-`` cookie is
 # accepted by the browser only over HTTPS, for path /, without a Domain: no subdomain and no
 # plain-HTTP page can set or overwrite it.
 HTTPS_ONLY: dict[str, Any] = {
@@ -310,7 +313,7 @@ class Defaults:
     ARGON2_TIME_COST = 3
     ARGON2_MEMORY_COST = 64 * 1024
     ARGON2_PARALLELISM = 2
-    # Card password throttle (throttle.py), per card number and device: unknown devices share
+    # Card password throttle (security/throttle.py), per card number and device: unknown devices share
     # one count, each browser that opened the card before has its own. Free attempts, then
     # doubling delays up to the cap (at most 37 failures in the first day, 24 a day after);
     # after HEYON_CARD_LOCK_AFTER consecutive failures that count is locked out for
@@ -331,10 +334,49 @@ class Defaults:
     HEYON_STAFF_LOCK_AFTER: int | None = None
     HEYON_STAFF_LOCKOUT_SECONDS = 86400
     HEYON_STAFF_DEVICE_ALLOWANCE = 30
-    # The device cookie (device_cookie.py): how long a browser stays known without a right
+    # The device cookie (security/device_cookie.py): how long a browser stays known without a right
     # secret, and for how many cards or staff accounts at once.
     HEYON_DEVICE_COOKIE_DAYS = 365
     HEYON_DEVICE_COOKIE_ENTRIES = 5
     HEYON_PENDING_HELP_MINUTES = 30
     # Below this balance the balance page suggests recharging before service is cut off.
     HEYON_LOW_BALANCE_FEN = 1000
+
+
+def configure(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
+    """The app's settings: the defaults, then the environment, then a test's overrides; the
+    start-up refusals; and what is derived from the settings once."""
+    app.config.from_object(Defaults)
+    app.config.update({k: v for k, v in from_environment().items() if v is not None})
+    app.config.update(test_config or {})
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config.get("DATABASE_URL"), Path(app.instance_path))
+    if not app.config.get("SECRET_KEY"):
+        # Fine for `make run` on one machine; production sets SECRET_KEY (the README says so).
+        app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
+    refuse_sandbox_beside_real_providers(app.config)
+    refuse_per_process_limits(app.config)
+    app.config.update(check_promo_caps(app.config))
+    warn_of_a_derived_card_key(app.config)
+    # Once, at start-up: every card lookup needs it, and an unreadable HEYON_CARD_KEY_FILE stops
+    # the site here rather than failing each lookup.
+    app.extensions["heyon.card_key"] = card_number_key(app.config)
+    if app.config["HEYON_HTTPS"]:
+        app.config.update(HTTPS_ONLY)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
+
+
+def _instance_secret(instance: Path) -> str:
+    """A per-installation key kept in instance/, created once even when workers start together."""
+    path = instance / "secret_key"
+    if not path.exists():
+        tmp = instance / f".secret_key.{secrets.token_hex(4)}"
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic: exactly one worker's key wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

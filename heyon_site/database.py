@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Insert
 
-from .extensions import db
+from heyon_site.extensions import db
 
 T = TypeVar("T")
 _WRITE = "heyon_write"
@@ -85,9 +86,9 @@ def in_write_transaction(work: Callable[[], T], attempts: int = 4) -> T:
     raise AssertionError("unreachable")
 
 
-def insert(model: type) -> Insert:
-    """A dialect-specific INSERT that supports ``on_conflict_do_nothing`` / ``_do_update``."""
-    dialect = db.session.get_bind().dialect.name
+def insert(s: Session, model: type) -> Insert:
+    """A dialect-specific INSERT for the database of ``s`` that supports ``on_conflict_do_nothing`` / ``_do_update``."""
+    dialect = s.get_bind().dialect.name
     table = model.__table__  # type: ignore[attr-defined]
     if dialect == "postgresql":
         return postgresql.insert(table)
@@ -102,7 +103,7 @@ def scratch_postgres(server_url: str, prefix: str) -> Iterator[str]:
     dropped afterwards with whatever is still connected to it: for tests and benchmarks."""
     from sqlalchemy.engine import make_url
 
-    from .config import PROJECT_ROOT, database_url
+    from heyon_site.config import PROJECT_ROOT, database_url
 
     admin_url = make_url(database_url(server_url, PROJECT_ROOT))
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"

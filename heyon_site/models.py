@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .extensions import db
+from heyon_site.extensions import db
 
 ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
 FINAL_STATES = frozenset({"credited", "failed", "expired"})
@@ -38,7 +38,7 @@ class Card(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The number itself is not stored: a card is found by a keyed hash of it (HMAC-SHA256, see
-    # billing.cards.number_digest), and receipts and staff searches need only the last four digits.
+    # cards.numbers.number_digest), and receipts and staff searches need only the last four digits.
     # A plain hash would not do: 10 to 19 digits, most of them a known prefix, are quickly guessed.
     number_digest: Mapped[str] = mapped_column(String(64), unique=True)
     last4: Mapped[str] = mapped_column(String(4), index=True)
@@ -52,7 +52,7 @@ class Card(db.Model):
 
 class LoginThrottle(db.Model):
     """One failure counter of a card number or staff account, shared by all workers
-    (``throttle.py``): the one of unknown devices, one per known device, and the allowance all
+    (``security/throttle.py``): the one of unknown devices, one per known device, and the allowance all
     known devices share.
 
     ``subject`` is a keyed hash of what was typed (the card number, the username), so unknown

@@ -25,7 +25,8 @@ from werkzeug.test import TestResponse
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 
-from heyon_site import create_app, logs
+from heyon_site import create_app
+from heyon_site.ops import logs
 from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 
@@ -150,7 +151,7 @@ def books_balance(app: Flask) -> Iterator[None]:
 
     yield
     db.session.rollback()
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
 
 

@@ -22,7 +22,8 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
 
-from heyon_site.billing.cards import create_card, number_digest
+from heyon_site.cards.services import create_card
+from heyon_site.cards.numbers import number_digest
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -89,7 +90,7 @@ def kept_body(row: ProviderCallback) -> tuple[str, str | None, int | None]:
 def provider_order(provider: str, card: str = CARD, amount_fen: int = ORDER_FEN) -> str:
     """A pending order paid by ``provider`` on a new card holding OPENING_FEN; its number."""
     card_id = make_card(card, balance_fen=OPENING_FEN)
-    return in_write_transaction(lambda: start_recharge(card_id, amount_fen, provider, "en").order_no)
+    return in_write_transaction(lambda: start_recharge(db.session, card_id, amount_fen, provider, "en").order_no)
 
 
 def post_notification(path: str, client: FlaskClient, message: tuple[bytes, dict[str, str]]) -> tuple[int, str]:

@@ -21,12 +21,12 @@ def lookup(client: FlaskClient, number: str, password: str) -> int:
 @pytest.fixture
 def alarm_log(app: Flask, caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     app.config["HEYON_CARD_SPRAY_LIMIT"] = "5 per minute"
-    caplog.set_level(logging.WARNING, logger="heyon_site.alarms")
+    caplog.set_level(logging.WARNING, logger="heyon_site.ops.alarms")
     return caplog
 
 
 def alarms(log: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in log.records if r.name == "heyon_site.alarms"]
+    return [r.getMessage() for r in log.records if r.name == "heyon_site.ops.alarms"]
 
 
 def test_spraying_many_cards_from_many_addresses_raises_one_alarm(app: Flask, alarm_log: pytest.LogCaptureFixture) -> None:

@@ -52,7 +52,7 @@ class Writer(threading.Thread):
             with self.app.app_context():
                 client = self.app.test_client()
                 while not self.stop.is_set() and self.done < MOST_ORDERS:
-                    placed = in_write_transaction(lambda: start_recharge(self.card_id, 1000, "sandbox", "en"))
+                    placed = in_write_transaction(lambda: start_recharge(db.session, self.card_id, 1000, "sandbox", "en"))
                     fields = notification(placed.order_no, f"{placed.pay_fen / 100:.2f}")
                     self.answers.add(client.post("/pay/notify/sandbox", data=fields).get_data(as_text=True))
                     self.done += 1

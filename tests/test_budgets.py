@@ -24,8 +24,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from heyon_site.database import in_write_transaction
-from heyon_site.faq import seed
-from heyon_site.faq_starter import STARTER
+from heyon_site.faq.services import seed
+from heyon_site.faq.starter import STARTER
 
 from .conftest import ROOT, new_client
 from .kit import CARD, PIN, csrf_from, make_card, notification, order, start_order

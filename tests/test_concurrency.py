@@ -92,7 +92,7 @@ def callback_outcomes(order_no: str) -> Counter[str]:
 
 def assert_books_balance(database: str, credited_orders: int) -> None:
     db.session.rollback()
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
     assert verdict.credited_orders == credited_orders
     # The operator's own check, in a fresh process, must agree.

@@ -9,6 +9,8 @@ support can see what the provider sent.
 """
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 import json
 import signal
 import subprocess
@@ -48,8 +50,8 @@ url, form_path = sys.argv[1], sys.argv[2]
 app = heyon_site.create_app({**TEST_CONFIG, "DATABASE_URL": url})
 real_credit = recharge.credit
 
-def credit_then_die(card_id, amount_fen, kind, key, order_id=None):
-    wrote = real_credit(card_id, amount_fen, kind, key, order_id=order_id)
+def credit_then_die(s, card_id, amount_fen, kind, key, order_id=None):
+    wrote = real_credit(s, card_id, amount_fen, kind, key, order_id=order_id)
     seen = db.session.scalar(select(Card.balance_fen).where(Card.id == card_id))
     print(json.dumps({"wrote": wrote, "balance_in_transaction": seen}), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -74,7 +76,7 @@ def assert_untouched(order_no: str, order_id: int) -> None:
     assert ledger_entries(order_id) == 0
     assert kit.event_outcomes(order_id) == Counter()
     assert kit.balance() == OPENING
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
 
 
@@ -87,7 +89,7 @@ def assert_redelivery_credits_once(client: FlaskClient, form: dict[str, str], or
         assert kit.balance() == OPENING + 10000
         assert ledger_entries(order_id) == 1
         assert kit.event_outcomes(order_id) == Counter({"credited": 1})
-        verdict = ledger.verify()
+        verdict = ledger.verify(db.session)
         assert verdict.ok and verdict.credited_orders == 1, verdict.violations
 
 
@@ -130,8 +132,8 @@ def test_error_while_crediting_rolls_everything_back(app: Flask, client: FlaskCl
     real_credit = recharge.credit
     calls: list[str] = []
 
-    def credit_then_raise(card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
-        assert real_credit(card_id, amount_fen, kind, key, order_id=order_id)
+    def credit_then_raise(s: Session, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
+        assert real_credit(s, card_id, amount_fen, kind, key, order_id=order_id)
         calls.append(key)
         raise Boom("after the ledger entry and the balance update, before the commit")
 

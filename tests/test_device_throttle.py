@@ -16,9 +16,9 @@ from flask.testing import FlaskClient
 from itsdangerous import URLSafeSerializer
 from sqlalchemy import func, select, update
 
-from heyon_site import device_cookie, throttle
-from heyon_site.billing.cards import authenticate, throttle_key
-from heyon_site.device_cookie import DeviceCookie, day_of, tag_key
+from heyon_site.security import device_cookie, throttle
+from heyon_site.cards.auth import authenticate, throttle_key
+from heyon_site.security.device_cookie import DeviceCookie, day_of, tag_key
 from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, StaffUser, utcnow
 from heyon_site.staff import auth as staff_auth

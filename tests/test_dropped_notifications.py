@@ -80,7 +80,7 @@ def test_reconcile_finds_every_lost_notification(setting: tuple[Any, Any, Flask]
                                          .where(LedgerEntry.kind == "recharge")))
     assert set(credits) == set(paid) and set(credits.values()) == {1}  # each paid order once
     assert db.session.scalar(select(func.count()).select_from(ProviderCallback)) == PAID - len(dropped)
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
     # A second run has nothing left to do.
     again = cli(app.test_cli_runner(), "payments", "reconcile")

@@ -11,13 +11,13 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from markupsafe import escape
 from sqlalchemy import func, select
 
-from heyon_site.content import render_markdown
+from heyon_site.faq.markdown import render_markdown
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.faq import MAX_QUERY, clean_query
-from heyon_site.faq_starter import STARTER
+from heyon_site.faq.services import MAX_QUERY, clean_query
+from heyon_site.faq.starter import STARTER
 from heyon_site.models import FaqEntry
-from heyon_site.web import csp
+from heyon_site.web.pages import csp
 
 # ------------------------------------------------------------------ helpers
 

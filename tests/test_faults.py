@@ -44,7 +44,7 @@ def recharge_entries(order_no: str) -> int:
 
 def assert_books_balance() -> None:
     db.session.rollback()
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
 
 
@@ -171,7 +171,7 @@ import json, os, signal, sys
 from pathlib import Path
 import heyon_site
 from heyon_site.billing import recharge
-from heyon_site.payments import views
+from heyon_site.payments import notify as views
 from tests.conftest import TEST_CONFIG
 
 url, form_path, point = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -181,7 +181,7 @@ def die_after(module, name):
     real = getattr(module, name)
     def wrapped(*args, **kwargs):
         result = real(*args, **kwargs)
-        if name != "_move" or args[2] == "credited":
+        if name != "_move" or args[3] == "credited":
             print("KILLED", point, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         return result

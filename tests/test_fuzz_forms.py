@@ -44,14 +44,15 @@ from werkzeug.test import TestResponse
 from werkzeug.wrappers import Response
 
 from heyon_site.billing import ledger
-from heyon_site.billing.promos import COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve, create_promotion
+from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, approval_digest, approve, create_promotion
+from heyon_site.billing.promos import NewPromotion, PromoCaps
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import FaqEntry, StaffUser, utcnow
 from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.sandbox.views import bp as sandbox_bp
-from heyon_site.staff.auth import create_staff
+from heyon_site.staff.services import create_staff
 
 from .conftest import SANDBOX_SECRET, site_for_tests
 from .fakes import serving
@@ -256,7 +257,7 @@ def build_world(app: Flask, outbox: list[tuple[str, dict[str, str]]]) -> World:
     card_id = make_card(balance_fen=500)
     orders = {}
     for name in PROVIDERS:
-        made = in_write_transaction(lambda name=name: start_recharge(card_id, ORDER_FEN, name, "zh_Hans"))  # type: ignore[misc]
+        made = in_write_transaction(lambda name=name: start_recharge(db.session, card_id, ORDER_FEN, name, "zh_Hans"))  # type: ignore[misc]
         orders[name] = (made.order_no, made.token)
 
     def content() -> tuple[int, int, int]:
@@ -548,7 +549,7 @@ def test_every_form_takes_naughty_strings_calmly(world: World, name: str) -> Non
         assert taken, "no naughty string was ever accepted: the form is not reached"
         problems = stored_markup_problems(world, taken)
         assert not problems, report(problems)
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
 
 
@@ -734,7 +735,7 @@ def test_every_notify_endpoint_takes_naughty_callbacks_calmly(world: World, prov
     credits = db.session.execute(text("SELECT o.status, count(e.id) FROM recharge_orders o JOIN ledger_entries e "
                                       "ON e.order_id = o.id WHERE o.order_no = :no GROUP BY o.status"), {"no": order_no})
     assert credits.all() == [("credited", 1)]
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
 
 

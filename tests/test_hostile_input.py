@@ -22,7 +22,7 @@ from markupsafe import escape
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from heyon_site.billing.cards import number_digest
+from heyon_site.cards.numbers import number_digest
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -229,7 +229,7 @@ def check_recharge(c: FlaskClient, lang: str, field: str, value: str) -> None:
 def order_no(app: Flask) -> str:
     """A pending 100-yuan sandbox order, made without a client so no language cookie is set."""
     card_id = make_card()
-    return in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "zh_Hans").order_no)
+    return in_write_transaction(lambda: start_recharge(db.session, card_id, 10000, "sandbox", "zh_Hans").order_no)
 
 
 def check_gateway(app: Flask, c: FlaskClient, order_no: str, lang: str, field: str, value: str) -> None:

@@ -1,5 +1,5 @@
 """The ledger: idempotent credits, a cached balance that always equals the ledger sum, rows the
-database itself keeps append-only, and `ledger.verify()` / `flask ledger verify` catching tampering."""
+database itself keeps append-only, and `ledger.verify(db.session)` / `flask ledger verify` catching tampering."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry
-from heyon_site.providers.base import ProviderEvent
+from heyon_site.billing.events import ProviderEvent
 
 from .conftest import flask_cli
 from .kit import CARD, balance, make_card
@@ -42,7 +42,7 @@ def raw_sql(statement: str, **params: Any) -> None:
 
 
 def book(card_id: int, amount_fen: int, key: str, kind: str = "adjustment", order_id: int | None = None) -> bool:
-    return in_write_transaction(lambda: credit(card_id, amount_fen, kind, key=key, order_id=order_id))
+    return in_write_transaction(lambda: credit(db.session, card_id, amount_fen, kind, key=key, order_id=order_id))
 
 
 def entry_count() -> int:
@@ -59,7 +59,7 @@ class NewOrder:
 def new_order(card_id: int, amount_fen: int = 5000) -> NewOrder:
     """A pending sandbox order; only its keys, since the row is meant to be changed behind the ORM."""
     def create() -> NewOrder:
-        order = start_recharge(card_id, amount_fen, "sandbox", "en")
+        order = start_recharge(db.session, card_id, amount_fen, "sandbox", "en")
         return NewOrder(order.id, order.order_no)
 
     return in_write_transaction(create)
@@ -67,10 +67,10 @@ def new_order(card_id: int, amount_fen: int = 5000) -> NewOrder:
 
 def violations() -> list[str]:
     db.session.rollback()
-    return ledger.verify().violations
+    return ledger.verify(db.session).violations
 
 
-# ------------------------------------------------------------------ credit()
+# ------------------------------------------------------------------ credit(db.session)
 
 
 def test_credit_with_the_same_key_twice_writes_one_entry(card_id: int) -> None:
@@ -79,11 +79,11 @@ def test_credit_with_the_same_key_twice_writes_one_entry(card_id: int) -> None:
     assert book(card_id, 999, key="test:refund:1") is False  # the key decides, not the amount
     assert db.session.scalar(select(func.count()).select_from(LedgerEntry).where(LedgerEntry.key == "test:refund:1")) == 1
     assert balance() == OPENING_FEN + 250
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
 
 def test_the_same_key_twice_in_one_transaction_writes_one_entry(card_id: int) -> None:
-    assert in_write_transaction(lambda: [credit(card_id, 100, "adjustment", key="test:twice") for _ in range(2)]) == [True, False]
+    assert in_write_transaction(lambda: [credit(db.session, card_id, 100, "adjustment", key="test:twice") for _ in range(2)]) == [True, False]
     assert balance() == OPENING_FEN + 100
 
 
@@ -101,20 +101,20 @@ def test_cached_balance_always_equals_the_ledger_sum(card_id: int) -> None:
         book(card_id, amount, key=f"test:step:{i}")
         expected += amount
         db.session.rollback()
-        assert balance() == balance_of(card_id) == expected
-    assert ledger.verify().ok
+        assert balance() == balance_of(db.session, card_id) == expected
+    assert ledger.verify(db.session).ok
 
 
 def test_a_credited_order_with_a_bonus_books_both_entries(card_id: int) -> None:
     order = new_order(card_id)
     raw_sql("UPDATE recharge_orders SET bonus_fen = 500 WHERE id = :id", id=order.id)
     event = ProviderEvent(provider="sandbox", order_no=order.order_no, txn_id="SBXBONUS", kind="paid", amount_fen=5000)
-    assert in_write_transaction(lambda: apply_event(event)) == "credited"
+    assert in_write_transaction(lambda: apply_event(db.session, event)) == "credited"
     assert balance() == OPENING_FEN + 5000 + 500
     db.session.rollback()
     kinds = db.session.scalars(select(LedgerEntry.kind).where(LedgerEntry.order_id == order.id).order_by(LedgerEntry.id))
     assert list(kinds) == ["recharge", "bonus"]
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok and verdict.credited_orders == 1
 
 
@@ -133,7 +133,7 @@ def test_ledger_rows_cannot_be_changed_or_deleted(card_id: int, statement: str) 
         db.session.execute(text(statement))
     db.session.rollback()
     assert entry_count() == 1
-    assert balance_of(card_id) == OPENING_FEN
+    assert balance_of(db.session, card_id) == OPENING_FEN
 
 
 def test_ledger_cannot_be_truncated_on_postgresql(database: str, card_id: int) -> None:
@@ -165,7 +165,7 @@ def test_a_negative_balance_cannot_be_written_directly(card_id: int) -> None:
 
 
 def test_verify_summarises_healthy_books(card_id: int) -> None:
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert (verdict.ok, verdict.cards, verdict.entries, verdict.total_fen, verdict.credited_orders) == (True, 1, 1, OPENING_FEN, 0)
 
 
@@ -199,7 +199,7 @@ def test_verify_reports_an_order_credited_with_entries_but_no_payment(card_id: i
 def test_verify_reports_a_payment_of_another_amount(card_id: int) -> None:
     order = new_order(card_id)
     event = ProviderEvent(provider="sandbox", order_no=order.order_no, txn_id="SBX1", kind="paid", amount_fen=5000)
-    assert in_write_transaction(lambda: apply_event(event)) == "credited"
+    assert in_write_transaction(lambda: apply_event(db.session, event)) == "credited"
     raw_sql("UPDATE payment_events SET amount_fen = 1 WHERE order_id = :id", id=order.id)
     assert violations() == [f"order {order.order_no}: credited without a matching verified payment"]
 

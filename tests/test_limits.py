@@ -1,4 +1,4 @@
-"""One failure budget per address for every form that checks a secret (``heyon_site/limits.py``).
+"""One failure budget per address for every form that checks a secret (``heyon_site/web/limits.py``).
 
 Twenty wrong card passwords on /balance used to leave /recharge with twenty-one more, and the
 staff sign-in and code step with their own: each form had a budget of its own. Now they share
@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from heyon_site.extensions import limiter
-from heyon_site.limits import SECRET_FAILURES
+from heyon_site.web.limits import SECRET_FAILURES
 
 from .conftest import ROOT, new_client, site_for_tests
 from .kit import CARD, PIN, csrf_from, make_card, recharge_form
@@ -207,9 +207,9 @@ def test_the_shared_budget_holds_in_redis_too(database: str, redis_url: str) -> 
 
 
 def test_the_budget_module_is_the_only_place_limits_are_spelled() -> None:
-    """``ip_limit`` and ``ip_failure_limit`` live in heyon_site/limits.py alone."""
+    """``ip_limit`` and ``ip_failure_limit`` live in heyon_site/web/limits.py alone."""
     defined = [f"{module}.{f.name}" for module, f in _functions() if f.name in ("ip_limit", "ip_failure_limit")]
-    assert defined == ["heyon_site.limits.ip_limit", "heyon_site.limits.ip_failure_limit"]
+    assert defined == ["heyon_site.web.limits.ip_limit", "heyon_site.web.limits.ip_failure_limit"]
     assert "deduct_when" not in "".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py")
-                                        if p != PACKAGE / "limits.py")
+                                        if p != PACKAGE / "web" / "limits.py")
 

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from heyon_site import logs
+from heyon_site.ops import logs
 
 from . import kit
 

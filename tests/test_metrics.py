@@ -11,7 +11,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
-from heyon_site import create_app, metrics
+from heyon_site import create_app
+from heyon_site.ops import metrics
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, ProviderCallback, RechargeOrder, utcnow

@@ -18,7 +18,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from heyon_site.billing import ledger
-from heyon_site.billing.cards import find_card, number_digest
+from heyon_site.cards.numbers import find_card
+from heyon_site.cards.numbers import number_digest
 from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 
@@ -80,7 +81,7 @@ def test_upgrading_a_site_with_cards_keeps_every_card_findable_and_drops_the_num
     with db.engine.connect() as conn:
         stored = " ".join(str(v) for row in conn.execute(text("SELECT * FROM cards")) for v in row)
     assert not [n for n in CARDS.values() if n in stored]
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok and (verdict.cards, verdict.credited_orders, verdict.total_fen) == (3, 3, 6000), verdict
 
 
@@ -143,7 +144,7 @@ def test_0013_flags_the_credited_orders_whose_close_was_ignored(site: Flask) -> 
     assert [(id_, reason, str(at)[:19] if at else None) for id_, reason, at in flags] == [
         (1, None, None), (2, "money_returned", "2026-01-02 09:00:00"), (3, None, None)]
     assert [tuple(row) for row in counts] == [("closed", 1), ("paid", 3)]
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok and (verdict.credited_orders, verdict.total_fen) == (3, 6000), verdict
 
     # The new kind is accepted, and anything else still refused by the database.
@@ -169,7 +170,9 @@ def test_throttle_rows_made_before_0011_keep_throttling_and_resets_find_them(sit
     """0011 gives every throttle row its subject; the rows of 0009 (unknown devices' counts,
     keyed by the subject itself) get their own key, so the throttle in force survives the
     upgrade and `flask cards unblock` clears it. The staff copy of the throttle is dropped."""
-    from heyon_site.billing.cards import authenticate, clear_throttle, create_card, throttle_key
+    from heyon_site.cards.auth import authenticate, throttle_key
+    from heyon_site.cards.services import create_card
+    from heyon_site.cards.auth import clear_throttle
     from heyon_site.database import in_write_transaction
 
     upgrade(directory=MIGRATIONS, revision="0009")

@@ -1,4 +1,4 @@
-"""The render cache of the home page and the recharge form (heyon_site/page_cache.py).
+"""The render cache of the home page and the recharge form (heyon_site/web/page_cache.py).
 
 Every visitor gets the same page with their own CSRF token, which their form posts accept and
 nobody else's do; the page is rendered once per language and lifetime, never holds the
@@ -15,8 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from heyon_site import page_cache
-from heyon_site.customer import views
+from heyon_site.web import page_cache
+from heyon_site.customer import recharge as recharge_screen
 
 from .conftest import new_client
 from .kit import CARD, PIN, csrf_from, hidden_value, make_card
@@ -40,13 +40,13 @@ def cached(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The templates actually rendered, one entry per render."""
     seen: list[str] = []
-    real = views.recharge_page
+    real = recharge_screen.recharge_page
 
     def counting(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         seen.append(str(kwargs.get("template", "customer/recharge.html")))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(views, "recharge_page", counting)
+    monkeypatch.setattr(recharge_screen, "recharge_page", counting)
     return seen
 
 
@@ -121,7 +121,7 @@ def test_a_page_with_the_token_in_two_places_is_compressed_per_answer(app: Flask
     """The balance page keeps ``hx-headers``: not for this cache, but the same rule for any page
     given to it: the text is kept, and Flask-Compress compresses each answer."""
     from heyon_site.customer.forms import BalanceForm
-    from heyon_site.htmx import render
+    from heyon_site.web.fragments import render
 
     with app.test_request_context("/balance", headers={"Accept-Encoding": "gzip"}):
         r = page_cache.response("customer/balance.html",

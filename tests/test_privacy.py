@@ -23,8 +23,8 @@ from sqlalchemy import String, Text, select, text
 from sqlalchemy.exc import DBAPIError
 from werkzeug.test import TestResponse
 
-from heyon_site import logs
-from heyon_site.billing.cards import number_digest
+from heyon_site.ops import logs
+from heyon_site.cards.numbers import number_digest
 from heyon_site.extensions import db
 
 from . import kit

@@ -24,13 +24,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from heyon_site import create_app
-from heyon_site.config import (
-    PerProcessLimits,
-    engine_options,
-    from_environment,
-    refuse_per_process_limits,
-    warn_of_a_derived_card_key,
-)
+from heyon_site.config import PerProcessLimits, engine_options, from_environment, refuse_per_process_limits, warn_of_a_derived_card_key
 from heyon_site.extensions import db
 
 from . import kit

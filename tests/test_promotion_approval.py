@@ -11,8 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from heyon_site.billing.promos import NothingToApprove, PromoCaps, SameEditor, approval_digest, approve as approve_terms
-from heyon_site.billing.promos import COMMAND_LINE, Editor, NewPromotion, active_promotions, create_promotion
+from heyon_site.promos.lifecycle import NothingToApprove, SameEditor, approval_digest, approve as approve_terms
+from heyon_site.billing.promos import PromoCaps
+from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, create_promotion
+from heyon_site.billing.promos import NewPromotion, active_promotions
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Promotion, StaffUser, utcnow
@@ -73,7 +75,7 @@ def test_an_editor_drafts_and_asks_but_cannot_publish(app: Flask) -> None:
     pid = draft(editor)
     p = the_promo()
     assert (p.published, p.publish_requested, p.edited_by_id, p.edited_by) == (False, True, staff_id("editor-user"), "editor-user")
-    assert active_promotions(utcnow()) == [] and customer_quote(app) == ""
+    assert active_promotions(db.session, utcnow()) == [] and customer_quote(app) == ""
     assert approve_button(editor, pid) is None  # not offered ...
     digest = approval_digest(p)
     r = editor.post(f"/staff/promotions/{pid}/approve", data={"csrf_token": token(editor), "terms": digest})
@@ -172,7 +174,7 @@ def test_billing_refuses_the_same_editor_and_the_command_line_as_approvers(app: 
 
 
 def add_staff_row(username: str) -> int:
-    from heyon_site.staff.auth import create_staff
+    from heyon_site.staff.services import create_staff
 
     return create_staff(username, "a-long-staff-password", "admin").id
 

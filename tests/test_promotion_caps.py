@@ -24,7 +24,7 @@ from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import AuditLog, Promotion, RechargeOrder, utcnow
-from heyon_site.providers.base import ProviderEvent
+from heyon_site.billing.events import ProviderEvent
 
 from .conftest import TEST_CONFIG, flask_cli, new_client, site_for_tests
 from .kit import balance, make_card, notification, order, start_order
@@ -240,7 +240,7 @@ def test_a_quote_is_clamped_when_the_caps_are_lowered_after_publication(app: Fla
         page = signed_in(lowered, "editor").get("/staff/promotions?lang=en").get_data(as_text=True)
         assert "Over the caps in force" in page and "A bonus is at most 10% of the amount paid" in page
     db.session.rollback()
-    assert ledger.verify(caps=PromoCaps(10, 30)).ok
+    assert ledger.verify(db.session, caps=PromoCaps(10, 30)).ok
 
 
 def test_a_discount_is_clamped_the_same_way(database: str) -> None:
@@ -265,7 +265,7 @@ def test_start_recharge_refuses_a_bonus_without_the_caps_it_was_held_to(app: Fla
 
     card_id = make_card()
     with pytest.raises(ValueError, match="needs the promotion caps"):
-        in_write_transaction(lambda: start_recharge(card_id, 10_000, "sandbox", "en", terms=Quote(10_000, 10_000, 10_000)))
+        in_write_transaction(lambda: start_recharge(db.session, card_id, 10_000, "sandbox", "en", terms=Quote(10_000, 10_000, 10_000)))
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(RechargeOrder)) == 0
 
@@ -292,7 +292,7 @@ def credited_order(card_id: int, figures: dict[str, int], txn: str) -> str:
     """A credited order made the way orders were before they recorded their caps (NULL), with
     figures set behind the application's back, as a pre-migration order may carry them."""
     def make() -> tuple[int, str]:
-        made = start_recharge(card_id, 10_000, "sandbox", "en")
+        made = start_recharge(db.session, card_id, 10_000, "sandbox", "en")
         return made.id, made.order_no
 
     order_id, order_no = in_write_transaction(make)
@@ -301,7 +301,7 @@ def credited_order(card_id: int, figures: dict[str, int], txn: str) -> str:
     db.session.commit()
     pay = db.session.scalar(select(RechargeOrder.pay_fen).where(RechargeOrder.id == order_id))
     event = ProviderEvent(provider="sandbox", order_no=order_no, txn_id=txn, kind="paid", amount_fen=int(pay or 0))
-    assert in_write_transaction(lambda: apply_event(event)) == "credited"
+    assert in_write_transaction(lambda: apply_event(db.session, event)) == "credited"
     return order_no
 
 
@@ -325,7 +325,7 @@ def test_ledger_verify_names_each_order_beyond_the_caps(app: Flask, database: st
     # The caps passed in are the configured ones: with the widest, only the discount is beyond them.
     wide = flask_cli(database, "ledger", "verify", env={"HEYON_PROMO_MAX_BONUS_PERCENT": "100"})
     assert wide.returncode == 1 and minted not in wide.stderr and free in wide.stderr
-    verdict = ledger.verify(caps=PromoCaps(100, 99))
+    verdict = ledger.verify(db.session, caps=PromoCaps(100, 99))
     assert verdict.violations == [f"order {free}: discount 9999 fen is more than 99% of the 10000 fen amount "
                                   "(configured caps (none recorded on the order))"]
 

@@ -20,14 +20,15 @@ from sqlalchemy import func, select, update
 from werkzeug.test import TestResponse
 
 from heyon_site.billing import ledger
-from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, current_quote, end_promotion, quote, snapshot
+from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, current_quote, quote, snapshot
+from heyon_site.promos.lifecycle import end_promotion
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
 
 from .conftest import flask_cli, new_client
-from .kit import (CARD, PIN, balance, cli, csrf_from, deliver_outbox, gateway_order_no, make_card, notification, order,
+from .kit import (CARD, PIN, balance, cli, csrf_from, deliver_outbox, make_card, notification, order,
                   recharge_form, start_order)
 from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
 from .test_notifications import pay_on_gateway, post_notify
@@ -160,7 +161,7 @@ def test_the_window_starts_inclusive_and_ends_exclusive(app: Flask) -> None:
     start, end = NOW, NOW + DAY
     pid = save(kind="fixed_bonus", value_fen=100, threshold_fen=200, starts_at=start, ends_at=end)
     tick = timedelta(microseconds=1)
-    running = {when: [p.id for p in active_promotions(when)] for when in (start - tick, start, end - tick, end)}
+    running = {when: [p.id for p in active_promotions(db.session, when)] for when in (start - tick, start, end - tick, end)}
     assert running == {start - tick: [], start: [pid], end - tick: [pid], end: []}
     p = db.session.get(Promotion, pid)
     assert p is not None
@@ -172,8 +173,8 @@ def test_the_window_starts_inclusive_and_ends_exclusive(app: Flask) -> None:
 def test_drafts_never_run_and_the_running_come_by_priority_then_age(app: Flask) -> None:
     draft = save(NOW, published=False, priority=9)
     first, second, third = save(NOW, priority=1), save(NOW, priority=5), save(NOW, priority=1)
-    assert [p.id for p in active_promotions(NOW)] == [second, first, third]
-    assert draft not in [p.id for p in active_promotions(NOW)]
+    assert [p.id for p in active_promotions(db.session, NOW)] == [second, first, third]
+    assert draft not in [p.id for p in active_promotions(db.session, NOW)]
     assert quote(10000, [promo(id=draft, published=False, value_fen=100)], NOW, caps=CAPS) == Quote.face_value(10000)
 
 
@@ -271,7 +272,7 @@ def test_an_order_keeps_its_bonus_whatever_happens_to_the_promotion(app: Flask, 
     entries = db.session.execute(select(LedgerEntry.kind, LedgerEntry.amount_fen)
                                  .where(LedgerEntry.order_id == kept.id).order_by(LedgerEntry.id)).all()
     assert [tuple(e) for e in entries] == [("recharge", 10000), ("bonus", 1000)]
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
     page = client.get(f"/orders/{kept.token}").get_data(as_text=True)
     assert re.search(r"<dt>Bonus</dt><dd>¥10\.00</dd>", page) and "¥110.00 has been added" in page
@@ -318,7 +319,7 @@ def test_terms_the_page_showed_go_straight_to_payment(app: Flask, client: FlaskC
 def test_start_recharge_refuses_terms_quoted_for_another_amount(app: Flask) -> None:
     card_id = make_card()
     with pytest.raises(ValueError, match="quoted for 5000 fen, not 10000"):
-        in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "en", terms=Quote.face_value(5000)))
+        in_write_transaction(lambda: start_recharge(db.session, card_id, 10000, "sandbox", "en", terms=Quote.face_value(5000)))
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(RechargeOrder)) == 0
 
@@ -344,7 +345,7 @@ def test_the_gateway_asks_for_the_discounted_amount_and_its_payment_credits_the_
     assert deliver_outbox(app, client) == ["success"]  # the gateway reports 90.00 paid
     assert (order(discounted).status, order(discounted).paid_fen) == ("credited", 9000)
     assert balance() == 500 + 10000
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
 
 @pytest.mark.parametrize(("paid", "status", "credited"), [("90.00", "credited", 10000), ("100.00", "review", 0)])
@@ -354,7 +355,7 @@ def test_a_discount_order_is_credited_only_for_the_discounted_payment(
     assert (answer.status_code, answer.get_data(as_text=True)) == (200, "success")
     assert order(discounted).status == status
     assert balance() == 500 + credited
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
 
 # ------------------------------------------------------------------ the pages
@@ -585,7 +586,7 @@ def test_end_stops_a_running_promotion_at_once(app: Flask, runner: FlaskCliRunne
     [p] = promotions()
     assert before <= p.ends_at <= utcnow() and p.published
     assert "Get 10 more" not in new_client(app).get("/?lang=en").get_data(as_text=True)
-    assert current_quote(10000, caps=CAPS) == Quote.face_value(10000)
+    assert current_quote(db.session, 10000, caps=CAPS) == Quote.face_value(10000)
     again = cli(runner, "promos", "end", str(pid))
     assert again.exit_code == 0 and again.stdout.strip() == f"promotion {pid} had ended already"
     assert promotions()[0].ends_at == p.ends_at

@@ -326,7 +326,7 @@ def test_query_says_unpaid_paid_or_closed(app: Flask, fake: StripeFake, order_no
 
 def test_query_of_an_order_without_a_session_asks_nothing(app: Flask, fake: StripeFake) -> None:
     card_id = kit.make_card()
-    order_no = in_write_transaction(lambda: start_recharge(card_id, kit.ORDER_FEN, "stripe", "en").order_no)
+    order_no = in_write_transaction(lambda: start_recharge(db.session, card_id, kit.ORDER_FEN, "stripe", "en").order_no)
     assert provider().query(order_no) is None
     provider().close(order_no)
     assert fake.seen == []

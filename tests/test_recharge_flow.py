@@ -52,7 +52,7 @@ def test_paying_on_the_sandbox_credits_the_card_once(app: Flask, client: FlaskCl
     assert balance() == 500 + 10000
     page = client.get(paid.headers["Location"]).get_data(as_text=True)
     assert order_no in page and "Receipt" in page
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
 
 # ------------------------------------------------------------------ the amount is one choice

@@ -17,9 +17,11 @@ from heyon_site.billing import ledger
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, RechargeOrder, utcnow
-from heyon_site.payments.reconcile import device_of, reconcile
+from heyon_site.payments.checkout import device_of
+from heyon_site.payments.reconcile import reconcile
 from heyon_site.providers import get as get_provider
-from heyon_site.providers.base import Checkout, Device, OrderRef, ProviderEvent, ProviderUnavailable
+from heyon_site.providers.base import Checkout, Device, OrderRef, ProviderUnavailable
+from heyon_site.billing.events import ProviderEvent
 
 from .conftest import new_client
 from .kit import CARD, balance, csrf_from, make_card, order, recharge_form
@@ -205,7 +207,7 @@ def test_reconcile_credits_paid_closes_and_expires_unpaid(app: Flask, client: Fl
            ["credited", "expired", "pending", "credited", "pending"]
     assert sorted(fake.closed) == sorted([unpaid_old, raced])
     assert fresh not in fake.queries  # younger than five minutes: left to its notification
-    assert balance() == 20000 and ledger.verify().ok
+    assert balance() == 20000 and ledger.verify(db.session).ok
     assert run() == Counter({"still_pending": 1})  # nothing left to do but wait
 
 
@@ -254,7 +256,7 @@ def test_several_reconcilers_at_once_credit_each_order_once(app: Flask, client: 
     statuses = Counter(order(no).status for no in orders)
     assert statuses == Counter({"credited": 20, "expired": 10})
     assert db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.kind == "recharge").limit(1)) is not None
-    assert balance(CARD) == 20 * 10000 and ledger.verify().ok
+    assert balance(CARD) == 20 * 10000 and ledger.verify(db.session).ok
     assert total["credited"] == 20 and total["expired"] == 10
     if db.session.get_bind().dialect.name == "postgresql":
         # Row locks with SKIP LOCKED: no order was handled by two runs. A paid order is asked
@@ -270,4 +272,4 @@ def test_reconcile_moves_a_wrong_amount_to_review(app: Flask, client: FlaskClien
     age(no, 10)
     assert run() == Counter({"amount_mismatch": 1})
     assert (order(no).status, order(no).status_reason, order(no).paid_fen) == ("review", "amount_mismatch", 9999)
-    assert balance() == 0 and ledger.verify().ok
+    assert balance() == 0 and ledger.verify(db.session).ok

@@ -28,7 +28,7 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import PaymentEvent, RechargeOrder, utcnow
 from heyon_site.payments.reconcile import candidate, check_one
-from heyon_site.providers.base import ProviderEvent
+from heyon_site.billing.events import ProviderEvent
 from heyon_site.staff.dashboard import returned_orders
 
 from . import kit
@@ -122,7 +122,7 @@ def app(database: str, provider: Provider) -> Iterator[Flask]:
 
 @pytest.fixture
 def alarms(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
-    with caplog.at_level(logging.WARNING, logger="heyon_site.alarms"):
+    with caplog.at_level(logging.WARNING, logger="heyon_site.ops.alarms"):
         yield lambda: [r.getMessage() for r in caplog.records if "ALARM" in r.getMessage()]
 
 
@@ -168,7 +168,7 @@ def test_money_returned_after_crediting_is_recorded_flagged_alarmed_and_acknowle
     found = kit.order(order_no)
     assert (found.status, found.attention) == ("credited", MONEY_RETURNED) and found.attention_at is not None
     assert_books_unchanged(order_no)
-    assert ledger.verify().ok  # a case for a person, not a broken book
+    assert ledger.verify(db.session).ok  # a case for a person, not a broken book
 
     cashier = signed_in(app, "cashier")
     board = cashier.get("/staff/?lang=en").get_data(as_text=True)
@@ -215,7 +215,7 @@ def test_the_books_name_a_refund_nobody_was_asked_to_look_at(client: FlaskClient
     """``ledger verify`` is green with the flag, and red without it: the check can fail."""
     order_no, txn = paid_order(client, provider)
     post(client, provider, provider.refund(order_no, txn))
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
     def set_flag(value: str | None) -> None:
         in_write_transaction(lambda: db.session.execute(
@@ -223,10 +223,10 @@ def test_the_books_name_a_refund_nobody_was_asked_to_look_at(client: FlaskClient
             .values(attention=value, attention_at=None if value is None else utcnow())))
 
     set_flag(None)
-    assert ledger.verify().violations == [
+    assert ledger.verify(db.session).violations == [
         f"order {order_no}: the provider reports money returned, but the order is not flagged for staff"]
     set_flag(MONEY_RETURNED)
-    assert ledger.verify().ok
+    assert ledger.verify(db.session).ok
 
 
 # ------------------------------------------------------------------ Alipay

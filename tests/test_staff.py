@@ -13,12 +13,14 @@ from werkzeug.test import TestResponse
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.billing.promos import COMMAND_LINE, NewPromotion, PromoCaps, create_promotion
+from heyon_site.promos.lifecycle import COMMAND_LINE, create_promotion
+from heyon_site.billing.promos import NewPromotion, PromoCaps
 from heyon_site.models import AuditLog, FaqEntry, ProviderCallback, StaffUser, utcnow
-from heyon_site.staff.auth import create_staff, throttle_states
+from heyon_site.staff.auth import throttle_states
 
 from .conftest import new_client
 from .kit import CARD, cli, csrf_from, make_card, notification, order, start_order
+from heyon_site.staff.services import create_staff
 
 PASSWORD = "a-long-staff-password"
 ROLES = ("editor", "cashier", "admin")

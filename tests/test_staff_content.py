@@ -343,20 +343,20 @@ def test_end_of_a_promotion_not_started_withdraws_it(app: Flask) -> None:
 
 def test_nothing_is_written_without_its_audit_row(app: Flask) -> None:
     """The audit row shares the change's transaction: if the audit insert fails, the change is gone."""
-    from heyon_site.staff import content_views
+    from heyon_site.faq import editing
 
     client = signed_in(app, "editor")
     fid = create_faq(client)
-    original = content_views.audit
+    original = editing.record
 
     def failing(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit down")
 
-    content_views.audit = failing  # type: ignore[assignment]
+    editing.record = failing  # type: ignore[assignment]
     app.config["PROPAGATE_EXCEPTIONS"] = False
     try:
         r = client.post(f"/staff/faq/{fid}", data={"csrf_token": token(client), **faq_fields(question="Lost?")})
         assert r.status_code == 500
     finally:
-        content_views.audit = original
+        editing.record = original
     assert entry(fid).question == "Can I pay by card?"

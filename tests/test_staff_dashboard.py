@@ -12,16 +12,7 @@ from flask import Flask
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
-from heyon_site.staff.dashboard import (
-    BAR,
-    PLOT,
-    SLOT,
-    DayTotal,
-    bar_height,
-    chart,
-    daily_totals,
-    waiting_orders,
-)
+from heyon_site.staff.dashboard import BAR, PLOT, SLOT, DayTotal, bar_height, chart, daily_totals, waiting_orders
 
 from .conftest import ROOT, new_client
 from .kit import make_card, notification, start_order

@@ -56,20 +56,21 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.routing import IntegerConverter, Rule
 from werkzeug.wrappers import Response
 
-from heyon_site.billing.promos import (COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve,
-                                      create_promotion)
+from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, approval_digest, approve, create_promotion
+from heyon_site.billing.promos import NewPromotion, PromoCaps
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import FaqEntry, Promotion, StaffUser, utcnow
-from heyon_site.staff.auth import SECOND_STEP_KEY, SESSION_KEY, create_staff, start_session
+from heyon_site.staff.auth import SECOND_STEP_KEY, SESSION_KEY, start_session
 from heyon_site.staff.inputs import in_site_range
-from heyon_site.staff.queries import _utc_midnight
+from heyon_site.sitetime import day_start
 
 from .conftest import site_for_tests
 from .kit import csrf_from, make_card, notification
 from .test_fuzz_forms import BLNS, answer, reflected
 from .test_hostile_input import ZH
+from heyon_site.staff.services import create_staff
 
 PASSWORD = "a-long-staff-password"
 SITE = "heyon.test"
@@ -461,8 +462,8 @@ def ensure(w: World, name: str, check: bool = False) -> None:
 def build_world(app: Flask, errors: list[str]) -> World:
     card_id = make_card(balance_fen=500)
     # One order waits (the dashboard links it), one is credited (its page offers a receipt).
-    in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "zh_Hans"))
-    order_no = in_write_transaction(lambda: start_recharge(card_id, 20000, "sandbox", "zh_Hans").order_no)
+    in_write_transaction(lambda: start_recharge(db.session, card_id, 10000, "sandbox", "zh_Hans"))
+    order_no = in_write_transaction(lambda: start_recharge(db.session, card_id, 20000, "sandbox", "zh_Hans").order_no)
     paid = app.test_client().post("/pay/notify/sandbox", data=notification(order_no, "200.00"))
     assert paid.status_code == 200, paid.get_data(as_text=True)
 
@@ -1041,7 +1042,7 @@ def test_every_accepted_moment_converts_in_every_zone(moment: datetime, zone: st
     tz = ZoneInfo(zone)
     assert in_site_range(moment)
     moment.replace(tzinfo=tz).astimezone(UTC)
-    _utc_midnight(moment.date() + timedelta(days=1), tz)
+    day_start(moment.date() + timedelta(days=1), tz)
 
 
 def test_any_search_day_is_searched_or_refused_never_a_500(app: Flask) -> None:

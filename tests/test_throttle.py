@@ -8,7 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from heyon_site.billing.cards import authenticate, delay_after, throttle_key
+from heyon_site.cards.auth import authenticate, delay_after, throttle_key
 from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, RechargeOrder, utcnow
 
@@ -105,3 +105,4 @@ def test_failed_attempts_are_limited_per_client_ip(limited: Flask) -> None:
     other_ip = new_client(limited)
     other_ip.environ_base["REMOTE_ADDR"] = "127.0.0.9"
     assert attempt(other_ip, PIN) == 303
+

@@ -28,13 +28,7 @@ from heyon_site.billing.promos import PromoCaps, current_quote
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import (
-    Card,
-    LedgerEntry,
-    ProviderCallback,
-    RechargeOrder,
-    SandboxPayment,
-)
+from heyon_site.models import Card, LedgerEntry, ProviderCallback, RechargeOrder, SandboxPayment
 
 from . import kit
 from .conftest import flask_cli
@@ -176,7 +170,7 @@ def recharge_entries_by_order() -> Counter[int]:
 
 def assert_books_balance(database: str, credited_orders: int) -> None:
     db.session.rollback()
-    verdict = ledger.verify()
+    verdict = ledger.verify(db.session)
     assert verdict.ok, verdict.violations
     checked = flask_cli(database, "ledger", "verify")
     assert checked.returncode == 0, (checked.stdout, checked.stderr)
@@ -208,8 +202,8 @@ def paid_without_notification(card_id: int, count: int) -> list[tuple[str, dict[
     notification each one's gateway would send (the very payment the reconcile query finds)."""
     paid = []
     for i in range(count):
-        order = in_write_transaction(lambda: start_recharge(card_id, 10000, "sandbox", "zh_Hans",
-                                                            terms=current_quote(10000, caps=PromoCaps())))
+        order = in_write_transaction(lambda: start_recharge(db.session, card_id, 10000, "sandbox", "zh_Hans",
+                                                            terms=current_quote(db.session, 10000, caps=PromoCaps())))
         trade_no = f"SBXTWO{i:04d}"
         in_write_transaction(lambda order=order, trade_no=trade_no: db.session.add(SandboxPayment(
             order_no=order.order_no, trade_no=trade_no, amount_fen=order.pay_fen, status="TRADE_SUCCESS", notify=False)))

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
 from sqlalchemy import case, func, select, update
 from sqlalchemy.sql.expression import Exists
 
-from ..database import insert
-from ..extensions import db
-from ..models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
-from .promos import PromoCaps
+from heyon_site.database import insert
+from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
+from heyon_site.billing.promos import PromoCaps
 
 
-def credit(card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
+def credit(s: Session, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
     """Add one ledger entry and raise the card's cached balance by the same amount.
 
     Idempotent by ``key``: the insert is ``ON CONFLICT (key) DO NOTHING``, so a second call
@@ -22,20 +22,20 @@ def credit(card_id: int, amount_fen: int, kind: str, key: str, order_id: int | N
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen == 0:
         raise ValueError(f"a credit is a non-zero int of fen, not {amount_fen!r}")
     stmt = (
-        insert(LedgerEntry)
+        insert(s, LedgerEntry)
         .values(card_id=card_id, order_id=order_id, kind=kind, amount_fen=amount_fen, key=key, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(LedgerEntry.id)
     )
-    if db.session.execute(stmt).scalar_one_or_none() is None:
+    if s.execute(stmt).scalar_one_or_none() is None:
         return False
     # Relative update: concurrent credits to one card cannot overwrite each other.
-    db.session.execute(update(Card).where(Card.id == card_id).values(balance_fen=Card.balance_fen + amount_fen))
+    s.execute(update(Card).where(Card.id == card_id).values(balance_fen=Card.balance_fen + amount_fen))
     return True
 
 
-def balance_of(card_id: int) -> int:
-    total = db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(LedgerEntry.card_id == card_id))
+def balance_of(s: Session, card_id: int) -> int:
+    total = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(LedgerEntry.card_id == card_id))
     return int(total or 0)
 
 
@@ -52,12 +52,12 @@ class Verdict:
         return not self.violations
 
 
-def verify(limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
+def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
     """Check every invariant of the books; report at most ``limit`` violations of each kind.
 
     ``caps``: the promotion caps configured now (``PromoCaps()``'s defaults if not given), which
     hold orders quoted before orders recorded their own."""
-    s = db.session
+
     problems: list[str] = []
 
     sums = select(LedgerEntry.card_id, func.sum(LedgerEntry.amount_fen).label("total")).group_by(LedgerEntry.card_id).subquery()
@@ -140,7 +140,7 @@ def verify(limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
     problems += [f"order {no}: the provider reports money returned, but the order is not flagged for staff"
                  for no in unflagged]
 
-    problems += _over_the_caps(caps or PromoCaps(), limit)
+    problems += _over_the_caps(s, caps or PromoCaps(), limit)
 
     kinds_without_order = s.scalar(
         select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))
@@ -157,13 +157,13 @@ def verify(limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
     )
 
 
-def _over_the_caps(caps: PromoCaps, limit: int) -> list[str]:
+def _over_the_caps(s: Session, caps: PromoCaps, limit: int) -> list[str]:
     """Credited orders whose bonus or discount is more than the caps in force when they were
     quoted (recorded on the order; ``caps`` for orders made before that was recorded)."""
     bonus_cap = func.coalesce(RechargeOrder.bonus_cap_percent, caps.bonus_percent)
     discount_cap = func.coalesce(RechargeOrder.discount_cap_percent, caps.discount_percent)
     discount = RechargeOrder.amount_fen - RechargeOrder.pay_fen
-    rows = db.session.execute(
+    rows = s.execute(
         select(RechargeOrder.order_no, RechargeOrder.amount_fen, RechargeOrder.pay_fen, RechargeOrder.bonus_fen,
                bonus_cap, discount_cap, RechargeOrder.bonus_cap_percent.is_(None))
         .where(RechargeOrder.status == "credited",

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import segno
 
-from ..models import RechargeOrder
-from .cards import mask
+from heyon_site.models import RechargeOrder
+from heyon_site import sitetime
 
 PAPERS = ("58", "80", "a4")
 
@@ -29,28 +28,20 @@ class Receipt:
     timezone: str
 
 
-def local_time(moment: datetime | None, tz: ZoneInfo) -> str:
-    """A stored (naive UTC) time as the site's clock shows it; "" for none."""
-    if moment is None:
-        return ""
-    return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def build(order: RechargeOrder, timezone: str) -> Receipt:
-    tz = ZoneInfo(timezone)
+def build(order: RechargeOrder, tz: ZoneInfo) -> Receipt:
     return Receipt(
         order_no=order.order_no,
         provider=order.provider,
         provider_txn_id=order.provider_txn_id or "",
-        card_masked=mask(order.card.last4),
+        card_masked="**** " + order.card.last4,
         amount_fen=order.amount_fen,
         pay_fen=order.pay_fen,
         bonus_fen=order.bonus_fen,
         credited_fen=order.credited_fen if order.status == "credited" else 0,
         status=order.status,
-        created_local=local_time(order.created_at, tz),
-        finalized_local=local_time(order.finalized_at, tz),
-        timezone=timezone,
+        created_local=sitetime.shown(order.created_at, tz),
+        finalized_local=sitetime.shown(order.finalized_at, tz),
+        timezone=tz.key,
     )
 
 

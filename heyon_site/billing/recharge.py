@@ -6,24 +6,21 @@ number of concurrent transactions only one can move an order out of ``pending``,
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
+from sqlalchemy.orm import Session
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-
-from ..database import insert
-from ..extensions import db
-from ..models import ORDER_STATES, PaymentEvent, ProviderCallback, RechargeOrder, utcnow
-from ..providers.base import ProviderEvent
-from .ledger import credit
-from .money import AmountError, parse_amount
-from .promos import Quote
+from heyon_site.database import insert
+from heyon_site.models import ORDER_STATES, PaymentEvent, RechargeOrder, utcnow
+from heyon_site.billing.events import ProviderEvent
+from heyon_site.billing.ledger import credit
+from heyon_site.billing.money import AmountError, parse_amount
+from heyon_site.billing.promos import Quote
 
 
 class AmountOutOfRange(ValueError):
@@ -68,7 +65,7 @@ def submission_key(form_id: str, card_id: int, amount_fen: int, provider: str) -
     return f"{form_id}:{card_id}:{amount_fen}:{provider}"
 
 
-def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None,
+def start_recharge(s: Session, card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None,
                    terms: Quote | None = None, form_id: str | None = None,
                    needs_confirmation: bool = False) -> RechargeOrder:
     """A pending order for ``amount_fen`` on the quoted ``terms`` (none: pay the face value, no
@@ -86,7 +83,7 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
         raise ValueError("a bonus or a discount needs the promotion caps it was quoted under")
     key = submission_key(form_id, card_id, amount_fen, provider) if form_id else None
     if key is not None:
-        made = _order_of_submission(key)
+        made = _order_of_submission(s, key)
         if made is not None:
             return made
     order = RechargeOrder(
@@ -108,57 +105,59 @@ def start_recharge(card_id: int, amount_fen: int, provider: str, locale: str, no
         needs_confirmation=needs_confirmation,
     )
     if key is None:
-        db.session.add(order)
-        db.session.flush()
+        s.add(order)
+        s.flush()
         return order
     try:
         # A savepoint: on PostgreSQL a concurrent repeat of the same form waits for the first
         # insert, then fails on the unique key; the order the first one made is the answer.
-        with db.session.begin_nested():
-            db.session.add(order)
+        with s.begin_nested():
+            s.add(order)
     except IntegrityError:
-        made = _order_of_submission(key)
+        made = _order_of_submission(s, key)
         if made is None:
             raise
         return made
     return order
 
 
-def _order_of_submission(key: str) -> RechargeOrder | None:
-    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.submission_key == key)
+def _order_of_submission(s: Session, key: str) -> RechargeOrder | None:
+    return s.scalar(select(RechargeOrder).where(RechargeOrder.submission_key == key)
                              .execution_options(populate_existing=True))
 
 
-def accept_terms(order_id: int) -> bool:
+def accept_terms(s: Session, order_id: int) -> bool:
     """The customer accepted the terms the order page showed; True while the order can still be
     paid (a second press finds it accepted already, and goes on to the same payment)."""
-    result = db.session.execute(
+    result = s.execute(
         update(RechargeOrder).where(RechargeOrder.id == order_id, RechargeOrder.status == "pending")
         .values(needs_confirmation=False).execution_options(synchronize_session=False))
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 ORDER_NO = re.compile(r"\d{16}")
+
+
 TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
-def find_order(order_no: str) -> RechargeOrder | None:
+def find_order(s: Session, order_no: str) -> RechargeOrder | None:
     """The order with this number; None for anything not shaped like one (never a query)."""
     if not ORDER_NO.fullmatch(order_no or ""):
         return None
-    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True))
+    return s.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True))
 
 
-def find_by_token(token: str) -> RechargeOrder | None:
+def find_by_token(s: Session, token: str) -> RechargeOrder | None:
     if not TOKEN.fullmatch(token or ""):
         return None
-    return db.session.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
+    return s.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
 
 
-def _move(order_id: int, sources: Iterable[str], target: str, now: datetime, **values: Any) -> bool:
+def _move(s: Session, order_id: int, sources: Iterable[str], target: str, now: datetime, **values: Any) -> bool:
     """The only way an order changes state: succeeds for exactly one of concurrent callers."""
     final = {"finalized_at": now} if target in ("credited", "failed", "expired") else {}
-    result = db.session.execute(
+    result = s.execute(
         update(RechargeOrder)
         .where(RechargeOrder.id == order_id, RechargeOrder.status.in_(tuple(sources)))
         .values(status=target, updated_at=now, **final, **values)
@@ -167,19 +166,19 @@ def _move(order_id: int, sources: Iterable[str], target: str, now: datetime, **v
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def _record_event(event: ProviderEvent, order_id: int, now: datetime) -> int | None:
+def _record_event(s: Session, event: ProviderEvent, order_id: int, now: datetime) -> int | None:
     """Insert the event under its unique key; None when it was recorded before (a duplicate)."""
     stmt = (
-        insert(PaymentEvent)
+        insert(s, PaymentEvent)
         .values(provider=event.provider, provider_txn_id=event.txn_id, kind=event.kind, order_id=order_id,
                 amount_fen=event.amount_fen, outcome="processing", created_at=now)
         .on_conflict_do_nothing(index_elements=["provider", "provider_txn_id", "kind"])
         .returning(PaymentEvent.id)
     )
-    return db.session.execute(stmt).scalar_one_or_none()
+    return s.execute(stmt).scalar_one_or_none()
 
 
-def apply_event(event: ProviderEvent, now: datetime | None = None) -> str:
+def apply_event(s: Session, event: ProviderEvent, now: datetime | None = None) -> str:
     """Apply a verified provider event inside the caller's write transaction; return the outcome.
 
     Outcomes: credited, duplicate, unknown_order, amount_mismatch, paid_again, review,
@@ -188,48 +187,48 @@ def apply_event(event: ProviderEvent, now: datetime | None = None) -> str:
     person (``attention``) and nothing is debited: the caller raises the alarm.
     """
     now = now or utcnow()
-    order = find_order(event.order_no)
+    order = find_order(s, event.order_no)
     if order is None or order.provider != event.provider:
         return "unknown_order"
-    event_id = _record_event(event, order.id, now)
+    event_id = _record_event(s, event, order.id, now)
     if event_id is None:
         return "duplicate"
     if event.kind == "paid":
-        outcome = _paid(order, event, now)
+        outcome = _paid(s, order, event, now)
     elif event.kind == "closed":
-        outcome = _closed(order, now)
+        outcome = _closed(s, order, now)
     else:
-        outcome = _refunded(order, now)
-    db.session.execute(update(PaymentEvent).where(PaymentEvent.id == event_id).values(outcome=outcome))
+        outcome = _refunded(s, order, now)
+    s.execute(update(PaymentEvent).where(PaymentEvent.id == event_id).values(outcome=outcome))
     return outcome
 
 
-def _paid(order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
+def _paid(s: Session, order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
     if event.amount_fen != order.pay_fen:
-        _move(order.id, ("pending", "failed", "expired"), "review", now, paid_fen=event.amount_fen,
+        _move(s, order.id, ("pending", "failed", "expired"), "review", now, paid_fen=event.amount_fen,
               provider_txn_id=event.txn_id, status_reason="amount_mismatch")
         return "amount_mismatch"
-    if _move(order.id, ("pending",), "credited", now, paid_fen=event.amount_fen, provider_txn_id=event.txn_id):
-        credit(order.card_id, order.amount_fen, "recharge", key=f"order:{order.id}:recharge", order_id=order.id)
+    if _move(s, order.id, ("pending",), "credited", now, paid_fen=event.amount_fen, provider_txn_id=event.txn_id):
+        credit(s, order.card_id, order.amount_fen, "recharge", key=f"order:{order.id}:recharge", order_id=order.id)
         if order.bonus_fen:
-            credit(order.card_id, order.bonus_fen, "bonus", key=f"order:{order.id}:bonus", order_id=order.id)
+            credit(s, order.card_id, order.bonus_fen, "bonus", key=f"order:{order.id}:bonus", order_id=order.id)
         return "credited"
     # Someone else moved it first. A second, different payment of a credited order, or a payment
     # of an order we already gave up on, is real money that needs a person: never credit blindly.
-    if _move(order.id, ("failed", "expired"), "review", now, paid_fen=event.amount_fen,
+    if _move(s, order.id, ("failed", "expired"), "review", now, paid_fen=event.amount_fen,
              provider_txn_id=event.txn_id, status_reason="paid_after_close"):
         return "review"
-    current = db.session.scalar(select(RechargeOrder.status).where(RechargeOrder.id == order.id))
+    current = s.scalar(select(RechargeOrder.status).where(RechargeOrder.id == order.id))
     return "paid_again" if current == "credited" else "review"
 
 
-def _closed(order: RechargeOrder, now: datetime) -> str:
-    if _move(order.id, ("pending",), "failed", now, status_reason="closed_by_provider"):
+def _closed(s: Session, order: RechargeOrder, now: datetime) -> str:
+    if _move(s, order.id, ("pending",), "failed", now, status_reason="closed_by_provider"):
         return "failed"
     # A provider closes a trade that was paid only by giving all of it back (Alipay's full
     # refund, the sandbox's close after success): on an order holding money, that is a refund,
     # whatever the adapter could tell from the message alone. Closed twice is nothing.
-    if _flag(order.id, ("credited", "review"), now):
+    if _flag(s, order.id, ("credited", "review"), now):
         return "refunded"
     return "ignored"
 
@@ -238,63 +237,25 @@ def _closed(order: RechargeOrder, now: datetime) -> str:
 MONEY_RETURNED = "money_returned"
 
 
-def _refunded(order: RechargeOrder, now: datetime) -> str:
+def _refunded(s: Session, order: RechargeOrder, now: datetime) -> str:
     """Money went back to the payer at the provider. Nothing is debited here: the card may have
     spent the credit, and whether to take it back (or accept the loss) is a person's decision.
     A pending order can never be credited afterwards: it waits for that person in review."""
-    _move(order.id, ("pending",), "review", now, status_reason=MONEY_RETURNED)
-    _flag(order.id, ORDER_STATES, now)
+    _move(s, order.id, ("pending",), "review", now, status_reason=MONEY_RETURNED)
+    _flag(s, order.id, ORDER_STATES, now)
     return "refunded"
 
 
-def _flag(order_id: int, statuses: Iterable[str], now: datetime) -> bool:
+def _flag(s: Session, order_id: int, statuses: Iterable[str], now: datetime) -> bool:
     """Put the order in front of a person, if it is in one of ``statuses``. The first time it
     was flagged is kept: the dashboard lists the longest waiting first."""
-    result = db.session.execute(
+    result = s.execute(
         update(RechargeOrder)
         .where(RechargeOrder.id == order_id, RechargeOrder.status.in_(tuple(statuses)))
         .values(attention=MONEY_RETURNED, attention_at=func.coalesce(RechargeOrder.attention_at, now))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-# ------------------------------------------------------------------ the raw callback log
-
-MAX_STORED_BODY = 16 * 1024
-# Of a refused callback only this much of the body is kept (with the digest and size of the
-# whole): enough to see what it was, and at most about a KiB per row however much was posted.
-REFUSED_PREFIX = 1024
-
-
-def record_callback(provider: str, body: bytes, content_type: str | None, remote_addr: str | None,
-                    outcome: str = "received", detail: str = "", keep: int = MAX_STORED_BODY) -> ProviderCallback:
-    """Keep the first ``keep`` bytes of a callback's body as text, the SHA-256 and the size of
-    the whole, and ``outcome``; the caller commits. A verified callback is kept as received (up to
-    MAX_STORED_BODY) before its event is applied; a refused one with ``keep=REFUSED_PREFIX`` and
-    its final outcome, in one small write."""
-    row = ProviderCallback(
-        provider=provider[:20],
-        body=body[:keep].decode("utf-8", errors="replace").replace("\x00", "\\x00"),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        body_size=len(body),
-        content_type=(content_type or "")[:200],
-        remote_addr=(remote_addr or "")[:64],
-        received_at=utcnow(),
-        outcome=outcome,
-        detail=detail[:255] or None,
-    )
-    db.session.add(row)
-    db.session.flush()
-    return row
-
-
-def set_callback_outcome(callback_id: int, outcome: str, detail: str = "", order_no: str | None = None) -> None:
-    db.session.execute(
-        update(ProviderCallback)
-        .where(ProviderCallback.id == callback_id)
-        .values(outcome=outcome, detail=detail[:255] or None, order_no=(order_no or None) and order_no[:24])
-    )
 
 
 __all__ = ["AmountError", "AmountOutOfRange", "AmountRules", "apply_event", "start_recharge"]

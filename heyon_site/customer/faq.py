@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Response, request
 from flask_babel import get_locale
 
-from .. import faq as faq_entries
-from ..htmx import render
-from .views import bp
+from heyon_site.faq import services as faq_entries
+from heyon_site.web.fragments import render
+from heyon_site.customer.blueprint import bp
 
 
 @bp.get("/faq")

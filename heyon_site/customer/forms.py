@@ -10,12 +10,12 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
-from ..billing.cards import CardNumberError, normalise_card_number
-from .. import page_cache
-from ..billing.money import AmountError, yuan
-from ..billing.promos import Quote, quote_token
-from ..billing.recharge import AmountOutOfRange, AmountRules
-from ..providers import enabled
+from heyon_site.cards.numbers import CardNumberError, normalise_card_number
+from heyon_site.web import page_cache
+from heyon_site.billing.money import AmountError, yuan
+from heyon_site.billing.promos import Quote, quote_token
+from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
+from heyon_site.providers import enabled
 
 PROVIDER_LABELS = {
     "alipay": _l("Alipay"),

@@ -17,44 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
 from sqlalchemy import select, update
-
-from .. import alarms
-from ..billing.recharge import apply_event
-from ..database import in_write_transaction
-from ..extensions import db
-from ..models import RechargeOrder, utcnow
-from ..providers.base import Checkout, Device, OrderRef, Provider, ProviderEvent, ProviderUnavailable
-
-# Words in a User-Agent that mean a phone or tablet browser (including in-app browsers).
-_MOBILE_HINTS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "micromessenger", "alipayclient")
-
-
-def device_of(user_agent: str) -> Device:
-    """A phone gets the provider's mobile page; a computer gets a QR code for the phone. No
-    User-Agent at all is taken for a phone, since most of our customers are on one."""
-    ua = user_agent.lower()
-    if not ua or any(hint in ua for hint in _MOBILE_HINTS):
-        return "mobile"
-    return "desktop"
-
-
-def begin_payment(provider: Provider, ref: OrderRef, device: Device) -> Checkout:
-    """Start paying with the provider and keep how on the order, so the order page can show the
-    QR code again or offer to continue paying. Raises ProviderUnavailable."""
-    checkout = provider.checkout(ref, device)
-
-    def keep() -> None:
-        db.session.execute(update(RechargeOrder).where(RechargeOrder.order_no == ref.order_no)
-                           .values(pay_url=checkout.redirect_url, pay_qr=checkout.qr_payload,
-                                   provider_ref=checkout.provider_ref))
-
-    in_write_transaction(keep)
-    return checkout
-
-
-# ------------------------------------------------------------------ checking one order
+from heyon_site.ops import alarms
+from heyon_site.billing.recharge import apply_event
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.providers.base import Provider, ProviderUnavailable
+from heyon_site.billing.events import ProviderEvent
 
 
 @dataclass(frozen=True)
@@ -88,7 +58,7 @@ def _settle(order: Candidate, outcome: str, event: ProviderEvent | None, expire:
     """The write half of a check, in the caller's write transaction."""
     db.session.execute(update(RechargeOrder).where(RechargeOrder.id == order.id).values(checked_at=now))
     if event is not None:
-        return apply_event(event, now)
+        return apply_event(db.session, event, now)
     if expire:
         moved = db.session.execute(
             update(RechargeOrder).where(RechargeOrder.id == order.id, RechargeOrder.status == "pending")
@@ -132,9 +102,6 @@ def check_one(order: Candidate, providers: Callable[[str], Provider | None], exp
     if settled == "refunded":  # "closed" from the provider, but the order was credited meanwhile
         alarms.money_returned(order.provider, order.order_no)
     return settled
-
-
-# ------------------------------------------------------------------ every pending order
 
 
 def reconcile(providers: Callable[[str], Provider | None], older_than: timedelta, expire_after: timedelta,

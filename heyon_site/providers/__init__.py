@@ -11,11 +11,11 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from .alipay import AlipayProvider
-from .base import Provider
-from .sandbox import SandboxProvider
-from .stripe_checkout import StripeCheckoutProvider
-from .wechat import WechatPayProvider
+from heyon_site.providers.alipay import AlipayProvider
+from heyon_site.providers.base import Provider
+from heyon_site.providers.sandbox import SandboxProvider
+from heyon_site.providers.stripe_checkout import StripeCheckoutProvider
+from heyon_site.providers.wechat import WechatPayProvider
 
 log = logging.getLogger(__name__)
 

@@ -27,21 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import url_for
 
-from ..billing.money import AmountError, parse_amount, yuan
-from ..config import MissingSetting, setting
-from . import rsa_signature
-from .base import (
-    Acknowledgement,
-    Checkout,
-    Device,
-    EventKind,
-    InvalidSignature,
-    MalformedCallback,
-    NothingToDo,
-    OrderRef,
-    ProviderEvent,
-    ProviderUnavailable,
-)
+from heyon_site.billing.money import AmountError, parse_amount, yuan
+from heyon_site.config import MissingSetting, setting
+from heyon_site.providers import rsa_signature
+from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
+from heyon_site.billing.events import EventKind, ProviderEvent
 
 DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
 #: Alipay reads and writes every timestamp in Beijing time, whatever the server's zone is.

@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, Protocol
+from heyon_site.billing.events import ProviderEvent
 
-#: paid: money came in for the order. closed: the order can no longer be paid (never paid, or,
-#: after a payment, closed by returning all of it). refunded: money went back to the payer; its
-#: ``txn_id`` names that return (the provider's refund id), so each refund is recorded once.
-EventKind = Literal["paid", "closed", "refunded"]
+
 #: Where the payer is: a phone is sent to the provider's mobile page or app; a computer gets a
 #: QR code to scan with the phone (Alipay, WeChat Pay) or the provider's desktop page.
 Device = Literal["mobile", "desktop"]
@@ -34,21 +32,6 @@ class NothingToDo(Exception):
 class ProviderUnavailable(Exception):
     """The provider's API could not be asked or gave no usable answer (network, timeout, an
     error code). Nothing is known: the order stays as it is and is asked about again later."""
-
-
-@dataclass(frozen=True)
-class ProviderEvent:
-    """A verified statement from a provider about one of our orders.
-
-    ``amount_fen`` is what was paid (paid, closed) or what the provider says went back
-    (refunded: this refund, or the payment's total refunded so far where that is all the
-    provider tells, as Alipay's refund_fee and Stripe's amount_refunded)."""
-
-    provider: str
-    order_no: str
-    txn_id: str
-    kind: EventKind
-    amount_fen: int
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..config import MissingSetting
+from heyon_site.config import MissingSetting
 
 K = TypeVar("K", rsa.RSAPrivateKey, rsa.RSAPublicKey)
 

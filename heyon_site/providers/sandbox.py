@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl
 from flask import url_for
 from sqlalchemy import select
 
-from ..billing.money import AmountError, parse_amount
-from ..extensions import db
-from ..models import SandboxPayment
-from .base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, OrderRef, ProviderEvent
+from heyon_site.billing.money import AmountError, parse_amount
+from heyon_site.extensions import db
+from heyon_site.models import SandboxPayment
+from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, OrderRef
+from heyon_site.billing.events import ProviderEvent
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -34,22 +34,12 @@ from urllib.parse import urlsplit
 import stripe
 from sqlalchemy import select
 
-from ..billing.money import AmountError, parse_amount
-from ..config import MissingSetting, setting
-from ..extensions import db
-from ..models import RechargeOrder
-from .base import (
-    Acknowledgement,
-    Checkout,
-    Device,
-    EventKind,
-    InvalidSignature,
-    MalformedCallback,
-    NothingToDo,
-    OrderRef,
-    ProviderEvent,
-    ProviderUnavailable,
-)
+from heyon_site.billing.money import AmountError, parse_amount
+from heyon_site.config import MissingSetting, setting
+from heyon_site.extensions import db
+from heyon_site.models import RechargeOrder
+from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
+from heyon_site.billing.events import EventKind, ProviderEvent
 
 T = TypeVar("T")
 

@@ -38,20 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import url_for
 
-from ..config import MissingSetting, setting
-from . import rsa_signature
-from .base import (
-    Acknowledgement,
-    Checkout,
-    Device,
-    EventKind,
-    InvalidSignature,
-    MalformedCallback,
-    NothingToDo,
-    OrderRef,
-    ProviderEvent,
-    ProviderUnavailable,
-)
+from heyon_site.config import MissingSetting, setting
+from heyon_site.providers import rsa_signature
+from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
+from heyon_site.billing.events import EventKind, ProviderEvent
 
 DEFAULT_API_BASE = "https://api.mch.weixin.qq.com"
 AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"

@@ -17,17 +17,17 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms.validators import AnyOf
 
-from ..billing.money import yuan
-from ..billing.recharge import find_order
-from ..customer import own_orders
-from ..customer.views import ip_limit
-from ..database import in_write_transaction
-from ..extensions import db, limiter
-from ..htmx import redirect_to, render
-from ..models import RechargeOrder, SandboxPayment
-from ..providers import get as get_provider
-from ..providers.sandbox import SandboxProvider
-from .notifier import notify_url, send_in_background
+from heyon_site.billing.money import yuan
+from heyon_site.billing.recharge import find_order
+from heyon_site.customer import own_orders
+from heyon_site.web.limits import ip_limit
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db, limiter
+from heyon_site.web.fragments import redirect_to, render
+from heyon_site.models import RechargeOrder, SandboxPayment
+from heyon_site.providers import get as get_provider
+from heyon_site.providers.sandbox import SandboxProvider
+from heyon_site.sandbox.notifier import notify_url, send_in_background
 
 bp = Blueprint("sandbox", __name__, url_prefix="/pay/sandbox")
 # The page and its form are limited per address like every other form, as one budget.
@@ -52,7 +52,7 @@ def _order_shown(order_no: str) -> RechargeOrder:
     signed = _sandbox().gateway_sign_matches(order_no, request.args.get("sign", ""))
     if not (signed or own_orders.made_here(order_no)):
         abort(404)
-    order = find_order(order_no)
+    order = find_order(db.session, order_no)
     if order is None or order.provider != "sandbox":
         abort(404)
     return order

@@ -1,1 +1,11 @@
-"""Staff back office: sign-in, roles, orders and receipt reprints, the audit log."""
+"""The staff back office under /staff: sign-in, the dashboard, orders, the FAQ and promotion
+editors, accounts, the audit log.
+
+One module per screen, each adding its routes to the blueprint (``blueprint.py``); importing the
+package registers them all, so ``create_app`` only registers ``bp``.
+"""
+from heyon_site.staff import account, accounts, audit, dashboard, faq, orders, promotions, signin
+from heyon_site.staff.blueprint import bp
+
+SCREENS = (signin, dashboard, orders, faq, promotions, account, accounts, audit)
+__all__ = ["bp"]

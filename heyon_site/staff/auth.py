@@ -7,23 +7,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
-
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import abort, current_app, g, has_request_context, request, session, url_for
+from flask import abort, current_app, g, request, session, url_for
 from sqlalchemy import select, update
+from heyon_site.security import device_cookie, throttle
+from heyon_site.security.passwords import dummy_hash, hasher
+from heyon_site.security.device_cookie import DeviceCookie
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.web.fragments import redirect_to
+from heyon_site.models import StaffUser, utcnow
+from heyon_site.staff import second_factor
+from heyon_site.ops.audit import Actor, record
 
-from .. import device_cookie, throttle
-from ..billing.cards import dummy_hash, hasher
-from ..device_cookie import DeviceCookie
-from ..database import in_write_transaction
-from ..extensions import db
-from ..htmx import redirect_to
-from ..models import STAFF_ROLES, AuditLog, StaffUser, utcnow
-from . import second_factor
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
 MIN_PASSWORD_LENGTH = 10
+
+
 MAX_PASSWORD_LENGTH = 128
+
+
 SESSION_KEY = "staff"
 
 
@@ -31,30 +37,8 @@ def hash_password(password: str) -> str:
     return hasher().hash(password)
 
 
-def create_staff(username: str, password: str, role: str) -> StaffUser:
-    if role not in STAFF_ROLES:
-        raise ValueError(role)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError("password too short")
-    user = StaffUser(username=username, password_hash=hash_password(password), role=role)
-    db.session.add(user)
-    db.session.flush()
-    return user
-
-
 def find_staff(username: str) -> StaffUser | None:
     return db.session.scalar(select(StaffUser).where(StaffUser.username == username))
-
-
-def audit(action: str, *, staff_id: int | None, username: str, target: str | None = None,
-          before: str | None = None, after: str | None = None) -> None:
-    """Add one audit row to the current transaction (the caller commits)."""
-    db.session.add(AuditLog(staff_id=staff_id, username=username[:64], action=action, target=target,
-                            before_summary=before, after_summary=after,
-                            ip=request.remote_addr if has_request_context() else None))
-
-
-# ------------------------------------------------------------------ throttled sign-in
 
 
 @dataclass(frozen=True)
@@ -142,10 +126,9 @@ def throttle_states(username: str, now: datetime | None = None) -> dict[str, thr
             "code": throttle.state(code_subject(username), p, now)}
 
 
-# ------------------------------------------------------------------ the session
-
-
 SECOND_STEP_KEY = "staff_second_step"
+
+
 SECOND_STEP_SECONDS = 300
 
 
@@ -216,14 +199,21 @@ def current_staff() -> StaffUser | None:
 
 def end_session(user: StaffUser) -> None:
     """Logout: every cookie of this account's current version stops working, even a copy."""
-    staff_id, username = user.id, user.username
+    who = Actor(user.id, user.username, request.remote_addr)
 
     def work() -> None:
-        end_all_sessions(staff_id)
-        audit("logout", staff_id=staff_id, username=username)
+        end_all_sessions(user.id)
+        record(who, "logout")
 
     in_write_transaction(work)
     session.clear()
+
+
+def actor() -> Actor:
+    """Who acts in this request, for the audit rows of the changes it makes (signed-in views only)."""
+    user = current_staff()
+    assert user is not None  # every view that changes anything is behind require_role
+    return Actor(user.id, user.username, request.remote_addr)
 
 
 def require_role(*roles: str, enrolling: bool = False) -> Callable[[F], F]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from ..database import in_write_transaction
-from ..extensions import db
-from ..models import STAFF_ROLES, StaffUser
-from . import second_factor
-from .auth import MIN_PASSWORD_LENGTH, audit, clear_throttle, create_staff, end_all_sessions, find_staff, hash_password
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import STAFF_ROLES, StaffUser
+from heyon_site.staff.auth import MIN_PASSWORD_LENGTH, find_staff, hash_password
+from heyon_site.ops.audit import COMMAND_LINE
+from heyon_site.staff import services
 
 staff_cli = AppGroup("staff", help="Staff accounts of the back office.")
 
@@ -29,11 +30,9 @@ def staff_create(username: str, role: str, password: str) -> None:
         raise click.BadParameter(f"a staff password has at least {MIN_PASSWORD_LENGTH} characters")
     if find_staff(username):
         raise click.ClickException(f"staff user {username} exists already")
-    in_write_transaction(lambda: create_staff(username, password, role))
+    password_hash = hash_password(password)
+    in_write_transaction(lambda: services.create_account(COMMAND_LINE, username, password_hash, services.Settings(role)))
     click.echo(f"created staff user {username} ({role})")
-
-
-CLI_ACTOR = "(command line)"  # the audit log's "who" for changes made on the server itself
 
 
 def _existing(username: str) -> StaffUser:
@@ -60,17 +59,9 @@ def staff_password(username: str, password: str) -> None:
     user = _existing(username)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise click.BadParameter(f"a staff password has at least {MIN_PASSWORD_LENGTH} characters")
-    staff_id, name, new_hash = user.id, user.username, hash_password(password)
-
-    def work() -> int:
-        db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(password_hash=new_hash))
-        cleared = clear_throttle(name)  # the way back in: no wait left from anyone's failures
-        end_all_sessions(staff_id)
-        audit("staff.password_reset", staff_id=None, username=CLI_ACTOR, target=f"staff {name}")
-        return cleared
-
-    cleared = in_write_transaction(work)
-    click.echo(f"new password set for {name}; its sessions have ended")
+    new_hash = hash_password(password)
+    cleared = in_write_transaction(lambda: services.set_password(COMMAND_LINE, user, new_hash))
+    click.echo(f"new password set for {user.username}; its sessions have ended")
     if cleared:
         click.echo(f"sign-in throttle cleared ({cleared} record(s))")
 
@@ -80,13 +71,5 @@ def staff_password(username: str, password: str) -> None:
 def staff_reset_totp(username: str) -> None:
     """Remove the second factor (a lost phone); it is set up again at the next sign-in."""
     user = _existing(username)
-    staff_id, name = user.id, user.username
-
-    def work() -> None:
-        second_factor.remove(staff_id)
-        clear_throttle(name, password=False)  # the codes' throttle was about the removed secret
-        end_all_sessions(staff_id)
-        audit("staff.totp_reset", staff_id=None, username=CLI_ACTOR, target=f"staff {name}")
-
-    in_write_transaction(work)
-    click.echo(f"second factor removed for {name}; its sessions have ended")
+    in_write_transaction(lambda: services.reset_second_factor(COMMAND_LINE, user))
+    click.echo(f"second factor removed for {user.username}; its sessions have ended")

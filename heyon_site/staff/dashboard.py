@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
-
 from sqlalchemy import case, func, select
+from heyon_site.extensions import db
+from heyon_site.models import RechargeOrder
+from flask import Response, current_app
+from heyon_site.web.fragments import render
+from heyon_site.models import StaffUser, utcnow
+from heyon_site.staff.auth import current_staff, require_role
+from heyon_site.staff.blueprint import bp
+from heyon_site import sitetime
 
-from ..extensions import db
-from ..models import RechargeOrder
-from .queries import _utc_midnight
 
 CHART_DAYS = 14
 WAITING_LIMIT = 20
@@ -34,11 +38,6 @@ class DayTotal:
     bonus_fen: int = 0
 
 
-def local_today(tz: ZoneInfo, now: datetime) -> date:
-    """The site's calendar day at ``now`` (naive UTC, as stored)."""
-    return now.replace(tzinfo=UTC).astimezone(tz).date()
-
-
 def daily_totals(tz: ZoneInfo, today: date, days: int = CHART_DAYS) -> list[DayTotal]:
     """``days`` entries, oldest first, the last one ``today``; a day without recharges is zero.
 
@@ -50,7 +49,7 @@ def daily_totals(tz: ZoneInfo, today: date, days: int = CHART_DAYS) -> list[DayT
     first = today - timedelta(days=days - 1)
     # Day boundaries are computed here, not with SQL date functions: the same query then runs on
     # SQLite and PostgreSQL, and a time zone with daylight saving still gets its 23 or 25 hours.
-    bounds = [_utc_midnight(first + timedelta(days=i), tz) for i in range(days + 1)]
+    bounds = [sitetime.day_start(first + timedelta(days=i), tz) for i in range(days + 1)]
     when = RechargeOrder.finalized_at
     slot = case(*((when < end, i) for i, end in enumerate(bounds[1:])))
     credited = (
@@ -163,3 +162,15 @@ def returned_orders(now: datetime, limit: int = WAITING_LIMIT) -> Waiting:
                            max(timedelta(0), now - (o.attention_at or now)))
               for o in rows]
     return Waiting("attention", total or 0, orders)
+
+
+@bp.get("/")
+@require_role()
+def dashboard() -> Response:
+    tz, now = sitetime.zone(current_app.config), utcnow()
+    days = daily_totals(tz, sitetime.local_day(now, tz))
+    user: StaffUser = current_staff()  # type: ignore[assignment]
+    # Only those who may open an order see the list of them; totals are for all staff.
+    waiting = ([waiting_orders(s, now) for s in ("pending", "review")] + [returned_orders(now)]
+               if user.role in ("cashier", "admin") else None)
+    return render("staff/dashboard.html", days=days, chart=chart(days), waiting=waiting)

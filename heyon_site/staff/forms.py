@@ -6,11 +6,21 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
-
-from ..billing.receipts import PAPERS
-from ..models import ORDER_STATES, STAFF_ROLES
-from .auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from .inputs import SiteDates
+from heyon_site.billing.receipts import PAPERS
+from heyon_site.models import ORDER_STATES, STAFF_ROLES
+from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from heyon_site.staff.inputs import SiteDates
+from typing import Any
+from zoneinfo import ZoneInfo
+from wtforms import HiddenField, IntegerField, TextAreaField
+from wtforms.validators import DataRequired, NumberRange
+from heyon_site.billing.money import AmountError, parse_amount
+from heyon_site.billing.promos import MAX_TITLE, NewPromotion
+from heyon_site.models import PROMO_KINDS
+from heyon_site.staff.inputs import site_time_field
+from heyon_site import sitetime
+from heyon_site.faq.editing import EntryFields
+from heyon_site.staff.services import Settings
 
 
 class LoginForm(FlaskForm):
@@ -92,6 +102,10 @@ class AccountSettingsForm(FlaskForm):
     active = BooleanField(_l("Can sign in"), default=True)
     totp_required = BooleanField(_l("Require a second factor (authenticator code)"))
 
+    def settings(self) -> Settings:
+        """What was chosen, once the form validated."""
+        return Settings(self.role.data or "", bool(self.active.data), bool(self.totp_required.data))
+
 
 class NewAccountForm(AccountSettingsForm):
     username = StringField(_l("Username"), [InputRequired(_l("Required.")), Length(max=64, message=_l("Too long.")),
@@ -101,3 +115,89 @@ class NewAccountForm(AccountSettingsForm):
                                       "maxlength": "64"})
     new_password = _new_password(_l("First password"))
     again = _repeat()
+
+
+FAQ_LOCALES = (("zh_Hans", "中文"), ("en", "English"))
+
+
+MAX_ANSWER = 10_000
+
+
+MAX_POSITION = 1_000_000
+
+
+def _strip(text: str | None) -> str | None:
+    return text.strip() if isinstance(text, str) else text
+
+
+def _too_long() -> Any:
+    return _l("Too long.")
+
+
+class FaqForm(FlaskForm):
+    locale = SelectField(_l("Language"), choices=[SelectChoice(c, label) for c, label in FAQ_LOCALES], default="zh_Hans")
+    category = StringField(_l("Category"), [DataRequired(_l("Required.")), Length(max=80, message=_too_long())],
+                           filters=[_strip], render_kw={"maxlength": "80"})
+    question = StringField(_l("Question"), [DataRequired(_l("Required.")), Length(max=300, message=_too_long())],
+                           filters=[_strip], render_kw={"maxlength": "300"})
+    answer_md = TextAreaField(_l("Answer (Markdown)"),
+                              [DataRequired(_l("Required.")), Length(max=MAX_ANSWER, message=_too_long())],
+                              render_kw={"maxlength": str(MAX_ANSWER), "rows": "8"})
+    position = IntegerField(_l("Position"), [InputRequired(_l("Required.")),
+                                             NumberRange(0, MAX_POSITION, message=_l("Out of range."))],
+                            render_kw={"inputmode": "numeric"})
+    published = BooleanField(_l("Published"))
+
+    def fields(self) -> EntryFields:
+        """What was typed, once the form validated."""
+        return EntryFields(locale=self.locale.data or "", category=self.category.data or "",
+                           question=self.question.data or "", answer_md=self.answer_md.data or "",
+                           position=self.position.data or 0, published=bool(self.published.data))
+
+
+class PromotionForm(FlaskForm):
+    title_zh = StringField(_l("Chinese title"), [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
+                           filters=[_strip], render_kw={"maxlength": str(MAX_TITLE)})
+    title_en = StringField(_l("English title"), [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
+                           filters=[_strip], render_kw={"maxlength": str(MAX_TITLE)})
+    kind = SelectField(_l("Kind"), choices=[SelectChoice(k, k) for k in PROMO_KINDS], default=PROMO_KINDS[0])
+    threshold = StringField(_l("From amount (yuan)"), default="0", render_kw={"maxlength": "12", "inputmode": "decimal"})
+    value = StringField(_l("Bonus (yuan, fixed_bonus)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
+    percent = StringField(_l("Percent (percent_bonus, discount)"), render_kw={"maxlength": "8", "inputmode": "decimal"})
+    cap = StringField(_l("At most (yuan)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
+    # Within the years the site converts to UTC (inputs.EARLIEST to LATEST), so terms() cannot overflow.
+    starts = site_time_field(_l("Starts"))
+    ends = site_time_field(_l("Ends (exclusive)"))
+    priority = IntegerField(_l("Priority"), [InputRequired(_l("Required.")),
+                                             NumberRange(-1000, 1000, message=_l("Out of range."))], default=0)
+    published = BooleanField(_l("Published"))
+
+    def terms(self, zone: ZoneInfo) -> NewPromotion | None:
+        """The promotion the form describes, times as naive UTC; ``None`` (and field errors) if
+        an amount cannot be read. The terms themselves are checked by billing.promos."""
+        amounts: dict[str, int | None] = {}
+        for name, message in (("threshold", _l("Not an amount like 12.34.")), ("value", _l("Not an amount like 12.34.")),
+                              ("cap", _l("Not an amount like 12.34.")), ("percent", _l("Not a percentage like 10 or 2.5."))):
+            field = self[name]
+            text = (field.data or "").strip()
+            if name == "percent":
+                text = text.removesuffix("%").strip()
+            try:
+                # Hundredths of a percent are basis points: "2.5" is exactly 250, no float.
+                amounts[name] = parse_amount(text) if text else None
+            except AmountError:
+                field.errors = [*field.errors, message]
+        if any(self[n].errors for n in ("threshold", "value", "cap", "percent")) or self.starts.data is None or self.ends.data is None:
+            return None
+
+        return NewPromotion(title_zh=self.title_zh.data or "", title_en=self.title_en.data or "", kind=self.kind.data or "",
+                            starts_at=sitetime.to_utc(self.starts.data, zone), ends_at=sitetime.to_utc(self.ends.data, zone),
+                            threshold_fen=amounts["threshold"] or 0, value_fen=amounts["value"],
+                            percent_bp=amounts["percent"], cap_fen=amounts["cap"], priority=self.priority.data or 0,
+                            published=bool(self.published.data))
+
+
+class ApproveForm(FlaskForm):
+    """The approve button names the terms the admin was shown (``approval_digest``)."""
+
+    terms = HiddenField()

@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from ..billing.recharge import find_order
-from ..extensions import db
-from ..models import AuditLog, Card, LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
+from heyon_site.billing.recharge import find_order
+from heyon_site.extensions import db
+from heyon_site.models import AuditLog, Card, LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
+from heyon_site import sitetime
 
 SEARCH_LIMIT = 100
 AUDIT_PAGE_SIZE = 50
-
-
-def _utc_midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
 
 
 def search_orders(tz: ZoneInfo, order_no: str = "", last4: str = "", date_from: date | None = None,
@@ -28,9 +25,9 @@ def search_orders(tz: ZoneInfo, order_no: str = "", last4: str = "", date_from: 
     if last4:
         q = q.where(Card.last4 == last4)
     if date_from:
-        q = q.where(RechargeOrder.created_at >= _utc_midnight(date_from, tz))
+        q = q.where(RechargeOrder.created_at >= sitetime.day_start(date_from, tz))
     if date_to:
-        q = q.where(RechargeOrder.created_at < _utc_midnight(date_to + timedelta(days=1), tz))
+        q = q.where(RechargeOrder.created_at < sitetime.day_start(date_to + timedelta(days=1), tz))
     if status:
         q = q.where(RechargeOrder.status == status)
     q = q.order_by(RechargeOrder.created_at.desc(), RechargeOrder.id.desc()).limit(SEARCH_LIMIT)
@@ -47,7 +44,7 @@ class OrderDetail:
 
 def order_detail(order_no: str) -> OrderDetail | None:
     # Not shaped like an order number (a NUL, which PostgreSQL refuses in text): none, never a query.
-    found = find_order(order_no)
+    found = find_order(db.session, order_no)
     if found is None:
         return None
     return OrderDetail(

@@ -13,8 +13,8 @@ import pyotp
 import segno
 from sqlalchemy import or_, update
 
-from ..extensions import db
-from ..models import StaffUser
+from heyon_site.extensions import db
+from heyon_site.models import StaffUser
 
 ISSUER = "Heyon staff"
 # One 30 s step either side of now: phone clocks drift, and a code typed at the end of its

@@ -18,15 +18,15 @@ from sqlalchemy import select
 
 from heyon_site import create_app
 from heyon_site.billing.money import yuan
-from heyon_site.billing.promos import (COMMAND_LINE, Editor, NewPromotion, PromoCaps, approval_digest, approve,
-                                      create_promotion, current_quote)
+from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, approval_digest, approve, create_promotion
+from heyon_site.billing.promos import NewPromotion, PromoCaps, current_quote
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.faq import seed as seed_faq
-from heyon_site.faq_starter import STARTER
+from heyon_site.faq.services import seed as seed_faq
+from heyon_site.faq.starter import STARTER
 from heyon_site.models import FaqEntry, utcnow
-from heyon_site.staff.auth import create_staff
+from heyon_site.staff.services import create_staff
 
 from .. import kit
 from ..conftest import TEST_CONFIG
@@ -105,8 +105,8 @@ def _seed(url: str) -> dict[str, object]:
         promo_id = in_write_transaction(running_promotion)
 
         def order(amount_fen: int) -> tuple[str, str, int]:
-            o = in_write_transaction(lambda: start_recharge(card_ids["pages"], amount_fen, "sandbox", "zh_Hans",
-                                                            terms=current_quote(amount_fen, caps=caps)))
+            o = in_write_transaction(lambda: start_recharge(db.session, card_ids["pages"], amount_fen, "sandbox", "zh_Hans",
+                                                            terms=current_quote(db.session, amount_fen, caps=caps)))
             return o.order_no, o.token, o.pay_fen
 
         pending_no, pending_token, _ = order(5_000)

@@ -1,0 +1,107 @@
+"""An order's pages: its status (polled while pending), accepting changed terms, checking the payment, the receipt."""
+from __future__ import annotations
+
+from datetime import timedelta
+from flask import Response, abort, current_app, request, url_for
+from markupsafe import Markup
+from heyon_site.billing import receipts
+from heyon_site.billing.recharge import accept_terms, find_by_token
+from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db, limiter
+from heyon_site.web.fragments import is_htmx, redirect_to, render
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
+from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.providers import get as get_provider
+from heyon_site.payments.reconcile import candidate, check_one
+from heyon_site.providers.base import ProviderUnavailable
+from heyon_site.customer.forms import PROVIDER_LABELS, CheckPaymentForm, ConfirmTermsForm
+from heyon_site.customer.blueprint import bp, no_store
+from heyon_site.customer.recharge import METHOD_UNAVAILABLE, to_checkout
+from heyon_site import sitetime
+
+
+@bp.get("/orders/<token>")
+def order(token: str) -> Response:
+    return _order_page(find_by_token(db.session, token) or abort(404))
+
+
+def _order_page(found: RechargeOrder, status: int = 200, problem: object = None) -> Response:
+    waited = utcnow() - found.created_at
+    qr = None
+    if found.status == "pending" and found.pay_qr:
+        # A long web address (a signed Alipay link is about 1,000 characters) becomes a short one
+        # of ours that redirects to it: a small QR code a cheap camera reads. An app scheme
+        # (weixin://) must be scanned as it is. segno escapes the payload into its own SVG.
+        payload = (url_for("customer.order_pay", token=found.token, _external=True)
+                   if found.pay_qr.startswith(("https://", "http://")) else found.pay_qr)
+        qr = Markup(receipts.qr_svg(payload))
+    return no_store(render(
+        "customer/order.html", "order_status", status, order=found, qr=qr, problem=problem,
+        check_form=CheckPaymentForm(formdata=None), confirm_form=ConfirmTermsForm(formdata=None),
+        method=PROVIDER_LABELS.get(found.provider, found.provider),
+        overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
+    ))
+
+
+@bp.get("/orders/<token>/pay")
+def order_pay(token: str) -> Response:
+    """Where the order page's QR code points: on to the provider's page while the order can
+    still be paid, else back to the order."""
+    found = find_by_token(db.session, token) or abort(404)
+    if found.status == "pending" and found.pay_qr and found.pay_qr.startswith(("https://", "http://")):
+        return no_store(redirect_to(found.pay_qr))
+    return redirect_to(url_for("customer.order", token=token))
+
+
+@bp.post("/orders/<token>/start")
+@limiter.limit(ip_limit)
+def order_start(token: str) -> Response:
+    """The customer accepts the terms the order page shows (they changed after the form was
+    shown) and goes on to pay."""
+    found = find_by_token(db.session, token) or abort(404)
+    if not ConfirmTermsForm(formdata=request.form).validate():
+        abort(400)
+    order_id = found.id
+    if not in_write_transaction(lambda: accept_terms(db.session, order_id)):
+        return redirect_to(url_for("customer.order", token=token))  # paid, expired, or accepted already
+    db.session.expire_all()
+    found = find_by_token(db.session, token) or abort(404)
+    try:
+        return to_checkout(found)
+    except ProviderUnavailable:
+        return _order_page(found, status=503, problem=METHOD_UNAVAILABLE)
+
+
+def check_limit() -> str:
+    return current_app.config["HEYON_CHECK_LIMIT"]
+
+
+@bp.post("/orders/<token>/check")
+@limiter.limit(check_limit)
+def order_check(token: str) -> Response:
+    """Ask the provider about this one order now, as reconciliation would (never expires it)."""
+    found = find_by_token(db.session, token) or abort(404)
+    if not CheckPaymentForm(formdata=request.form).validate():
+        abort(400)
+    interval = timedelta(seconds=current_app.config["HEYON_CHECK_INTERVAL_SECONDS"])
+    if found.status == "pending" and (found.checked_at is None or utcnow() - found.checked_at >= interval):
+        asked = candidate(found.order_no)
+        if asked is not None:
+            outcome = check_one(asked, get_provider, expire_after=None)
+            current_app.logger.info("check now for order %s: %s", found.order_no, outcome)
+        db.session.expire_all()
+        found = find_by_token(db.session, token) or abort(404)
+    if is_htmx():
+        return _order_page(found)
+    return redirect_to(url_for("customer.order", token=token))
+
+
+@bp.get("/orders/<token>/receipt")
+def receipt(token: str) -> Response:
+    found = find_by_token(db.session, token) or abort(404)
+    paper = request.args.get("paper", "80")
+    if paper not in receipts.PAPERS:
+        paper = "80"
+    return no_store(render("receipts/receipt.html", receipt=receipts.build(found, sitetime.zone(current_app.config)),
+                           paper=paper, papers=receipts.PAPERS,
+                           qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True))))

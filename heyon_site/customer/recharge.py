@@ -1,0 +1,135 @@
+"""The home page and the recharge form: the quote, the order, and on to the provider's checkout."""
+from __future__ import annotations
+
+from flask import Response, abort, current_app, request, url_for
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from werkzeug.datastructures import MultiDict
+from wtforms.validators import ValidationError
+from heyon_site.ops import alarms
+from heyon_site.web import page_cache
+from heyon_site.billing.promos import PromoCaps, active_promotions, offer_version, quote, quote_token
+from heyon_site.billing.recharge import start_recharge
+from heyon_site.database import in_write_transaction
+from heyon_site.web.fragments import is_htmx, redirect_to, render
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
+from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.providers import get as get_provider
+from heyon_site.payments.checkout import begin_payment, device_of
+from heyon_site.providers.base import OrderRef, ProviderUnavailable
+from heyon_site.customer import own_orders
+from heyon_site.customer.forms import RechargeForm
+from heyon_site.customer.auth import open_card, refusal_message
+from heyon_site.customer.blueprint import bp
+from heyon_site.extensions import db
+
+
+QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
+
+
+def recharge_page(form: RechargeForm, block: str | None = None, status: int = 200,
+                  template: str = "customer/recharge.html") -> Response:
+    """A page with the recharge form and the running promotions. Each preset's button carries
+    what it costs and earns, computed here so that a phone without JavaScript sees it; the quote
+    line under the amounts is filled only in answers to htmx, which replaces it as the choice
+    changes, so it can never show the terms of an amount no longer chosen."""
+    now = utcnow()
+    running = active_promotions(db.session, now)
+    caps = PromoCaps.from_config(current_app.config)
+    form.offer.data = offer_version(running, caps)
+    deals = {value: quote(fen, running, now, caps=caps) for value, fen in form.presets.items()} if running else {}
+    offer, problem = None, None
+    if running and is_htmx():
+        try:
+            offer = quote(form.chosen_amount(), running, now, caps=caps)
+        except ValidationError as e:
+            problem = str(e)
+    return render(template, block, status, form=form, promotions=running, deals=deals, quote=offer,
+                  quoted=quote_token(offer) if offer else "", amount_problem=problem)
+
+
+def form_page(template: str) -> Response:
+    """Home and the empty recharge form: the same for every visitor of a language but for the
+    CSRF token, so they come from the page cache (web/page_cache.py says what may be stale)."""
+    response = page_cache.response(template, lambda: recharge_page(RechargeForm(formdata=None), template=template)
+                                   .get_data(as_text=True))
+    response.vary.add("HX-Request")  # as render() says for every page
+    return response
+
+
+@bp.get("/")
+def home() -> Response:
+    return form_page("customer/home.html")
+
+
+@bp.get("/recharge")
+def recharge() -> Response:
+    return form_page("customer/recharge.html")
+
+
+@bp.get("/recharge/quote")
+def recharge_quote() -> Response:
+    """What the amount picked so far earns: the line under the amounts for htmx, the page with
+    that amount chosen otherwise."""
+    # Only the amount fields: nothing about the card is read from a URL, or echoed into the page.
+    asked = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k in QUOTE_FIELDS])
+    return recharge_page(RechargeForm(formdata=asked), "quote")
+
+
+@bp.post("/recharge")
+@checks_secret
+def recharge_submit() -> Response:
+    form = RechargeForm(formdata=request.form)  # only form fields: never JSON, never files
+    if not form.validate():
+        return recharge_page(form, "recharge_form", 422)
+    auth = open_card(form.card_no, form.password.data or "")
+    if auth.card_id is None:
+        if auth.refused == "credentials":
+            alarms.card_login_failed()
+        message, status = refusal_message(auth)
+        form.form_errors.append(message)
+        return recharge_page(form, "recharge_form", status)
+    provider = get_provider(form.method.data or "") or abort(400)
+    card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
+    # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
+    now = utcnow()
+    running = active_promotions(db.session, now)
+    caps = PromoCaps.from_config(current_app.config)
+    terms = quote(amount_fen, running, now, caps=caps)
+    seen = form.saw(terms, offer_version(running, caps))
+    order = in_write_transaction(lambda: start_recharge(db.session, card_id, amount_fen, provider.name, locale, terms=terms,
+                                                        form_id=form_id, needs_confirmation=not seen))
+    own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page
+    if order.needs_confirmation:
+        return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
+    try:
+        return to_checkout(order)
+    except ProviderUnavailable:
+        form.form_errors.append(METHOD_UNAVAILABLE)
+        return recharge_page(form, "recharge_form", 503)
+
+
+METHOD_UNAVAILABLE = _l("This payment method is not answering right now. Try again in a minute or choose another method.")
+
+
+def to_checkout(order: RechargeOrder) -> Response:
+    """Send the customer on to pay: where a checkout was begun already (the same form sent
+    again), the same one; else a new one with the provider. Raises ProviderUnavailable, and the
+    order then stays pending and expires unpaid."""
+    if order.pay_qr:
+        return redirect_to(url_for("customer.order", token=order.token))  # the QR code is shown there
+    if order.pay_url:
+        return redirect_to(order.pay_url)
+    provider = get_provider(order.provider) or abort(409)
+    # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
+    # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
+    ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
+                   url_for("customer.order", token=order.token, _external=True), request.remote_addr)
+    try:
+        checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
+    except ProviderUnavailable:
+        current_app.logger.warning("%s checkout for order %s failed: provider unavailable", provider.name, ref.order_no)
+        raise
+    if checkout.qr_payload or not checkout.redirect_url:
+        return redirect_to(url_for("customer.order", token=order.token))
+    return redirect_to(checkout.redirect_url)

@@ -1,0 +1,39 @@
+"""The staff blueprint under /staff: private answers, the local-time filter, the signed-in member in every template."""
+from __future__ import annotations
+
+from datetime import datetime
+from flask import Blueprint, Response, current_app
+
+from heyon_site.billing.money import yuan_grouped
+from heyon_site.extensions import limiter
+from heyon_site.web.limits import ip_limit
+from heyon_site.staff.auth import current_staff
+from heyon_site.staff.forms import LogoutForm
+from heyon_site import sitetime
+
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+# Every staff form is limited per IP like the customer forms (sign-in has its own, stricter ones).
+limiter.limit(ip_limit, methods=["POST"])(bp)
+bp.add_app_template_filter(yuan_grouped, "yuan_grouped")
+
+
+@bp.after_request
+def _private(response: Response) -> Response:
+    """Nothing a staff page shows may be cached or indexed."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@bp.app_template_filter("datetime_local")
+def datetime_local(moment: datetime | None) -> str:
+    """A stored UTC time as the site's local time."""
+    return sitetime.shown(moment, sitetime.zone(current_app.config))
+
+
+@bp.context_processor
+def _staff_context() -> dict[str, object]:
+    # formdata=None: the form must not read the request. This also runs for error pages, where the
+    # body may be too large (413) or not a form at all, and reading it would fail again.
+    return {"staff": current_staff(), "logout_form": LogoutForm(formdata=None)}

@@ -1,0 +1,44 @@
+"""Staff order screens: search, one order's detail, receipt reprints (cashiers)."""
+from __future__ import annotations
+
+from flask import Response, abort, current_app, request, url_for
+from heyon_site.database import in_write_transaction
+from heyon_site.web.fragments import redirect_to, render
+from heyon_site.staff import queries
+from heyon_site.staff.auth import require_role
+from heyon_site.staff.forms import OrderSearchForm, ReceiptForm
+from heyon_site.staff.blueprint import bp
+from heyon_site import sitetime
+from heyon_site.ops.audit import record
+from heyon_site.staff.auth import actor
+
+
+@bp.get("/orders")
+@require_role("cashier")
+def orders() -> Response:
+    form = OrderSearchForm(formdata=request.args)
+    asked = any(v for k, v in request.args.items() if k in form._fields)
+    found = None
+    if asked and form.validate():
+        found = queries.search_orders(sitetime.zone(current_app.config), form.order_no.data or "",
+                                      form.last4.data or "", form.date_from.data, form.date_to.data, form.status.data or "")
+    return render("staff/orders.html", "results", 422 if asked and form.errors else 200, form=form, orders=found)
+
+
+@bp.get("/orders/<order_no>")
+@require_role("cashier")
+def order(order_no: str) -> Response:
+    detail = queries.order_detail(order_no) or abort(404)
+    return render("staff/order.html", detail=detail, receipt_form=ReceiptForm(formdata=None))
+
+
+@bp.post("/orders/<order_no>/receipt")
+@require_role("cashier")
+def print_receipt(order_no: str) -> Response:
+    detail = queries.order_detail(order_no) or abort(404)
+    form = ReceiptForm(formdata=request.form)
+    if not form.validate():
+        abort(400)
+    paper, who = form.paper.data, actor()
+    in_write_transaction(lambda: record(who, "receipt.print", f"order {order_no}", after=f"paper={paper}"))
+    return redirect_to(url_for("customer.receipt", token=detail.order.token, paper=paper))
