@@ -6,11 +6,13 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import delete, event, update
 
 from heyon_site.cards.auth import authenticate, delay_after, throttle_key
+from heyon_site.database import begin_write
 from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, RechargeOrder, utcnow
+from heyon_site.security.throttle import _locked_row
 
 from .conftest import new_client
 from .kit import CARD, PIN, make_card, recharge_form
@@ -106,3 +108,31 @@ def test_failed_attempts_are_limited_per_client_ip(limited: Flask) -> None:
     other_ip.environ_base["REMOTE_ADDR"] = "127.0.0.9"
     assert attempt(other_ip, PIN) == 303
 
+
+def test_a_row_deleted_between_its_insert_and_its_lock_is_made_again(app: Flask, database: str) -> None:
+    """The race two servers met on PostgreSQL: the insert found the row, a right password then
+    deleted it, and the lock found nothing (a 500). The insert and the lock are tried again."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite's writer holds the whole database: nobody can delete in between")
+    key = throttle_key(CARD)
+    now = utcnow()
+    db.session.add(LoginThrottle(key=key, subject=key, failures=2, updated_at=now))
+    db.session.commit()
+    deleted: list[str] = []
+
+    def delete_it_first(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if "FOR UPDATE" in statement and not deleted:
+            deleted.append(statement)
+            with db.engine.connect() as other:  # another connection, as another server would
+                other.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+                other.commit()
+
+    event.listen(db.engine, "before_cursor_execute", delete_it_first)
+    try:
+        begin_write()
+        row = _locked_row(key, key, now)
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", delete_it_first)
+    assert deleted, "the deletion never ran in between"
+    assert row.key == key and row.failures == 0  # made again, empty

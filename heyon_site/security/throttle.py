@@ -108,11 +108,20 @@ def _allowance_key(subject: str) -> str:
 
 def _locked_row(key: str, subject: str, now: datetime) -> LoginThrottle:
     """The row, created empty if need be and locked for this transaction (SQLite: the whole
-    database is, by BEGIN IMMEDIATE)."""
-    db.session.execute(insert(db.session, LoginThrottle).values(key=key, subject=subject, failures=0, updated_at=now)
-                       .on_conflict_do_nothing(index_elements=["key"]))
-    return db.session.execute(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-                              .execution_options(populate_existing=True)).scalar_one()
+    database is, by BEGIN IMMEDIATE).
+
+    On PostgreSQL the insert can find a row that a concurrent success then deletes before our
+    SELECT ... FOR UPDATE reads it (READ COMMITTED skips the deleted row), so the pair is tried
+    again: the next insert then makes the row. Each retry needs another commit in between, so
+    three are plenty; a fourth miss is a real fault and raises."""
+    for _ in range(4):
+        db.session.execute(insert(db.session, LoginThrottle).values(key=key, subject=subject, failures=0, updated_at=now)
+                           .on_conflict_do_nothing(index_elements=["key"]))
+        row = db.session.execute(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+                                 .execution_options(populate_existing=True)).scalar_one_or_none()
+        if row is not None:
+            return row
+    raise RuntimeError("the throttle row kept vanishing between its insert and its lock")
 
 
 def _wait(until: datetime | None, now: datetime) -> int:
