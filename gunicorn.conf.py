@@ -11,6 +11,7 @@ such clients slow nobody else, and in production nginx (deploy/nginx/heyon.conf)
 requests before they reach gunicorn, with its own timeouts. argon2 and the database drivers
 release the GIL while they work or wait, so the threads of one process share its CPU well.
 """
+
 import os
 from typing import Any
 

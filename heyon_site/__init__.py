@@ -1,4 +1,5 @@
 """heyon_site: the self-service site of the Heyon prepaid roaming card."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Every setting has a safe embedded default (SQLite in ``instance/``, no payment p
 ``flask`` commands work on a fresh checkout; production sets the environment variables the
 README lists. Tests pass a dict of overrides to ``create_app``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,9 +15,9 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
-from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def database_url(raw: str | None, instance_path: Path) -> str:
         return f"sqlite:///{instance_path / 'heyon.db'}"
     for prefix in ("postgresql://", "postgres://"):
         if raw.startswith(prefix):
-            return "postgresql+psycopg://" + raw[len(prefix):]
+            return "postgresql+psycopg://" + raw[len(prefix) :]
     return raw
 
 
@@ -139,7 +140,8 @@ def warn_of_a_derived_card_key(config: Mapping[str, Any]) -> bool:
     if real and not setting(config, "HEYON_CARD_KEY", required=False):
         logging.getLogger(__name__).warning(
             "HEYON_CARD_KEY is not set: cards are found by a key derived from SECRET_KEY, so SECRET_KEY "
-            "must never change (README: Card numbers)")
+            "must never change (README: Card numbers)"
+        )
         return True
     return False
 
@@ -265,13 +267,17 @@ def refuse_per_process_limits(config: Mapping[str, Any]) -> None:
         # told loudly. A site that takes real payments is refused below.
         logging.getLogger(__name__).warning(
             "per-IP rate limits are per process (%d processes, RATELIMIT_STORAGE_URI=%s); "
-            "a site taking real payments refuses to start like this", workers, storage)
+            "a site taking real payments refuses to start like this",
+            workers,
+            storage,
+        )
         return
     raise PerProcessLimits(
         f"refusing to start: {workers} processes would each keep their own per-IP rate limits "
         f"(RATELIMIT_STORAGE_URI={storage}). Set RATELIMIT_STORAGE_URI=redis://... (shared by "
         "every process and machine), or serve with one worker, or set RATELIMIT_ENABLED=false "
-        "to serve without per-IP limits.")
+        "to serve without per-IP limits."
+    )
 
 
 class SandboxBesideRealMoney(RuntimeError):
@@ -289,7 +295,8 @@ def refuse_sandbox_beside_real_providers(config: Mapping[str, Any]) -> None:
             f"refusing to start: HEYON_PROVIDERS names the sandbox beside real payment providers "
             f"({', '.join(real)}). Anyone can pay on the sandbox's page, and its payments would credit "
             "real cards. Take sandbox out of HEYON_PROVIDERS on a site that takes real payments, and "
-            "run it on a test site of its own.")
+            "run it on a test site of its own."
+        )
 
 
 class Defaults:

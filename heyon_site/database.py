@@ -7,6 +7,7 @@ to busy_timeout instead). pysqlite's own implicit transactions are switched off 
 ``BEGIN`` we send is the one that counts. PostgreSQL runs at READ COMMITTED; the money code
 uses conditional updates and ``ON CONFLICT`` so that is enough there.
 """
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """Extensions, created unbound so models and billing can import them without an app."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,8 +41,14 @@ limiter = Limiter(key_func=get_remote_address)
 # Compression of everything the browser reads. Only gzip (every client) and brotli (every current
 # browser, and smaller on HTML thanks to its built-in dictionary); zstd and deflate are left out.
 COMPRESSION: dict[str, Any] = {
-    "COMPRESS_MIMETYPES": ["text/html", "text/css", "text/javascript", "application/javascript",
-                           "image/svg+xml", "text/plain"],
+    "COMPRESS_MIMETYPES": [
+        "text/html",
+        "text/css",
+        "text/javascript",
+        "application/javascript",
+        "image/svg+xml",
+        "text/plain",
+    ],
     "COMPRESS_ALGORITHM": ["br", "gzip"],
     # Static files are sent as streams (send_file), and Flask-Compress's streaming list has no
     # gzip by default: a gzip-only phone browser would get htmx and the CSS uncompressed.

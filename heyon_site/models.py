@@ -4,6 +4,7 @@ Rules that protect money live in the schema, not only in Python: unique idempote
 ledger entries and payment events, CHECK constraints on states and signs, and triggers (created
 by the migration) that make ``ledger_entries`` append-only.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -79,10 +80,16 @@ class RechargeOrder(db.Model):
         # The promotion caps the order was quoted under (NULL: made before they were recorded),
         # and its bonus and discount within them: integer arithmetic, no rounding to argue about.
         CheckConstraint("(bonus_cap_percent IS NULL) = (discount_cap_percent IS NULL)", name="caps_together"),
-        CheckConstraint("bonus_cap_percent IS NULL OR (bonus_cap_percent BETWEEN 0 AND 100 "
-                        "AND bonus_fen * 100 <= pay_fen * bonus_cap_percent)", name="bonus_within_cap"),
-        CheckConstraint("discount_cap_percent IS NULL OR (discount_cap_percent BETWEEN 0 AND 99 "
-                        "AND (amount_fen - pay_fen) * 100 <= amount_fen * discount_cap_percent)", name="discount_within_cap"),
+        CheckConstraint(
+            "bonus_cap_percent IS NULL OR (bonus_cap_percent BETWEEN 0 AND 100 "
+            "AND bonus_fen * 100 <= pay_fen * bonus_cap_percent)",
+            name="bonus_within_cap",
+        ),
+        CheckConstraint(
+            "discount_cap_percent IS NULL OR (discount_cap_percent BETWEEN 0 AND 99 "
+            "AND (amount_fen - pay_fen) * 100 <= amount_fen * discount_cap_percent)",
+            name="discount_within_cap",
+        ),
         Index("ix_recharge_orders_status_created", "status", "created_at"),
         # The staff dashboard sums credited orders by the day they were credited.
         Index("ix_recharge_orders_status_finalized", "status", "finalized_at"),
@@ -244,8 +251,9 @@ class Promotion(db.Model):
         # (a discount of 100 %) nor a fixed bonus above the smallest amount it applies to.
         # Drafts may hold anything (they give nothing), so rows from before these checks survive.
         CheckConstraint("NOT published OR kind <> 'discount' OR percent_bp < 10000", name="discount_below_100"),
-        CheckConstraint("NOT published OR kind <> 'fixed_bonus' OR value_fen <= threshold_fen",
-                        name="fixed_bonus_within_threshold"),
+        CheckConstraint(
+            "NOT published OR kind <> 'fixed_bonus' OR value_fen <= threshold_fen", name="fixed_bonus_within_threshold"
+        ),
         # Publication is asked for drafts only; a change waits only beside published terms.
         CheckConstraint("NOT (published AND publish_requested)", name="requested_only_when_draft"),
         CheckConstraint("pending_terms IS NULL OR published", name="changes_only_when_published"),
@@ -309,9 +317,7 @@ class StaffUser(db.Model):
     change): every session cookie carrying an older version is refused."""
 
     __tablename__ = "staff_users"
-    __table_args__ = (
-        CheckConstraint(_in("role", STAFF_ROLES), name="role"),
-    )
+    __table_args__ = (CheckConstraint(_in("role", STAFF_ROLES), name="role"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

@@ -4,6 +4,7 @@ them in the site's zone, ``HEYON_TIMEZONE``. Every conversion between the two is
 A leaf beside ``database.py``: pages, staff screens, commands and receipts all use it, and it
 uses nothing of theirs. Callers pass the zone (``zone(config)`` reads it once from the settings).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

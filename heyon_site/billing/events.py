@@ -1,9 +1,10 @@
-"""What a provider may say about one of our orders, once its signature is verified: the only provider type billing knows."""
+"""What a provider may say about one of our orders, once its signature is verified: the only
+provider type billing knows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-
 
 #: paid: money came in for the order. closed: the order can no longer be paid (never paid, or,
 #: after a payment, closed by returning all of it). refunded: money went back to the payer; its

@@ -1,15 +1,16 @@
 """The ledger: the only code that writes money movements, and the proof that the books balance."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
 from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Exists
 
+from heyon_site.billing.promos import PromoCaps
 from heyon_site.database import insert
 from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
-from heyon_site.billing.promos import PromoCaps
 
 
 def credit(s: Session, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
@@ -60,14 +61,20 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
 
     problems: list[str] = []
 
-    sums = select(LedgerEntry.card_id, func.sum(LedgerEntry.amount_fen).label("total")).group_by(LedgerEntry.card_id).subquery()
+    sums = (
+        select(LedgerEntry.card_id, func.sum(LedgerEntry.amount_fen).label("total"))
+        .group_by(LedgerEntry.card_id)
+        .subquery()
+    )
     mismatched = s.execute(
         select(Card.last4, Card.balance_fen, func.coalesce(sums.c.total, 0))
         .outerjoin(sums, sums.c.card_id == Card.id)
         .where(Card.balance_fen != func.coalesce(sums.c.total, 0))
         .limit(limit)
     ).all()
-    problems += [f"card *{last4}: cached balance {bal} fen != ledger sum {total} fen" for last4, bal, total in mismatched]
+    problems += [
+        f"card *{last4}: cached balance {bal} fen != ledger sum {total} fen" for last4, bal, total in mismatched
+    ]
 
     negative = s.scalars(select(Card.last4).where(Card.balance_fen < 0).limit(limit)).all()
     problems += [f"card *{last4}: negative balance" for last4 in negative]
@@ -88,9 +95,18 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
         .subquery()
     )
     rows = s.execute(
-        select(RechargeOrder.order_no, RechargeOrder.status, RechargeOrder.card_id, RechargeOrder.amount_fen,
-               RechargeOrder.bonus_fen, entry_stats.c.n_recharge, entry_stats.c.n_bonus, entry_stats.c.total,
-               entry_stats.c.min_card, entry_stats.c.max_card)
+        select(
+            RechargeOrder.order_no,
+            RechargeOrder.status,
+            RechargeOrder.card_id,
+            RechargeOrder.amount_fen,
+            RechargeOrder.bonus_fen,
+            entry_stats.c.n_recharge,
+            entry_stats.c.n_bonus,
+            entry_stats.c.total,
+            entry_stats.c.min_card,
+            entry_stats.c.max_card,
+        )
         .outerjoin(entry_stats, entry_stats.c.order_id == RechargeOrder.id)
         .where((RechargeOrder.status == "credited") | entry_stats.c.order_id.is_not(None))
     ).all()
@@ -104,8 +120,10 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
         if n_rec is None:
             problems.append(f"order {no}: credited but has no ledger entries")
         elif n_rec != 1 or n_bonus != want_bonus or total != amount + bonus:
-            problems.append(f"order {no}: entries ({n_rec} recharge, {n_bonus} bonus, {total} fen) "
-                            f"do not match the order ({amount} + {bonus} fen)")
+            problems.append(
+                f"order {no}: entries ({n_rec} recharge, {n_bonus} bonus, {total} fen) "
+                f"do not match the order ({amount} + {bonus} fen)"
+            )
         elif min_card != card_id or max_card != card_id:
             problems.append(f"order {no}: entries on another card")
         if len(problems) > 4 * limit:
@@ -113,14 +131,18 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
 
     # Each credited order was paid: a verified payment event of the amount the customer paid.
     unpaid = s.scalars(
-        select(RechargeOrder.order_no).where(
+        select(RechargeOrder.order_no)
+        .where(
             RechargeOrder.status == "credited",
-            ~select(PaymentEvent.id).where(
+            ~select(PaymentEvent.id)
+            .where(
                 PaymentEvent.order_id == RechargeOrder.id,
                 PaymentEvent.kind == "paid",
                 PaymentEvent.amount_fen == RechargeOrder.pay_fen,
-            ).exists(),
-        ).limit(limit)
+            )
+            .exists(),
+        )
+        .limit(limit)
     ).all()
     problems += [f"order {no}: credited without a matching verified payment" for no in unpaid]
 
@@ -128,22 +150,28 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
     # as they were, since nothing is debited by itself: it is a case for a person, so the order
     # must be flagged for one. Unflagged, it would be a refund nobody knows about.
     def reported(kind: str) -> Exists:
-        return select(PaymentEvent.id).where(PaymentEvent.order_id == RechargeOrder.id,
-                                             PaymentEvent.kind == kind).exists()
+        return (
+            select(PaymentEvent.id).where(PaymentEvent.order_id == RechargeOrder.id, PaymentEvent.kind == kind).exists()
+        )
 
     unflagged = s.scalars(
-        select(RechargeOrder.order_no).where(
+        select(RechargeOrder.order_no)
+        .where(
             RechargeOrder.attention_at.is_(None),
             reported("refunded") | ((RechargeOrder.status == "credited") & reported("closed")),
-        ).limit(limit)
+        )
+        .limit(limit)
     ).all()
-    problems += [f"order {no}: the provider reports money returned, but the order is not flagged for staff"
-                 for no in unflagged]
+    problems += [
+        f"order {no}: the provider reports money returned, but the order is not flagged for staff" for no in unflagged
+    ]
 
     problems += _over_the_caps(s, caps or PromoCaps(), limit)
 
     kinds_without_order = s.scalar(
-        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))
+        select(func.count())
+        .select_from(LedgerEntry)
+        .where(LedgerEntry.order_id.is_(None), LedgerEntry.kind.in_(("recharge", "bonus")))
     )
     if kinds_without_order:
         problems.append(f"{kinds_without_order} recharge/bonus entries belong to no order")
@@ -164,11 +192,20 @@ def _over_the_caps(s: Session, caps: PromoCaps, limit: int) -> list[str]:
     discount_cap = func.coalesce(RechargeOrder.discount_cap_percent, caps.discount_percent)
     discount = RechargeOrder.amount_fen - RechargeOrder.pay_fen
     rows = s.execute(
-        select(RechargeOrder.order_no, RechargeOrder.amount_fen, RechargeOrder.pay_fen, RechargeOrder.bonus_fen,
-               bonus_cap, discount_cap, RechargeOrder.bonus_cap_percent.is_(None))
-        .where(RechargeOrder.status == "credited",
-               (RechargeOrder.bonus_fen * 100 > RechargeOrder.pay_fen * bonus_cap)
-               | (discount * 100 > RechargeOrder.amount_fen * discount_cap))
+        select(
+            RechargeOrder.order_no,
+            RechargeOrder.amount_fen,
+            RechargeOrder.pay_fen,
+            RechargeOrder.bonus_fen,
+            bonus_cap,
+            discount_cap,
+            RechargeOrder.bonus_cap_percent.is_(None),
+        )
+        .where(
+            RechargeOrder.status == "credited",
+            (RechargeOrder.bonus_fen * 100 > RechargeOrder.pay_fen * bonus_cap)
+            | (discount * 100 > RechargeOrder.amount_fen * discount_cap),
+        )
         .order_by(RechargeOrder.id)
         .limit(limit)
     ).all()
@@ -178,6 +215,8 @@ def _over_the_caps(s: Session, caps: PromoCaps, limit: int) -> list[str]:
         if bonus * 100 > pay * bonus_pct:
             problems.append(f"order {no}: bonus {bonus} fen is more than {bonus_pct}% of the {pay} fen paid ({whose})")
         if (amount - pay) * 100 > amount * discount_pct:
-            problems.append(f"order {no}: discount {amount - pay} fen is more than {discount_pct}% of the {amount} fen "
-                            f"amount ({whose})")
+            problems.append(
+                f"order {no}: discount {amount - pay} fen is more than {discount_pct}% of the {amount} fen "
+                f"amount ({whose})"
+            )
     return problems

@@ -1,4 +1,5 @@
 """Parsing and formatting money. Fen (integer) inside, yuan strings only at the edges."""
+
 from __future__ import annotations
 
 import re

@@ -18,6 +18,7 @@ to be published; an admin who is not the last editor of those terms approves. A 
 published promotion waits beside the live terms until it is approved or rejected. Ending or
 unpublishing gives less away, and one person may do it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,11 +27,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from sqlalchemy.orm import Session
-from sqlalchemy import select
-from heyon_site.models import PROMO_KINDS, Promotion, utcnow
-from heyon_site.billing.money import yuan
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from heyon_site.billing.money import yuan
+from heyon_site.models import PROMO_KINDS, Promotion, utcnow
 
 BASIS = 10_000  # basis points in a whole: 1000 bp = 10 %
 
@@ -52,8 +54,10 @@ class PromoCaps:
     discount_percent: int = 30
 
     def __post_init__(self) -> None:
-        for name, value, highest in (("bonus", self.bonus_percent, HIGHEST_BONUS_CAP),
-                                     ("discount", self.discount_percent, HIGHEST_DISCOUNT_CAP)):
+        for name, value, highest in (
+            ("bonus", self.bonus_percent, HIGHEST_BONUS_CAP),
+            ("discount", self.discount_percent, HIGHEST_DISCOUNT_CAP),
+        ):
             if type(value) is not int or not 0 <= value <= highest:
                 raise ValueError(f"a {name} cap is a whole percent from 0 to {highest}, not {value!r}")
 
@@ -98,20 +102,29 @@ class Quote:
 
 def active_promotions(s: Session, now: datetime) -> list[Promotion]:
     """Published promotions running at ``now`` (start inclusive, end exclusive), best first."""
-    return list(s.scalars(
-        select(Promotion)
-        .where(Promotion.published.is_(True), Promotion.starts_at <= now, Promotion.ends_at > now)
-        .order_by(Promotion.priority.desc(), Promotion.id)
-    ))
+    return list(
+        s.scalars(
+            select(Promotion)
+            .where(Promotion.published.is_(True), Promotion.starts_at <= now, Promotion.ends_at > now)
+            .order_by(Promotion.priority.desc(), Promotion.id)
+        )
+    )
 
 
 def snapshot(promo: Promotion) -> dict[str, Any]:
     """Everything needed to explain later what was promised, whatever happens to the row."""
     return {
-        "id": promo.id, "title_zh": promo.title_zh, "title_en": promo.title_en, "kind": promo.kind,
-        "threshold_fen": promo.threshold_fen, "value_fen": promo.value_fen, "percent_bp": promo.percent_bp,
-        "cap_fen": promo.cap_fen, "priority": promo.priority,
-        "starts_at": promo.starts_at.isoformat(), "ends_at": promo.ends_at.isoformat(),
+        "id": promo.id,
+        "title_zh": promo.title_zh,
+        "title_en": promo.title_en,
+        "kind": promo.kind,
+        "threshold_fen": promo.threshold_fen,
+        "value_fen": promo.value_fen,
+        "percent_bp": promo.percent_bp,
+        "cap_fen": promo.cap_fen,
+        "priority": promo.priority,
+        "starts_at": promo.starts_at.isoformat(),
+        "ends_at": promo.ends_at.isoformat(),
     }
 
 
@@ -209,8 +222,10 @@ def describe(t: Terms) -> str:
 
 
 def _check_sense(t: NewPromotion) -> None:
-    for message, title in ((N_("The Chinese title needs 1 to %(n)s characters."), t.title_zh),
-                           (N_("The English title needs 1 to %(n)s characters."), t.title_en)):
+    for message, title in (
+        (N_("The Chinese title needs 1 to %(n)s characters."), t.title_zh),
+        (N_("The English title needs 1 to %(n)s characters."), t.title_en),
+    ):
         if not title.strip() or len(title) > MAX_TITLE:
             raise PromotionError(message, n=MAX_TITLE)
     if t.kind not in PROMO_KINDS:
@@ -236,24 +251,36 @@ def over_the_caps(t: Terms, caps: PromoCaps) -> PromotionError | None:
     """
     if t.kind == "discount":
         if (t.percent_bp or 0) > caps.discount_percent * 100:
-            return PromotionError(N_("A discount is at most %(cap)s%% of the amount (HEYON_PROMO_MAX_DISCOUNT_PERCENT)."),
-                                  cap=caps.discount_percent)
+            return PromotionError(
+                N_("A discount is at most %(cap)s%% of the amount (HEYON_PROMO_MAX_DISCOUNT_PERCENT)."),
+                cap=caps.discount_percent,
+            )
         return None
     if t.kind == "percent_bonus":
         if (t.percent_bp or 0) > caps.bonus_percent * 100:
-            return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
-                                  cap=caps.bonus_percent)
+            return PromotionError(
+                N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
+                cap=caps.bonus_percent,
+            )
         return None
     value = t.value_fen or 0
     if value * 100 <= t.threshold_fen * caps.bonus_percent:
         return None
     if caps.bonus_percent == 0:
-        return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
-                              cap=caps.bonus_percent)
+        return PromotionError(
+            N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT)."),
+            cap=caps.bonus_percent,
+        )
     least = -(-value * 100 // caps.bonus_percent)  # the ceiling, in whole fen
-    return PromotionError(N_("A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT): "
-                             "a bonus of %(bonus)s needs a from amount of at least %(least)s."),
-                          cap=caps.bonus_percent, bonus=yuan(value), least=yuan(least))
+    return PromotionError(
+        N_(
+            "A bonus is at most %(cap)s%% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT): "
+            "a bonus of %(bonus)s needs a from amount of at least %(least)s."
+        ),
+        cap=caps.bonus_percent,
+        bonus=yuan(value),
+        least=yuan(least),
+    )
 
 
 def check_terms(t: NewPromotion, caps: PromoCaps) -> None:

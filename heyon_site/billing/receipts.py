@@ -1,4 +1,5 @@
 """What a receipt says, computed once for the page and every print layout."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import segno
 
-from heyon_site.models import RechargeOrder
 from heyon_site import sitetime
+from heyon_site.models import RechargeOrder
 
 PAPERS = ("58", "80", "a4")
 

@@ -4,6 +4,7 @@ The state machine is enforced by conditional UPDATEs (``... WHERE status = 'pend
 number of concurrent transactions only one can move an order out of ``pending``, on SQLite
 (one writer at a time) and on PostgreSQL (the row lock makes the others re-check the WHERE).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,15 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from sqlalchemy.orm import Session
+
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from heyon_site.database import insert
-from heyon_site.models import ORDER_STATES, PaymentEvent, RechargeOrder, utcnow
+from sqlalchemy.orm import Session
+
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.billing.promos import Quote
+from heyon_site.database import insert
+from heyon_site.models import ORDER_STATES, PaymentEvent, RechargeOrder, utcnow
 
 
 class AmountOutOfRange(ValueError):
@@ -38,7 +41,9 @@ class AmountRules:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AmountRules:
         presets = tuple(parse_amount(p) for p in str(config["HEYON_PRESET_AMOUNTS"]).split(",") if p.strip())
-        return cls(presets, parse_amount(str(config["HEYON_MIN_AMOUNT"])), parse_amount(str(config["HEYON_MAX_AMOUNT"])))
+        return cls(
+            presets, parse_amount(str(config["HEYON_MIN_AMOUNT"])), parse_amount(str(config["HEYON_MAX_AMOUNT"]))
+        )
 
     def check(self, amount_fen: int, channel_min_fen: int = 0) -> int:
         """The amount, if a preset or within the limits (and the channel's own minimum)."""
@@ -65,9 +70,17 @@ def submission_key(form_id: str, card_id: int, amount_fen: int, provider: str) -
     return f"{form_id}:{card_id}:{amount_fen}:{provider}"
 
 
-def start_recharge(s: Session, card_id: int, amount_fen: int, provider: str, locale: str, now: datetime | None = None,
-                   terms: Quote | None = None, form_id: str | None = None,
-                   needs_confirmation: bool = False) -> RechargeOrder:
+def start_recharge(
+    s: Session,
+    card_id: int,
+    amount_fen: int,
+    provider: str,
+    locale: str,
+    now: datetime | None = None,
+    terms: Quote | None = None,
+    form_id: str | None = None,
+    needs_confirmation: bool = False,
+) -> RechargeOrder:
     """A pending order for ``amount_fen`` on the quoted ``terms`` (none: pay the face value, no
     bonus); the caller commits. The terms are copied onto the order, so the promise it carries
     outlives any later change to the promotion.
@@ -122,16 +135,20 @@ def start_recharge(s: Session, card_id: int, amount_fen: int, provider: str, loc
 
 
 def _order_of_submission(s: Session, key: str) -> RechargeOrder | None:
-    return s.scalar(select(RechargeOrder).where(RechargeOrder.submission_key == key)
-                             .execution_options(populate_existing=True))
+    return s.scalar(
+        select(RechargeOrder).where(RechargeOrder.submission_key == key).execution_options(populate_existing=True)
+    )
 
 
 def accept_terms(s: Session, order_id: int) -> bool:
     """The customer accepted the terms the order page showed; True while the order can still be
     paid (a second press finds it accepted already, and goes on to the same payment)."""
     result = s.execute(
-        update(RechargeOrder).where(RechargeOrder.id == order_id, RechargeOrder.status == "pending")
-        .values(needs_confirmation=False).execution_options(synchronize_session=False))
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, RechargeOrder.status == "pending")
+        .values(needs_confirmation=False)
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -145,7 +162,9 @@ def find_order(s: Session, order_no: str) -> RechargeOrder | None:
     """The order with this number; None for anything not shaped like one (never a query)."""
     if not ORDER_NO.fullmatch(order_no or ""):
         return None
-    return s.scalar(select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True))
+    return s.scalar(
+        select(RechargeOrder).where(RechargeOrder.order_no == order_no).execution_options(populate_existing=True)
+    )
 
 
 def find_by_token(s: Session, token: str) -> RechargeOrder | None:
@@ -170,8 +189,15 @@ def _record_event(s: Session, event: ProviderEvent, order_id: int, now: datetime
     """Insert the event under its unique key; None when it was recorded before (a duplicate)."""
     stmt = (
         insert(s, PaymentEvent)
-        .values(provider=event.provider, provider_txn_id=event.txn_id, kind=event.kind, order_id=order_id,
-                amount_fen=event.amount_fen, outcome="processing", created_at=now)
+        .values(
+            provider=event.provider,
+            provider_txn_id=event.txn_id,
+            kind=event.kind,
+            order_id=order_id,
+            amount_fen=event.amount_fen,
+            outcome="processing",
+            created_at=now,
+        )
         .on_conflict_do_nothing(index_elements=["provider", "provider_txn_id", "kind"])
         .returning(PaymentEvent.id)
     )
@@ -205,8 +231,16 @@ def apply_event(s: Session, event: ProviderEvent, now: datetime | None = None) -
 
 def _paid(s: Session, order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
     if event.amount_fen != order.pay_fen:
-        _move(s, order.id, ("pending", "failed", "expired"), "review", now, paid_fen=event.amount_fen,
-              provider_txn_id=event.txn_id, status_reason="amount_mismatch")
+        _move(
+            s,
+            order.id,
+            ("pending", "failed", "expired"),
+            "review",
+            now,
+            paid_fen=event.amount_fen,
+            provider_txn_id=event.txn_id,
+            status_reason="amount_mismatch",
+        )
         return "amount_mismatch"
     if _move(s, order.id, ("pending",), "credited", now, paid_fen=event.amount_fen, provider_txn_id=event.txn_id):
         credit(s, order.card_id, order.amount_fen, "recharge", key=f"order:{order.id}:recharge", order_id=order.id)
@@ -215,8 +249,16 @@ def _paid(s: Session, order: RechargeOrder, event: ProviderEvent, now: datetime)
         return "credited"
     # Someone else moved it first. A second, different payment of a credited order, or a payment
     # of an order we already gave up on, is real money that needs a person: never credit blindly.
-    if _move(s, order.id, ("failed", "expired"), "review", now, paid_fen=event.amount_fen,
-             provider_txn_id=event.txn_id, status_reason="paid_after_close"):
+    if _move(
+        s,
+        order.id,
+        ("failed", "expired"),
+        "review",
+        now,
+        paid_fen=event.amount_fen,
+        provider_txn_id=event.txn_id,
+        status_reason="paid_after_close",
+    ):
         return "review"
     current = s.scalar(select(RechargeOrder.status).where(RechargeOrder.id == order.id))
     return "paid_again" if current == "credited" else "review"

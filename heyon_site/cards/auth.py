@@ -1,16 +1,18 @@
 """Opening a card: its number and password, checked through the device-aware guessing throttle."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+
 from argon2.exceptions import InvalidHashError, VerificationError
-from heyon_site.security import device_cookie, throttle
-from heyon_site.security.device_cookie import DeviceCookie
+
+from heyon_site.cards.numbers import find_card
 from heyon_site.extensions import db
 from heyon_site.models import Card
-from heyon_site.cards.numbers import find_card
-from heyon_site.security.passwords import dummy_hash, hasher, normalise_password
-from heyon_site.security.passwords import MAX_PASSWORD_LENGTH
+from heyon_site.security import device_cookie, throttle
+from heyon_site.security.device_cookie import DeviceCookie
+from heyon_site.security.passwords import MAX_PASSWORD_LENGTH, dummy_hash, hasher, normalise_password
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ def delay_after(failures: int) -> int:
     return policy().delay_after(failures)
 
 
-def authenticate(number: str, password: str, device: DeviceCookie | None = None,
-                 now: datetime | None = None) -> AuthResult:
+def authenticate(
+    number: str, password: str, device: DeviceCookie | None = None, now: datetime | None = None
+) -> AuthResult:
     """Check a normalised card number and a password, throttled per card number and device
     (``device`` is the browser's device cookie; without one it is an unknown device).
 
@@ -75,6 +78,7 @@ def authenticate(number: str, password: str, device: DeviceCookie | None = None,
     if status != "active":
         return AuthResult(refused="blocked")
     return AuthResult(card_id=card_id, subject=subject)
+
 
 def clear_throttle(number: str) -> int:
     """Inside a write transaction: forget every failure counted against this card number (its

@@ -1,19 +1,20 @@
 """`flask cards` and `flask seed-demo`: create, import, inspect and unblock cards."""
+
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
+
 import click
 from flask.cli import AppGroup
-from heyon_site.cards.numbers import CardNumberError, mask, normalise_card_number
-from heyon_site.cards.numbers import find_card
-from heyon_site.security.passwords import normalise_password
-from heyon_site.billing.money import AmountError, parse_amount, yuan
-from heyon_site.database import in_write_transaction
-from heyon_site.cards.services import issue_cards, unblock
-from heyon_site.ops.audit import COMMAND_LINE
 
+from heyon_site.billing.money import AmountError, parse_amount, yuan
+from heyon_site.cards.numbers import CardNumberError, find_card, mask, normalise_card_number
+from heyon_site.cards.services import issue_cards, unblock
+from heyon_site.database import in_write_transaction
+from heyon_site.ops.audit import COMMAND_LINE
+from heyon_site.security.passwords import normalise_password
 
 cards = AppGroup("cards", help="Create, import and inspect Heyon cards.")
 

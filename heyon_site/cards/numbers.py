@@ -1,14 +1,16 @@
 """Card numbers as typed and as kept: normalised digits, the keyed digest a card is found by, the masked form."""
+
 from __future__ import annotations
 
 import re
 import unicodedata
+
 from flask import current_app
-from heyon_site.config import card_number_digest
 from sqlalchemy import select
+
+from heyon_site.config import card_number_digest
 from heyon_site.extensions import db
 from heyon_site.models import Card
-
 
 _SEPARATORS = re.compile(r"[\s\-_.·/]+")
 

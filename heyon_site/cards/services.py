@@ -1,32 +1,33 @@
-"""Cards: creating them (an opening balance goes through the ledger), finding them, what a customer sees, clearing their throttle."""
+"""Cards: creating them (an opening balance goes through the ledger), finding them, what a customer
+sees, clearing their throttle."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from sqlalchemy import select
-from heyon_site.extensions import db
-from heyon_site.models import Card, RechargeOrder
+
+from sqlalchemy import select, update
+
 from heyon_site.billing.ledger import credit
-from heyon_site.cards.numbers import normalise_card_number, number_digest
-from heyon_site.security.passwords import hash_password
-from heyon_site.ops.audit import Actor, record
-from heyon_site.cards.numbers import mask
 from heyon_site.billing.money import yuan
 from heyon_site.cards.auth import clear_throttle
-from sqlalchemy import update
+from heyon_site.cards.numbers import mask, normalise_card_number, number_digest
+from heyon_site.extensions import db
+from heyon_site.models import Card, RechargeOrder
+from heyon_site.ops.audit import Actor, record
+from heyon_site.security.passwords import hash_password
 
 
 def create_card(number: str, password: str, balance_fen: int = 0) -> Card:
     """Add a card; an opening balance goes through the ledger like any other money."""
     digits = normalise_card_number(number)
-    card = Card(number_digest=number_digest(digits), last4=digits[-4:], password_hash=hash_password(password),
-                balance_fen=0)
+    card = Card(
+        number_digest=number_digest(digits), last4=digits[-4:], password_hash=hash_password(password), balance_fen=0
+    )
     db.session.add(card)
     db.session.flush()
     if balance_fen:
         credit(db.session, card.id, balance_fen, "opening", key=f"card:{card.id}:opening")
     return card
-
-
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ def summary(card_id: int, recent: int = 10) -> CardSummary:
     if card is None:
         raise LookupError(card_id)
     orders = db.session.scalars(
-        select(RechargeOrder).where(RechargeOrder.card_id == card_id)
-        .order_by(RechargeOrder.created_at.desc(), RechargeOrder.id.desc()).limit(recent)
+        select(RechargeOrder)
+        .where(RechargeOrder.card_id == card_id)
+        .order_by(RechargeOrder.created_at.desc(), RechargeOrder.id.desc())
+        .limit(recent)
     ).all()
     return CardSummary(card.last4, card.status, card.balance_fen, list(orders))
 
@@ -55,15 +58,20 @@ def issue_cards(actor: Actor, cards: list[tuple[str, str, int]]) -> None:
     for number, password, balance_fen in cards:
         create_card(number, password, balance_fen)
     masked = ", ".join(mask(number) for number, _, _ in cards[:5]) + (" ..." if len(cards) > 5 else "")
-    record(actor, "cards.issue", f"{len(cards)} card(s): {masked}",
-           after=f"opening_balance={yuan(sum(fen for _, _, fen in cards))}")
+    record(
+        actor,
+        "cards.issue",
+        f"{len(cards)} card(s): {masked}",
+        after=f"opening_balance={yuan(sum(fen for _, _, fen in cards))}",
+    )
 
 
 def unblock(actor: Actor, number: str) -> int | None:
     """Set a card active again and clear its password throttle from every device (after support
     checked who asks); the throttle rows cleared, or None when there is no such card."""
-    found = db.session.execute(update(Card).where(Card.number_digest == number_digest(number))
-                               .values(status="active")).rowcount  # type: ignore[attr-defined]
+    found = db.session.execute(
+        update(Card).where(Card.number_digest == number_digest(number)).values(status="active")
+    ).rowcount  # type: ignore[attr-defined]
     if not found:
         return None
     record(actor, "card.unblock", f"card {mask(number)}")

@@ -3,6 +3,7 @@
 One module per screen, each adding its routes to the blueprint (``blueprint.py``); importing the
 package registers them all, so ``create_app`` only registers ``bp``.
 """
+
 from heyon_site.customer import balance, faq, orders, recharge
 from heyon_site.customer.blueprint import bp
 

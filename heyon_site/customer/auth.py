@@ -1,11 +1,13 @@
 """Opening a card from a customer form: the check, the device cookie, and one refusal message whatever was wrong."""
+
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from heyon_site.security import device_cookie
+
 from heyon_site.cards.auth import AuthResult, authenticate
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
+from heyon_site.security import device_cookie
 from heyon_site.security.throttle import whole_hours, whole_minutes
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 
 def open_card(card_no: str, password: str) -> AuthResult:
@@ -20,11 +22,15 @@ def open_card(card_no: str, password: str) -> AuthResult:
 def refusal_message(auth: AuthResult) -> tuple[object, int]:
     """One message for a wrong number and a wrong password: nothing tells which one it was."""
     if auth.refused == "throttled":
-        return _l("Too many wrong attempts for this card. Try again in %(n)s minute(s).",
-                  n=whole_minutes(auth.retry_after)), 429
+        return _l(
+            "Too many wrong attempts for this card. Try again in %(n)s minute(s).", n=whole_minutes(auth.retry_after)
+        ), 429
     if auth.refused == "locked":
-        return _l("Too many wrong attempts: this card is locked for %(n)s hour(s) on devices it was not opened on "
-                  "before. Use a phone where you opened it before, or contact support.", n=whole_hours(auth.retry_after)), 429
+        return _l(
+            "Too many wrong attempts: this card is locked for %(n)s hour(s) on devices it was not opened on "
+            "before. Use a phone where you opened it before, or contact support.",
+            n=whole_hours(auth.retry_after),
+        ), 429
     if auth.refused == "blocked":
         return _l("This card cannot be recharged online. Please contact support."), 403
     return _l("The card number or password is wrong. Check both and try again."), 403

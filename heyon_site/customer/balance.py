@@ -1,14 +1,16 @@
 """The balance page: a card's balance and latest recharges, after its number and password (a POST, never a URL)."""
+
 from __future__ import annotations
 
 from flask import Response, current_app, request
-from heyon_site.ops import alarms
+
 from heyon_site.cards.services import summary
-from heyon_site.web.fragments import render
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
-from heyon_site.customer.forms import BalanceForm
 from heyon_site.customer.auth import open_card, refusal_message
 from heyon_site.customer.blueprint import bp, no_store
+from heyon_site.customer.forms import BalanceForm
+from heyon_site.ops import alarms
+from heyon_site.web.fragments import render
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 
 @bp.get("/balance")
@@ -30,5 +32,12 @@ def balance_submit() -> Response:
         form.form_errors.append(message)
         return no_store(render("customer/balance.html", "balance_lookup", status, form=form))
     # A fresh, empty form below the result: the password is never sent back to the page.
-    return no_store(render("customer/balance.html", "balance_lookup", form=BalanceForm(formdata=None),
-                           card=summary(auth.card_id), low_balance_fen=current_app.config["HEYON_LOW_BALANCE_FEN"]))
+    return no_store(
+        render(
+            "customer/balance.html",
+            "balance_lookup",
+            form=BalanceForm(formdata=None),
+            card=summary(auth.card_id),
+            low_balance_fen=current_app.config["HEYON_LOW_BALANCE_FEN"],
+        )
+    )

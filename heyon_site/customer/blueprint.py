@@ -1,9 +1,10 @@
 """The customer blueprint, and what every customer page that shows money shares."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 bp = Blueprint("customer", __name__)
 

@@ -1,4 +1,5 @@
 """Customer forms. Messages are lazy so they come out in the visitor's language."""
+
 from __future__ import annotations
 
 import re
@@ -10,12 +11,12 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
-from heyon_site.cards.numbers import CardNumberError, normalise_card_number
-from heyon_site.web import page_cache
 from heyon_site.billing.money import AmountError, yuan
 from heyon_site.billing.promos import Quote, quote_token
 from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
+from heyon_site.cards.numbers import CardNumberError, normalise_card_number
 from heyon_site.providers import enabled
+from heyon_site.web import page_cache
 
 PROVIDER_LABELS = {
     "alipay": _l("Alipay"),
@@ -31,8 +32,14 @@ class CardForm(FlaskForm):
     card_number = StringField(
         _l("Card number"),
         [InputRequired(_l("Enter the card number.")), Length(max=40, message=_l("That card number is too long."))],
-        render_kw={"inputmode": "numeric", "autocomplete": "off", "autocapitalize": "off", "spellcheck": "false",
-                   "maxlength": "40", "placeholder": "8600 0000 0000 0000"},
+        render_kw={
+            "inputmode": "numeric",
+            "autocomplete": "off",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+            "maxlength": "40",
+            "placeholder": "8600 0000 0000 0000",
+        },
     )
     password = PasswordField(
         _l("Card password"),
@@ -45,7 +52,9 @@ class CardForm(FlaskForm):
         try:
             self.card_no = normalise_card_number(field.data or "")
         except CardNumberError:
-            raise ValidationError(_l("A card number has 10 to 19 digits; check the number printed on your card.")) from None
+            raise ValidationError(
+                _l("A card number has 10 to 19 digits; check the number printed on your card.")
+            ) from None
 
 
 class BalanceForm(CardForm):
@@ -120,7 +129,9 @@ class RechargeForm(CardForm):
         except AmountError:
             raise ValidationError(_l("Enter an amount in yuan, like 100 or 88.50.")) from None
         except AmountOutOfRange as e:
-            raise ValidationError(_l("Amounts from %(low)s to %(high)s yuan are accepted.", low=yuan(e.min_fen), high=yuan(e.max_fen))) from None
+            raise ValidationError(
+                _l("Amounts from %(low)s to %(high)s yuan are accepted.", low=yuan(e.min_fen), high=yuan(e.max_fen))
+            ) from None
 
     def validate_method(self, field: RadioField) -> None:
         if field.data not in dict(self.method.choices or []):

@@ -1,23 +1,26 @@
 """An order's pages: its status (polled while pending), accepting changed terms, checking the payment, the receipt."""
+
 from __future__ import annotations
 
 from datetime import timedelta
+
 from flask import Response, abort, current_app, request, url_for
 from markupsafe import Markup
+
+from heyon_site import sitetime
 from heyon_site.billing import receipts
 from heyon_site.billing.recharge import accept_terms, find_by_token
+from heyon_site.customer.blueprint import bp, no_store
+from heyon_site.customer.forms import PROVIDER_LABELS, CheckPaymentForm, ConfirmTermsForm
+from heyon_site.customer.recharge import METHOD_UNAVAILABLE, to_checkout
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db, limiter
+from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.payments.reconcile import candidate, check_one
+from heyon_site.providers import get as get_provider
+from heyon_site.providers.base import ProviderUnavailable
 from heyon_site.web.fragments import is_htmx, redirect_to, render
 from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
-from heyon_site.models import RechargeOrder, utcnow
-from heyon_site.providers import get as get_provider
-from heyon_site.payments.reconcile import candidate, check_one
-from heyon_site.providers.base import ProviderUnavailable
-from heyon_site.customer.forms import PROVIDER_LABELS, CheckPaymentForm, ConfirmTermsForm
-from heyon_site.customer.blueprint import bp, no_store
-from heyon_site.customer.recharge import METHOD_UNAVAILABLE, to_checkout
-from heyon_site import sitetime
 
 
 @bp.get("/orders/<token>")
@@ -32,15 +35,27 @@ def _order_page(found: RechargeOrder, status: int = 200, problem: object = None)
         # A long web address (a signed Alipay link is about 1,000 characters) becomes a short one
         # of ours that redirects to it: a small QR code a cheap camera reads. An app scheme
         # (weixin://) must be scanned as it is. segno escapes the payload into its own SVG.
-        payload = (url_for("customer.order_pay", token=found.token, _external=True)
-                   if found.pay_qr.startswith(("https://", "http://")) else found.pay_qr)
+        payload = (
+            url_for("customer.order_pay", token=found.token, _external=True)
+            if found.pay_qr.startswith(("https://", "http://"))
+            else found.pay_qr
+        )
         qr = Markup(receipts.qr_svg(payload))
-    return no_store(render(
-        "customer/order.html", "order_status", status, order=found, qr=qr, problem=problem,
-        check_form=CheckPaymentForm(formdata=None), confirm_form=ConfirmTermsForm(formdata=None),
-        method=PROVIDER_LABELS.get(found.provider, found.provider),
-        overdue=found.status == "pending" and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
-    ))
+    return no_store(
+        render(
+            "customer/order.html",
+            "order_status",
+            status,
+            order=found,
+            qr=qr,
+            problem=problem,
+            check_form=CheckPaymentForm(formdata=None),
+            confirm_form=ConfirmTermsForm(formdata=None),
+            method=PROVIDER_LABELS.get(found.provider, found.provider),
+            overdue=found.status == "pending"
+            and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
+        )
+    )
 
 
 @bp.get("/orders/<token>/pay")
@@ -102,6 +117,12 @@ def receipt(token: str) -> Response:
     paper = request.args.get("paper", "80")
     if paper not in receipts.PAPERS:
         paper = "80"
-    return no_store(render("receipts/receipt.html", receipt=receipts.build(found, sitetime.zone(current_app.config)),
-                           paper=paper, papers=receipts.PAPERS,
-                           qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True))))
+    return no_store(
+        render(
+            "receipts/receipt.html",
+            receipt=receipts.build(found, sitetime.zone(current_app.config)),
+            paper=paper,
+            papers=receipts.PAPERS,
+            qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True)),
+        )
+    )

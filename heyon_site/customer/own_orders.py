@@ -4,6 +4,7 @@ The sandbox gateway sends only the browser that made an order on to the order's 
 address is the order's secret token); anyone else who holds the gateway's address is not told
 the token.
 """
+
 from __future__ import annotations
 
 from flask import session

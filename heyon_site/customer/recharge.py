@@ -1,4 +1,5 @@
 """The home page and the recharge form: the quote, the order, and on to the provider's checkout."""
+
 from __future__ import annotations
 
 from flask import Response, abort, current_app, request, url_for
@@ -6,29 +7,30 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
-from heyon_site.ops import alarms
-from heyon_site.web import page_cache
+
 from heyon_site.billing.promos import PromoCaps, active_promotions, offer_version, quote, quote_token
 from heyon_site.billing.recharge import start_recharge
-from heyon_site.database import in_write_transaction
-from heyon_site.web.fragments import is_htmx, redirect_to, render
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
-from heyon_site.models import RechargeOrder, utcnow
-from heyon_site.providers import get as get_provider
-from heyon_site.payments.checkout import begin_payment, device_of
-from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.customer import own_orders
-from heyon_site.customer.forms import RechargeForm
 from heyon_site.customer.auth import open_card, refusal_message
 from heyon_site.customer.blueprint import bp
+from heyon_site.customer.forms import RechargeForm
+from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-
+from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.ops import alarms
+from heyon_site.payments.checkout import begin_payment, device_of
+from heyon_site.providers import get as get_provider
+from heyon_site.providers.base import OrderRef, ProviderUnavailable
+from heyon_site.web import page_cache
+from heyon_site.web.fragments import is_htmx, redirect_to, render
+from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
 
 
-def recharge_page(form: RechargeForm, block: str | None = None, status: int = 200,
-                  template: str = "customer/recharge.html") -> Response:
+def recharge_page(
+    form: RechargeForm, block: str | None = None, status: int = 200, template: str = "customer/recharge.html"
+) -> Response:
     """A page with the recharge form and the running promotions. Each preset's button carries
     what it costs and earns, computed here so that a phone without JavaScript sees it; the quote
     line under the amounts is filled only in answers to htmx, which replaces it as the choice
@@ -44,15 +46,25 @@ def recharge_page(form: RechargeForm, block: str | None = None, status: int = 20
             offer = quote(form.chosen_amount(), running, now, caps=caps)
         except ValidationError as e:
             problem = str(e)
-    return render(template, block, status, form=form, promotions=running, deals=deals, quote=offer,
-                  quoted=quote_token(offer) if offer else "", amount_problem=problem)
+    return render(
+        template,
+        block,
+        status,
+        form=form,
+        promotions=running,
+        deals=deals,
+        quote=offer,
+        quoted=quote_token(offer) if offer else "",
+        amount_problem=problem,
+    )
 
 
 def form_page(template: str) -> Response:
     """Home and the empty recharge form: the same for every visitor of a language but for the
     CSRF token, so they come from the page cache (web/page_cache.py says what may be stale)."""
-    response = page_cache.response(template, lambda: recharge_page(RechargeForm(formdata=None), template=template)
-                                   .get_data(as_text=True))
+    response = page_cache.response(
+        template, lambda: recharge_page(RechargeForm(formdata=None), template=template).get_data(as_text=True)
+    )
     response.vary.add("HX-Request")  # as render() says for every page
     return response
 
@@ -97,8 +109,18 @@ def recharge_submit() -> Response:
     caps = PromoCaps.from_config(current_app.config)
     terms = quote(amount_fen, running, now, caps=caps)
     seen = form.saw(terms, offer_version(running, caps))
-    order = in_write_transaction(lambda: start_recharge(db.session, card_id, amount_fen, provider.name, locale, terms=terms,
-                                                        form_id=form_id, needs_confirmation=not seen))
+    order = in_write_transaction(
+        lambda: start_recharge(
+            db.session,
+            card_id,
+            amount_fen,
+            provider.name,
+            locale,
+            terms=terms,
+            form_id=form_id,
+            needs_confirmation=not seen,
+        )
+    )
     own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page
     if order.needs_confirmation:
         return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
@@ -109,7 +131,9 @@ def recharge_submit() -> Response:
         return recharge_page(form, "recharge_form", 503)
 
 
-METHOD_UNAVAILABLE = _l("This payment method is not answering right now. Try again in a minute or choose another method.")
+METHOD_UNAVAILABLE = _l(
+    "This payment method is not answering right now. Try again in a minute or choose another method."
+)
 
 
 def to_checkout(order: RechargeOrder) -> Response:
@@ -123,8 +147,13 @@ def to_checkout(order: RechargeOrder) -> Response:
     provider = get_provider(order.provider) or abort(409)
     # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
     # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
-    ref = OrderRef(order.order_no, order.pay_fen, "Heyon card recharge",
-                   url_for("customer.order", token=order.token, _external=True), request.remote_addr)
+    ref = OrderRef(
+        order.order_no,
+        order.pay_fen,
+        "Heyon card recharge",
+        url_for("customer.order", token=order.token, _external=True),
+        request.remote_addr,
+    )
     try:
         checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
     except ProviderUnavailable:

@@ -1,4 +1,5 @@
 """Operator commands for the customer FAQ."""
+
 from __future__ import annotations
 
 import click

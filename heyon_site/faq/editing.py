@@ -1,5 +1,6 @@
 """Changing the FAQ: each function is one change a member of staff makes, with its audit row, in
 the caller's write transaction. The staff screens call them; they never read the request."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -25,8 +26,14 @@ class EntryFields:
 
 
 def _fields(entry: FaqEntry) -> dict[str, Any]:
-    return {"locale": entry.locale, "category": entry.category, "question": entry.question,
-            "answer_md": entry.answer_md, "position": entry.position, "published": bool(entry.published)}
+    return {
+        "locale": entry.locale,
+        "category": entry.category,
+        "question": entry.question,
+        "answer_md": entry.answer_md,
+        "position": entry.position,
+        "published": bool(entry.published),
+    }
 
 
 def entries_by_locale(locales: tuple[str, ...]) -> dict[str, list[FaqEntry]]:
@@ -78,8 +85,13 @@ def set_published(actor: Actor, entry_id: int, published: bool) -> FaqEntry | No
         return None
     if bool(entry.published) != published:
         entry.published, entry.updated_at = published, utcnow()
-        record(actor, "faq.publish" if published else "faq.unpublish", f"faq {entry.id}",
-               before=f"published={not published}".lower(), after=f"published={published}".lower())
+        record(
+            actor,
+            "faq.publish" if published else "faq.unpublish",
+            f"faq {entry.id}",
+            before=f"published={not published}".lower(),
+            after=f"published={published}".lower(),
+        )
     return entry
 
 
@@ -89,8 +101,14 @@ def move_entry(actor: Actor, entry_id: int, direction: str) -> bool:
     entry = find_entry(entry_id)
     if entry is None:
         return False
-    rows = list(db.session.scalars(select(FaqEntry).where(FaqEntry.locale == entry.locale)
-                                   .order_by(FaqEntry.position, FaqEntry.id).with_for_update()))
+    rows = list(
+        db.session.scalars(
+            select(FaqEntry)
+            .where(FaqEntry.locale == entry.locale)
+            .order_by(FaqEntry.position, FaqEntry.id)
+            .with_for_update()
+        )
+    )
     i = next(n for n, r in enumerate(rows) if r.id == entry_id)
     j = i - 1 if direction == "up" else i + 1
     if not 0 <= j < len(rows):
@@ -103,6 +121,11 @@ def move_entry(actor: Actor, entry_id: int, direction: str) -> bool:
             r.position = 10 * (n + 1)
     a.position, b.position = b.position, a.position
     a.updated_at = b.updated_at = utcnow()
-    record(actor, f"faq.move_{direction}", f"faq {a.id}", before=before,
-           after=f"faq {a.id} position={a.position}; faq {b.id} position={b.position}")
+    record(
+        actor,
+        f"faq.move_{direction}",
+        f"faq {a.id}",
+        before=before,
+        after=f"faq {a.id} position={a.position}; faq {b.id} position={b.position}",
+    )
     return True

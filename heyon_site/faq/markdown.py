@@ -1,4 +1,5 @@
 """Text that staff write (FAQ answers) turned into HTML that is safe to put in a customer page."""
+
 from __future__ import annotations
 
 import nh3

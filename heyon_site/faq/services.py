@@ -1,4 +1,5 @@
 """The FAQ as customers read it, and the starter set. Plain functions: no request, no templates."""
+
 from __future__ import annotations
 
 import unicodedata
@@ -8,8 +9,8 @@ from dataclasses import dataclass
 from markupsafe import Markup
 from sqlalchemy import func, or_, select
 
-from heyon_site.faq.markdown import render_markdown
 from heyon_site.extensions import db
+from heyon_site.faq.markdown import render_markdown
 from heyon_site.models import FaqEntry
 
 MAX_QUERY = 100
@@ -43,12 +44,17 @@ def clean_query(text: str) -> str:
 
 def sections(locale: str, query: str = "") -> list[Section]:
     """Published entries of one language, by category, each category where its first entry is."""
-    stmt = (select(FaqEntry).where(FaqEntry.locale == locale, FaqEntry.published)
-            .order_by(FaqEntry.position, FaqEntry.id))
+    stmt = (
+        select(FaqEntry).where(FaqEntry.locale == locale, FaqEntry.published).order_by(FaqEntry.position, FaqEntry.id)
+    )
     if query:
         # autoescape: the customer's % and _ are literal characters, not LIKE wildcards.
-        stmt = stmt.where(or_(FaqEntry.question.icontains(query, autoescape=True),
-                              FaqEntry.answer_md.icontains(query, autoescape=True)))
+        stmt = stmt.where(
+            or_(
+                FaqEntry.question.icontains(query, autoescape=True),
+                FaqEntry.answer_md.icontains(query, autoescape=True),
+            )
+        )
     grouped: dict[str, list[Answer]] = {}
     for entry in db.session.scalars(stmt):
         grouped.setdefault(entry.category, []).append(Answer(entry.question, render_markdown(entry.answer_md)))
@@ -60,8 +66,10 @@ def seed(locale: str, entries: Iterable[StarterEntry]) -> int:
     edited or unpublished the starter: it is never added twice). Returns how many were added."""
     if db.session.scalar(select(func.count()).select_from(FaqEntry).where(FaqEntry.locale == locale)):
         return 0
-    rows = [FaqEntry(locale=locale, category=e.category, question=e.question, answer_md=e.answer_md,
-                     position=10 * (i + 1)) for i, e in enumerate(entries)]
+    rows = [
+        FaqEntry(locale=locale, category=e.category, question=e.question, answer_md=e.answer_md, position=10 * (i + 1))
+        for i, e in enumerate(entries)
+    ]
     db.session.add_all(rows)
     db.session.flush()
     return len(rows)

@@ -9,6 +9,7 @@ a minute goes to the log for whoever watches it.
 Money returned at a provider: one line per recorded refund (a repeat of the notification is a
 duplicate and raises none), naming the order and never the card.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,13 +42,19 @@ def card_login_failed() -> bool:
     except Exception:  # the alarm must never cost a customer their answer; the log says why
         log.exception("card-spray alarm: the counter storage failed")
         return False
-    log.warning("ALARM card-number spraying: more than %s failed card logins across all cards; "
-                "see the per-IP refusals and login_throttles", limit)
+    log.warning(
+        "ALARM card-number spraying: more than %s failed card logins across all cards; "
+        "see the per-IP refusals and login_throttles",
+        limit,
+    )
     return True
 
 
 def money_returned(provider: str, order_no: str) -> None:
     """The provider reported money returned to the payer of an order (a refund, or a close after
     payment). The card was not debited: the order waits on the staff dashboard for a person."""
-    log.warning("ALARM money returned at %s for order %s: the card keeps its credit; "
-                "a person decides (staff dashboard)", provider, order_no)
+    log.warning(
+        "ALARM money returned at %s for order %s: the card keeps its credit; a person decides (staff dashboard)",
+        provider,
+        order_no,
+    )

@@ -4,6 +4,7 @@ change (so neither exists without the other), by the service function that makes
 Services take an ``Actor`` and never read the request: a staff screen builds it from the signed-
 in member and the request's address (``staff.auth.actor()``); a command uses ``COMMAND_LINE``.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,21 @@ class Actor:
 COMMAND_LINE = Actor(None, "(command line)")  # changes made on the server itself
 
 
-def record(actor: Actor, action: str, target: str | None = None, before: str | None = None,
-           after: str | None = None) -> None:
+def record(
+    actor: Actor, action: str, target: str | None = None, before: str | None = None, after: str | None = None
+) -> None:
     """Add one audit row to the current transaction (the caller commits)."""
-    db.session.add(AuditLog(staff_id=actor.staff_id, username=actor.username[:64], action=action, target=target,
-                            before_summary=before, after_summary=after, ip=actor.ip))
+    db.session.add(
+        AuditLog(
+            staff_id=actor.staff_id,
+            username=actor.username[:64],
+            action=action,
+            target=target,
+            before_summary=before,
+            after_summary=after,
+            ip=actor.ip,
+        )
+    )
 
 
 def _short(value: Any) -> str:
@@ -45,8 +56,10 @@ def _short(value: Any) -> str:
 def changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[str, str]:
     """``k=v`` of the fields that changed, before and after (every field for a new row)."""
     keys = [k for k in after if before.get(k, object()) != after[k]]
-    return ("; ".join(f"{k}={_short(before[k])}" for k in keys if k in before),
-            "; ".join(f"{k}={_short(after[k])}" for k in keys))
+    return (
+        "; ".join(f"{k}={_short(before[k])}" for k in keys if k in before),
+        "; ".join(f"{k}={_short(after[k])}" for k in keys),
+    )
 
 
 def summary(values: dict[str, Any]) -> str:

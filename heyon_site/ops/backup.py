@@ -13,6 +13,7 @@ only then linked to PATH, so PATH is either absent or a complete, checked backup
 
 PostgreSQL is refused: ``pg_dump`` is its consistent online backup (README, "Backups").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,8 @@ from heyon_site.extensions import db
 
 POSTGRESQL_ADVICE = (
     "flask db backup copies SQLite databases only. For PostgreSQL use pg_dump, e.g. "
-    "pg_dump -Fc -f heyon.dump \"$DATABASE_URL\" (a consistent snapshot while the site runs), "
-    "or a base backup with WAL archiving for point-in-time recovery; see the README, \"Backups\"."
+    'pg_dump -Fc -f heyon.dump "$DATABASE_URL" (a consistent snapshot while the site runs), '
+    'or a base backup with WAL archiving for point-in-time recovery; see the README, "Backups".'
 )
 
 

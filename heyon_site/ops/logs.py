@@ -11,6 +11,7 @@ are hidden from database errors (``hide_parameters``), and SQLAlchemy's statemen
 stays off whatever the level, because rows hold card numbers and password hashes. As a last
 guard every message, path and traceback has card-number-like digit runs masked to the last four.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,11 @@ def _timestamp(created: float) -> str:
 
 
 def _extra(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: mask_card_numbers(v) if isinstance(v, str) else v
-            for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+    return {
+        k: mask_card_numbers(v) if isinstance(v, str) else v
+        for k, v in record.__dict__.items()
+        if k not in _RECORD_ATTRS and not k.startswith("_")
+    }
 
 
 def _event(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, Any]:
@@ -207,6 +211,7 @@ def _stamp_request_id(make: Callable[..., logging.LogRecord]) -> Callable[..., l
     make_record.heyon = True  # type: ignore[attr-defined]
     return make_record
 
+
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -249,8 +254,14 @@ def _log_access(environ: dict[str, Any], status: int, started: float) -> None:
     path = mask_card_numbers(path)  # masked here, not only by the formatter: pytest's handlers see it too
     level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    access_log.log(level, "%s %s %s", method, path, status,
-                   extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms})
+    access_log.log(
+        level,
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
+    )
 
 
 def init_app(app: Flask) -> None:

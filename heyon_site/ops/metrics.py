@@ -13,6 +13,7 @@ the rows added since the last scrape to the two append-only tables, the ledger a
 callbacks. Those are tallied per process (``Tally``), so the histogram and the callback counter
 do not re-read history on every scrape. ``heyon_metrics_query_seconds`` shows the cost.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -88,8 +89,13 @@ class Tally:
 
 def _credits_after(last_id: int) -> Iterable[Row]:
     e, o = LedgerEntry, RechargeOrder
-    query = (select(e.id, e.created_at, o.provider, o.created_at).join(o, e.order_id == o.id)
-             .where(e.id > last_id, e.kind == "recharge").order_by(e.id).execution_options(yield_per=5000))
+    query = (
+        select(e.id, e.created_at, o.provider, o.created_at)
+        .join(o, e.order_id == o.id)
+        .where(e.id > last_id, e.kind == "recharge")
+        .order_by(e.id)
+        .execution_options(yield_per=5000)
+    )
     for row_id, credited_at, provider, ordered_at in db.session.execute(query):
         yield row_id, credited_at, (provider, (credited_at - ordered_at).total_seconds())
 
@@ -105,8 +111,12 @@ def _count_credit(sums: Sums, item: tuple[str, float]) -> None:
 
 def _callbacks_after(last_id: int) -> Iterable[Row]:
     c = ProviderCallback
-    query = (select(c.id, c.received_at, c.provider, c.outcome).where(c.id > last_id).order_by(c.id)
-             .execution_options(yield_per=5000))
+    query = (
+        select(c.id, c.received_at, c.provider, c.outcome)
+        .where(c.id > last_id)
+        .order_by(c.id)
+        .execution_options(yield_per=5000)
+    )
     for row_id, received_at, provider, outcome in db.session.execute(query):
         yield row_id, received_at, (provider, outcome)
 
@@ -117,10 +127,13 @@ def _count_callback(sums: Sums, item: tuple[str, str]) -> None:
 
 def tallies() -> dict[str, Tally]:
     """This app's tallies (one per database, so every test app starts from nothing)."""
-    found: dict[str, Tally] = current_app.extensions.setdefault("heyon.metrics", {
-        "credits": Tally(_credits_after, _count_credit),
-        "callbacks": Tally(_callbacks_after, _count_callback),
-    })
+    found: dict[str, Tally] = current_app.extensions.setdefault(
+        "heyon.metrics",
+        {
+            "credits": Tally(_credits_after, _count_credit),
+            "callbacks": Tally(_callbacks_after, _count_callback),
+        },
+    )
     return found
 
 
@@ -132,8 +145,10 @@ def order_counts() -> dict[tuple[str, str], int]:
 
 def oldest_pending() -> dict[str, datetime]:
     o = RechargeOrder
-    rows = db.session.execute(select(o.provider, func.min(o.created_at)).where(o.status == "pending").group_by(o.provider))
-    return {p: oldest for p, oldest in rows}
+    rows = db.session.execute(
+        select(o.provider, func.min(o.created_at)).where(o.status == "pending").group_by(o.provider)
+    )
+    return dict(rows.tuples())
 
 
 class SiteCollector:
@@ -150,15 +165,25 @@ class SiteCollector:
         db.session.rollback()
         providers = sorted({*self.providers, *(p for p, _ in counts), *(k[0] for k in callbacks)})
 
-        by_status = GaugeMetricFamily("heyon_recharge_orders", "Recharge orders by provider and current status; "
-                                      "status=\"pending\" is the pending gauge.", labels=["provider", "status"])
-        oldest = GaugeMetricFamily("heyon_oldest_pending_order_age_seconds",
-                                   "Age of the oldest pending order (0 when none).", labels=["provider"])
-        latency = HistogramMetricFamily("heyon_credit_latency_seconds",
-                                        "Order creation to the credit on the card.", labels=["provider"])
-        received = CounterMetricFamily("heyon_provider_callbacks",
-                                       "Provider callbacks by what became of them; bad_signature and malformed "
-                                       "are notifications that failed verification.", labels=["provider", "outcome"])
+        by_status = GaugeMetricFamily(
+            "heyon_recharge_orders",
+            'Recharge orders by provider and current status; status="pending" is the pending gauge.',
+            labels=["provider", "status"],
+        )
+        oldest = GaugeMetricFamily(
+            "heyon_oldest_pending_order_age_seconds",
+            "Age of the oldest pending order (0 when none).",
+            labels=["provider"],
+        )
+        latency = HistogramMetricFamily(
+            "heyon_credit_latency_seconds", "Order creation to the credit on the card.", labels=["provider"]
+        )
+        received = CounterMetricFamily(
+            "heyon_provider_callbacks",
+            "Provider callbacks by what became of them; bad_signature and malformed "
+            "are notifications that failed verification.",
+            labels=["provider", "outcome"],
+        )
         for p in providers:
             for status in ORDER_STATES:
                 by_status.add_metric([p, status], counts.get((p, status), 0))

@@ -1,11 +1,13 @@
 """The raw callback log: every provider callback as received, bounded when refused, with what became of it."""
+
 from __future__ import annotations
 
 import hashlib
+
 from sqlalchemy import update
+
 from heyon_site.extensions import db
 from heyon_site.models import ProviderCallback, utcnow
-
 
 MAX_STORED_BODY = 16 * 1024
 
@@ -15,8 +17,15 @@ MAX_STORED_BODY = 16 * 1024
 REFUSED_PREFIX = 1024
 
 
-def record_callback(provider: str, body: bytes, content_type: str | None, remote_addr: str | None,
-                    outcome: str = "received", detail: str = "", keep: int = MAX_STORED_BODY) -> ProviderCallback:
+def record_callback(
+    provider: str,
+    body: bytes,
+    content_type: str | None,
+    remote_addr: str | None,
+    outcome: str = "received",
+    detail: str = "",
+    keep: int = MAX_STORED_BODY,
+) -> ProviderCallback:
     """Keep the first ``keep`` bytes of a callback's body as text, the SHA-256 and the size of
     the whole, and ``outcome``; the caller commits. A verified callback is kept as received (up to
     MAX_STORED_BODY) before its event is applied; a refused one with ``keep=REFUSED_PREFIX`` and

@@ -1,12 +1,13 @@
 """Starting a payment: which device the payer is on, and the provider's checkout kept on the order."""
+
 from __future__ import annotations
 
 from sqlalchemy import update
+
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder
 from heyon_site.providers.base import Checkout, Device, OrderRef, Provider
-
 
 # Words in a User-Agent that mean a phone or tablet browser (including in-app browsers).
 _MOBILE_HINTS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "micromessenger", "alipayclient")
@@ -27,9 +28,11 @@ def begin_payment(provider: Provider, ref: OrderRef, device: Device) -> Checkout
     checkout = provider.checkout(ref, device)
 
     def keep() -> None:
-        db.session.execute(update(RechargeOrder).where(RechargeOrder.order_no == ref.order_no)
-                           .values(pay_url=checkout.redirect_url, pay_qr=checkout.qr_payload,
-                                   provider_ref=checkout.provider_ref))
+        db.session.execute(
+            update(RechargeOrder)
+            .where(RechargeOrder.order_no == ref.order_no)
+            .values(pay_url=checkout.redirect_url, pay_qr=checkout.qr_payload, provider_ref=checkout.provider_ref)
+        )
 
     in_write_transaction(keep)
     return checkout

@@ -1,13 +1,15 @@
 """`flask payments reconcile`: ask the providers about pending orders; credit the paid, expire the unpaid."""
+
 from __future__ import annotations
 
 from datetime import timedelta
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
+
 from heyon_site.payments.reconcile import reconcile
 from heyon_site.providers import get as get_provider
-
 
 payments = AppGroup("payments", help="Payment housekeeping: reconcile and expire pending orders.")
 
@@ -23,5 +25,6 @@ def payments_reconcile(older_than: int) -> None:
     counts["expired"] += 0  # always stated, so "expired 0" shows the run found nothing to expire
     click.echo("reconcile: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if counts["provider_unavailable"]:
-        current_app.logger.warning("reconcile: %d order(s) could not be checked; they stay pending",
-                                   counts["provider_unavailable"])
+        current_app.logger.warning(
+            "reconcile: %d order(s) could not be checked; they stay pending", counts["provider_unavailable"]
+        )

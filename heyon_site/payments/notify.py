@@ -1,22 +1,24 @@
 """Provider callbacks: machine-facing, CSRF-exempt, trusted only after the signature verifies."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from heyon_site.ops import alarms
-from heyon_site.payments.callbacks import MAX_STORED_BODY, REFUSED_PREFIX, record_callback, set_callback_outcome
+from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.recharge import apply_event
 from heyon_site.database import in_write_transaction
-from heyon_site.extensions import limiter
+from heyon_site.extensions import db, limiter
+from heyon_site.ops import alarms
+from heyon_site.payments.callbacks import MAX_STORED_BODY, REFUSED_PREFIX, record_callback, set_callback_outcome
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import Acknowledgement, InvalidSignature, MalformedCallback, NothingToDo
-from heyon_site.billing.events import ProviderEvent
-from heyon_site.extensions import db
 
 bp = Blueprint("payments", __name__, url_prefix="/pay")
 
 # Outcomes after which the provider must stop sending: the event is on record either way.
-SETTLED = frozenset({"credited", "duplicate", "amount_mismatch", "paid_again", "review", "failed", "ignored", "refunded"})
+SETTLED = frozenset(
+    {"credited", "duplicate", "amount_mismatch", "paid_again", "review", "failed", "ignored", "refunded"}
+)
 
 
 def _answer(ack: Acknowledgement) -> Response:
@@ -29,8 +31,9 @@ def refusal_limit() -> str:
 
 def _keep(name: str, body: bytes, outcome: str = "received", detail: str = "", keep: int = MAX_STORED_BODY) -> int:
     """Record the callback in a write transaction of its own, committed; its id."""
-    return in_write_transaction(lambda: record_callback(
-        name, body, request.content_type, request.remote_addr, outcome, detail, keep).id)
+    return in_write_transaction(
+        lambda: record_callback(name, body, request.content_type, request.remote_addr, outcome, detail, keep).id
+    )
 
 
 # Counted per address across every provider's endpoint, and only when a callback is refused:

@@ -11,20 +11,23 @@ finds it settled. SQLite has one writer: the provider is asked outside the write
 provider must not stop every other writer), so two runs on one machine may ask twice; applying
 the same answer twice is a duplicate, never a second credit.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 from sqlalchemy import select, update
-from heyon_site.ops import alarms
+
+from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.recharge import apply_event
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.ops import alarms
 from heyon_site.providers.base import Provider, ProviderUnavailable
-from heyon_site.billing.events import ProviderEvent
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ class Candidate:
     created_at: datetime
 
 
-def _ask(provider: Provider, order: Candidate, expire_after: timedelta | None, now: datetime) -> tuple[str, ProviderEvent | None, bool]:
+def _ask(
+    provider: Provider, order: Candidate, expire_after: timedelta | None, now: datetime
+) -> tuple[str, ProviderEvent | None, bool]:
     """Ask the provider (network; no write lock held on SQLite). Returns the outcome so far, the
     event to apply, and whether the order is to be expired."""
     try:
@@ -61,24 +66,33 @@ def _settle(order: Candidate, outcome: str, event: ProviderEvent | None, expire:
         return apply_event(db.session, event, now)
     if expire:
         moved = db.session.execute(
-            update(RechargeOrder).where(RechargeOrder.id == order.id, RechargeOrder.status == "pending")
-            .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout"))
+            update(RechargeOrder)
+            .where(RechargeOrder.id == order.id, RechargeOrder.status == "pending")
+            .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout")
+        )
         return "expired" if moved.rowcount == 1 else "ignored"  # type: ignore[attr-defined]
     return outcome
 
 
 def _candidate_query(cutoff: datetime, after_id: int) -> object:
-    return (select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider, RechargeOrder.created_at)
-            .where(RechargeOrder.status == "pending", RechargeOrder.created_at < cutoff, RechargeOrder.id > after_id)
-            .order_by(RechargeOrder.id).limit(1))
+    return (
+        select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider, RechargeOrder.created_at)
+        .where(RechargeOrder.status == "pending", RechargeOrder.created_at < cutoff, RechargeOrder.id > after_id)
+        .order_by(RechargeOrder.id)
+        .limit(1)
+    )
 
 
 def _on_postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
 
 
-def check_one(order: Candidate, providers: Callable[[str], Provider | None], expire_after: timedelta | None,
-              now: datetime | None = None) -> str:
+def check_one(
+    order: Candidate,
+    providers: Callable[[str], Provider | None],
+    expire_after: timedelta | None,
+    now: datetime | None = None,
+) -> str:
     """Ask about one order and apply the answer; the outcome of ``apply_event`` or one of
     still_pending, expired, provider_unavailable, not_pending."""
     now = now or utcnow()
@@ -86,15 +100,18 @@ def check_one(order: Candidate, providers: Callable[[str], Provider | None], exp
     if provider is None:
         return "provider_unavailable"
     if _on_postgresql():
+
         def claimed() -> str:
-            row = db.session.execute(select(RechargeOrder.status).where(RechargeOrder.id == order.id)
-                                     .with_for_update(skip_locked=True)).first()
+            row = db.session.execute(
+                select(RechargeOrder.status).where(RechargeOrder.id == order.id).with_for_update(skip_locked=True)
+            ).first()
             if row is None:
                 return "claimed_elsewhere"
             if row.status != "pending":
                 return "not_pending"
             outcome, event, expire = _ask(provider, order, expire_after, now)
             return _settle(order, outcome, event, expire, now)
+
         settled = in_write_transaction(claimed)
     else:
         outcome, event, expire = _ask(provider, order, expire_after, now)
@@ -104,8 +121,13 @@ def check_one(order: Candidate, providers: Callable[[str], Provider | None], exp
     return settled
 
 
-def reconcile(providers: Callable[[str], Provider | None], older_than: timedelta, expire_after: timedelta,
-              now: datetime | None = None, limit: int = 10_000) -> Counter[str]:
+def reconcile(
+    providers: Callable[[str], Provider | None],
+    older_than: timedelta,
+    expire_after: timedelta,
+    now: datetime | None = None,
+    limit: int = 10_000,
+) -> Counter[str]:
     """Check every order pending longer than ``older_than``, oldest first; count the outcomes."""
     now = now or utcnow()
     cutoff = now - older_than
@@ -114,8 +136,9 @@ def reconcile(providers: Callable[[str], Provider | None], older_than: timedelta
     for _ in range(limit):
         if _on_postgresql():
             # Skip orders another run holds right now; they are being settled there.
-            row = db.session.execute(_candidate_query(cutoff, after_id)  # type: ignore[attr-defined]
-                                     .with_for_update(skip_locked=True)).first()
+            row = db.session.execute(
+                _candidate_query(cutoff, after_id).with_for_update(skip_locked=True)  # type: ignore[attr-defined]
+            ).first()
         else:
             row = db.session.execute(_candidate_query(cutoff, after_id)).first()  # type: ignore[arg-type]
         db.session.rollback()  # the claim itself is taken again inside check_one's transaction
@@ -128,6 +151,9 @@ def reconcile(providers: Callable[[str], Provider | None], older_than: timedelta
 
 
 def candidate(order_no: str) -> Candidate | None:
-    row = db.session.execute(select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider,
-                                    RechargeOrder.created_at).where(RechargeOrder.order_no == order_no)).first()
+    row = db.session.execute(
+        select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider, RechargeOrder.created_at).where(
+            RechargeOrder.order_no == order_no
+        )
+    ).first()
     return Candidate(*row) if row else None

@@ -1,4 +1,7 @@
-"""A promotion's life: drafted, asked for, approved by a second person (or rejected), changed under approval, unpublished or ended. Each step is a plain function the staff screens and `flask promos` share; the caller checks the role, commits and audits."""
+"""A promotion's life: drafted, asked for, approved by a second person (or rejected), changed under
+approval, unpublished or ended. Each step is a plain function the staff screens and `flask promos`
+share; the caller checks the role, commits and audits."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,9 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from heyon_site.billing.promos import N_, NewPromotion, PromoCaps, PromotionError, check_terms
 from heyon_site.extensions import db
 from heyon_site.models import Promotion, utcnow
-from heyon_site.billing.promos import N_, NewPromotion, PromoCaps, PromotionError, check_terms
 
 
 class SameEditor(PromotionError):
@@ -34,20 +38,35 @@ COMMAND_LINE = Editor(None, "(command line)")  # as the audit log names it
 
 def _terms(t: NewPromotion | Promotion) -> dict[str, Any]:
     """The terms as stored, comparable and JSON-able: what an approval puts in force."""
-    return {"title_zh": t.title_zh.strip(), "title_en": t.title_en.strip(), "kind": t.kind,
-            "threshold_fen": t.threshold_fen, "value_fen": t.value_fen or 0, "percent_bp": t.percent_bp or 0,
-            "cap_fen": t.cap_fen, "priority": t.priority,
-            "starts_at": t.starts_at.isoformat(), "ends_at": t.ends_at.isoformat()}
+    return {
+        "title_zh": t.title_zh.strip(),
+        "title_en": t.title_en.strip(),
+        "kind": t.kind,
+        "threshold_fen": t.threshold_fen,
+        "value_fen": t.value_fen or 0,
+        "percent_bp": t.percent_bp or 0,
+        "cap_fen": t.cap_fen,
+        "priority": t.priority,
+        "starts_at": t.starts_at.isoformat(),
+        "ends_at": t.ends_at.isoformat(),
+    }
 
 
 def _as_new(terms: Mapping[str, Any], published: bool) -> NewPromotion:
     fixed = terms["kind"] == "fixed_bonus"
     return NewPromotion(
-        title_zh=terms["title_zh"], title_en=terms["title_en"], kind=terms["kind"],
-        starts_at=datetime.fromisoformat(terms["starts_at"]), ends_at=datetime.fromisoformat(terms["ends_at"]),
-        threshold_fen=terms["threshold_fen"], value_fen=terms["value_fen"] if fixed else None,
-        percent_bp=None if fixed else terms["percent_bp"], cap_fen=terms["cap_fen"], priority=terms["priority"],
-        published=published)
+        title_zh=terms["title_zh"],
+        title_en=terms["title_en"],
+        kind=terms["kind"],
+        starts_at=datetime.fromisoformat(terms["starts_at"]),
+        ends_at=datetime.fromisoformat(terms["ends_at"]),
+        threshold_fen=terms["threshold_fen"],
+        value_fen=terms["value_fen"] if fixed else None,
+        percent_bp=None if fixed else terms["percent_bp"],
+        cap_fen=terms["cap_fen"],
+        priority=terms["priority"],
+        published=published,
+    )
 
 
 def live_terms(promo: Promotion) -> NewPromotion:
@@ -94,7 +113,9 @@ def approval_digest(promo: Promotion) -> str | None:
     if waiting is None:
         return None
     terms = json.loads(promo.pending_terms) if waiting[0] == "changes" else _terms(promo)
-    text = json.dumps({"what": waiting[0], "id": promo.id, "by": waiting[1], **terms}, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(
+        {"what": waiting[0], "id": promo.id, "by": waiting[1], **terms}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -119,16 +140,23 @@ def create_promotion(new: NewPromotion, caps: PromoCaps, by: Editor, now: dateti
     (an admin other than ``by`` approves). The caller commits and audits."""
     check_terms(new, caps)
     now = now or utcnow()
-    promo = Promotion(published=False, publish_requested=new.published, edited_by_id=by.staff_id,
-                      edited_by=by.name[:64], created_at=now, updated_at=now)
+    promo = Promotion(
+        published=False,
+        publish_requested=new.published,
+        edited_by_id=by.staff_id,
+        edited_by=by.name[:64],
+        created_at=now,
+        updated_at=now,
+    )
     _set_terms(promo, new)
     db.session.add(promo)
     db.session.flush()
     return promo
 
 
-def update_promotion(promo_id: int, new: NewPromotion, caps: PromoCaps, by: Editor,
-                     now: datetime | None = None) -> str | None:
+def update_promotion(
+    promo_id: int, new: NewPromotion, caps: PromoCaps, by: Editor, now: datetime | None = None
+) -> str | None:
     """Save what an editor typed, after the same checks as ``create_promotion``; the caller
     commits. Orders already made keep their snapshot. ``None`` when there is no such promotion,
     else what happened:
@@ -193,8 +221,9 @@ def approve(promo_id: int, caps: PromoCaps, by: Editor, digest: str, now: dateti
     promo = _locked(promo_id)
     waiting = None if promo is None else awaiting(promo)
     if promo is None or waiting is None or approval_digest(promo) != digest:
-        raise NothingToApprove(N_("These terms changed or were approved or withdrawn since the page was shown: "
-                                  "look at them again."))
+        raise NothingToApprove(
+            N_("These terms changed or were approved or withdrawn since the page was shown: look at them again.")
+        )
     if by.staff_id is None or waiting[1] == by.staff_id:
         raise SameEditor(N_("You edited these terms last: another admin must approve them."))
     now = now or utcnow()

@@ -2,6 +2,7 @@
 `flask promos`), the step of its life (``lifecycle``) and its audit row, in the caller's write
 transaction. They never read the request: the caller passes the ``Actor``, the caps in force and
 the site's zone (audit rows show times as staff read them)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,8 +17,12 @@ from heyon_site.ops.audit import Actor, changes, record
 from heyon_site.promos import lifecycle
 
 # What each outcome of saving the form is called in the audit log.
-SAVED = {"edited": "promo.edit", "unpublished": "promo.unpublish", "changes_requested": "promo.change_request",
-         "changes_withdrawn": "promo.change_withdraw"}
+SAVED = {
+    "edited": "promo.edit",
+    "unpublished": "promo.unpublish",
+    "changes_requested": "promo.change_request",
+    "changes_withdrawn": "promo.change_withdraw",
+}
 
 
 def _editor(actor: Actor) -> lifecycle.Editor:
@@ -25,13 +30,23 @@ def _editor(actor: Actor) -> lifecycle.Editor:
 
 
 def _term_fields(t: Terms, tz: ZoneInfo) -> dict[str, Any]:
-    return {"title_zh": t.title_zh.strip(), "title_en": t.title_en.strip(), "terms": describe(t),
-            "starts": sitetime.shown(t.starts_at, tz), "ends": sitetime.shown(t.ends_at, tz), "priority": t.priority}
+    return {
+        "title_zh": t.title_zh.strip(),
+        "title_en": t.title_en.strip(),
+        "terms": describe(t),
+        "starts": sitetime.shown(t.starts_at, tz),
+        "ends": sitetime.shown(t.ends_at, tz),
+        "priority": t.priority,
+    }
 
 
 def _fields(promo: Promotion, tz: ZoneInfo) -> dict[str, Any]:
     change = lifecycle.pending_terms(promo)
-    return {**_term_fields(promo, tz), "state": lifecycle.state(promo, utcnow()), "changes": change and describe(change)}
+    return {
+        **_term_fields(promo, tz),
+        "state": lifecycle.state(promo, utcnow()),
+        "changes": change and describe(change),
+    }
 
 
 def _row(promo_id: int) -> Promotion | None:
@@ -60,9 +75,14 @@ def save(actor: Actor, promo_id: int, new: NewPromotion, caps: PromoCaps, tz: Zo
     assert saved is not None
     change = lifecycle.pending_terms(saved)
     # A waiting change is recorded as what it would change in the live terms.
-    b, a = changes(live, _term_fields(change, tz)) if outcome == "changes_requested" and change else \
-        changes(before, _fields(saved, tz))
-    record(actor, SAVED[outcome], f"promotion {promo_id}", before=b, after=f"{a} ({outcome})" if outcome != "edited" else a)
+    b, a = (
+        changes(live, _term_fields(change, tz))
+        if outcome == "changes_requested" and change
+        else changes(before, _fields(saved, tz))
+    )
+    record(
+        actor, SAVED[outcome], f"promotion {promo_id}", before=b, after=f"{a} ({outcome})" if outcome != "edited" else a
+    )
     return outcome
 
 
@@ -92,8 +112,9 @@ def request_publication(actor: Actor, promo_id: int, tz: ZoneInfo) -> str:
 
 def unpublish(actor: Actor, promo_id: int, tz: ZoneInfo) -> str:
     """Take it off, or withdraw the request to publish it: less given away, one person may."""
-    return _button(actor, promo_id, tz, lifecycle.unpublish, {"unpublished": "promo.unpublish",
-                                                              "withdrawn": "promo.unpublish"})
+    return _button(
+        actor, promo_id, tz, lifecycle.unpublish, {"unpublished": "promo.unpublish", "withdrawn": "promo.unpublish"}
+    )
 
 
 def end(actor: Actor, promo_id: int, tz: ZoneInfo) -> str:
@@ -103,8 +124,13 @@ def end(actor: Actor, promo_id: int, tz: ZoneInfo) -> str:
 
 def reject(actor: Actor, promo_id: int, tz: ZoneInfo) -> str:
     """Turn down a publication or a change: nothing more is given away, so any admin may."""
-    return _button(actor, promo_id, tz, lifecycle.reject, {"publication_rejected": "promo.reject",
-                                                           "changes_rejected": "promo.reject"})
+    return _button(
+        actor,
+        promo_id,
+        tz,
+        lifecycle.reject,
+        {"publication_rejected": "promo.reject", "changes_rejected": "promo.reject"},
+    )
 
 
 def approve(actor: Actor, promo_id: int, caps: PromoCaps, digest: str, tz: ZoneInfo) -> str:
@@ -118,6 +144,11 @@ def approve(actor: Actor, promo_id: int, caps: PromoCaps, digest: str, tz: ZoneI
     saved = _row(promo_id)
     assert saved is not None
     b, a = changes(live, _term_fields(saved, tz)) if change else changes(before, _fields(saved, tz))
-    record(actor, "promo.publish" if outcome == "published" else "promo.change_approve", f"promotion {promo_id}",
-           before=b, after=f"{a} ({outcome}; edited by {saved.edited_by or '-'})")
+    record(
+        actor,
+        "promo.publish" if outcome == "published" else "promo.change_approve",
+        f"promotion {promo_id}",
+        before=b,
+        after=f"{a} ({outcome}; edited by {saved.edited_by or '-'})",
+    )
     return outcome

@@ -3,6 +3,7 @@
 A provider whose configuration is incomplete is not offered to customers, and the start-up
 log says why, so a missing key never turns into a payment page that cannot be paid.
 """
+
 from __future__ import annotations
 
 import logging

@@ -11,6 +11,7 @@ No Alipay SDK: ``python-alipay-sdk`` stamps requests with the server's local tim
 Beijing time) and brings pycryptodomex and pyOpenSSL; the official ``alipay-sdk-python`` signs
 with the pure-Python ``rsa`` package; and both install the same ``alipay`` package.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,11 +28,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import url_for
 
+from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.config import MissingSetting, setting
 from heyon_site.providers import rsa_signature
-from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
-from heyon_site.billing.events import EventKind, ProviderEvent
+from heyon_site.providers.base import (
+    Acknowledgement,
+    Checkout,
+    Device,
+    InvalidSignature,
+    MalformedCallback,
+    NothingToDo,
+    OrderRef,
+    ProviderUnavailable,
+)
 
 DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
 #: Alipay reads and writes every timestamp in Beijing time, whatever the server's zone is.
@@ -84,8 +94,9 @@ def _fen(fields: Mapping[str, Any], name: str) -> int:
 def signing_content(fields: Mapping[str, str]) -> bytes:
     """What Alipay signs: every field but ``sign`` and ``sign_type``, sorted, ``k=v`` joined
     by ``&``, empty values left out; values as they are, not URL-encoded."""
-    return "&".join(f"{k}={v}" for k, v in sorted(fields.items())
-                    if k not in ("sign", "sign_type") and v != "").encode("utf-8")
+    return "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type") and v != "").encode(
+        "utf-8"
+    )
 
 
 def _key_bytes(text: str) -> tuple[bool, bytes]:
@@ -125,16 +136,16 @@ def top_level_raw(text: str) -> dict[str, tuple[Any, str]]:
     ws = re.compile(r"[ \t\n\r]*")
     members: dict[str, tuple[Any, str]] = {}
     i = ws.match(text, 0).end()  # type: ignore[union-attr]
-    if text[i:i + 1] != "{":
+    if text[i : i + 1] != "{":
         raise ValueError("not a JSON object")
     i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
-    if text[i:i + 1] == "}":
+    if text[i : i + 1] == "}":
         i += 1
     else:
         while True:
             key, i = decoder.raw_decode(text, i)
             i = ws.match(text, i).end()  # type: ignore[union-attr]
-            if not isinstance(key, str) or text[i:i + 1] != ":":
+            if not isinstance(key, str) or text[i : i + 1] != ":":
                 raise ValueError("not a JSON object")
             start = ws.match(text, i + 1).end()  # type: ignore[union-attr]
             value, i = decoder.raw_decode(text, start)
@@ -142,13 +153,13 @@ def top_level_raw(text: str) -> dict[str, tuple[Any, str]]:
                 raise ValueError(f"{key!r} appears twice")
             members[key] = (value, text[start:i])
             i = ws.match(text, i).end()  # type: ignore[union-attr]
-            if text[i:i + 1] == "}":
+            if text[i : i + 1] == "}":
                 i += 1
                 break
-            if text[i:i + 1] != ",":
+            if text[i : i + 1] != ",":
                 raise ValueError("not a JSON object")
             i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
-    if text[ws.match(text, i).end():]:  # type: ignore[union-attr]
+    if text[ws.match(text, i).end() :]:  # type: ignore[union-attr]
         raise ValueError("text after the JSON object")
     return members
 
@@ -227,8 +238,14 @@ class AlipayProvider:
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
-                              encoding="utf-8", errors="strict", max_num_fields=80)
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                encoding="utf-8",
+                errors="strict",
+                max_num_fields=80,
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidSignature("not a form-encoded body") from exc
         fields = dict(pairs)
@@ -271,8 +288,9 @@ class AlipayProvider:
         else:
             raise MalformedCallback(f"trade_status {str(status)[:20]!r}")
         order_no, trade_no = _trade(fields)
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=trade_no, kind=kind,
-                             amount_fen=_fen(fields, "total_amount"))
+        return ProviderEvent(
+            provider=self.name, order_no=order_no, txn_id=trade_no, kind=kind, amount_fen=_fen(fields, "total_amount")
+        )
 
     def _refund(self, fields: Mapping[str, str]) -> ProviderEvent:
         """Money went back to the buyer. Alipay tells a refund on the payment's notify_url with
@@ -289,8 +307,13 @@ class AlipayProvider:
         # it grows with every refund.
         request_no = fields.get("out_biz_no", "")
         which = request_no if _REFUND_NO.fullmatch(request_no) else f"total-{refunded_fen}"
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{trade_no}:{which}", kind="refunded",
-                             amount_fen=refunded_fen)
+        return ProviderEvent(
+            provider=self.name,
+            order_no=order_no,
+            txn_id=f"{trade_no}:{which}",
+            kind="refunded",
+            amount_fen=refunded_fen,
+        )
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement("success")
@@ -316,8 +339,11 @@ class AlipayProvider:
             signature = members["sign"][0]
         except (UnicodeDecodeError, ValueError, KeyError) as exc:
             raise ProviderUnavailable(f"{method}: not a signed answer") from exc
-        if not isinstance(value, dict) or not isinstance(signature, str) \
-                or not rsa_signature.verify(self._alipay_key, raw.encode("utf-8"), signature):
+        if (
+            not isinstance(value, dict)
+            or not isinstance(signature, str)
+            or not rsa_signature.verify(self._alipay_key, raw.encode("utf-8"), signature)
+        ):
             raise ProviderUnavailable(f"{method}: the answer's signature does not verify")
         return value
 
@@ -350,7 +376,10 @@ class AlipayProvider:
         # No trade: the buyer never opened the cashier, and time_expire keeps the link from being
         # paid later. TRADE_STATUS_ERROR: already paid or closed, nothing left to close; the
         # query that follows a close says which.
-        if answer.get("code") == "10000" or self._no_trade(answer) \
-                or (answer.get("code") == "40004" and answer.get("sub_code") == "ACQ.TRADE_STATUS_ERROR"):
+        if (
+            answer.get("code") == "10000"
+            or self._no_trade(answer)
+            or (answer.get("code") == "40004" and answer.get("sub_code") == "ACQ.TRADE_STATUS_ERROR")
+        ):
             return
         raise self._failure("alipay.trade.close", answer)

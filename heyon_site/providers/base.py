@@ -2,14 +2,15 @@
 
 Billing sees only ``ProviderEvent``; nothing provider-specific leaks past this module.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, Protocol
-from heyon_site.billing.events import ProviderEvent
 
+from heyon_site.billing.events import ProviderEvent
 
 #: Where the payer is: a phone is sent to the provider's mobile page or app; a computer gets a
 #: QR code to scan with the phone (Alipay, WeChat Pay) or the provider's desktop page.

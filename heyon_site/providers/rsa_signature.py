@@ -1,5 +1,6 @@
 """RSA PKCS#1 v1.5 with SHA-256, base64 signatures: Alipay's RSA2 and WeChat Pay v3 use the same,
 and the same rule for the keys they are configured with."""
+
 from __future__ import annotations
 
 import base64

@@ -6,6 +6,7 @@ empty values left out. The gateway page's address carries ``sign``, HMAC-SHA256 
 key over ``gateway:<order number>``. Anyone can "pay" on its page, so it is only on when
 configured, and never beside a real provider (config.refuse_sandbox_beside_real_providers).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,11 +19,11 @@ from urllib.parse import parse_qsl
 from flask import url_for
 from sqlalchemy import select
 
+from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.extensions import db
 from heyon_site.models import SandboxPayment
 from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, OrderRef
-from heyon_site.billing.events import ProviderEvent
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -54,8 +55,9 @@ class SandboxProvider:
     def checkout(self, order: OrderRef, device: Device) -> Checkout:
         # Every device goes to the gateway page: the sandbox stands in for a hosted page, whose
         # address is signed as a real provider's is, so only its holder can open it.
-        return Checkout(redirect_url=url_for("sandbox.gateway", order_no=order.order_no,
-                                             sign=self.gateway_sign(order.order_no)))
+        return Checkout(
+            redirect_url=url_for("sandbox.gateway", order_no=order.order_no, sign=self.gateway_sign(order.order_no))
+        )
 
     def sign(self, fields: Mapping[str, str]) -> str:
         return sign(fields, self._secret)
@@ -75,7 +77,9 @@ class SandboxProvider:
         if len(fields) != len(pairs):
             raise InvalidSignature("a field is repeated")
         given = fields.get("sign", "")
-        if fields.get("sign_type") != "HMAC-SHA256" or not hmac.compare_digest(given.encode(), self.sign(fields).encode()):
+        if fields.get("sign_type") != "HMAC-SHA256" or not hmac.compare_digest(
+            given.encode(), self.sign(fields).encode()
+        ):
             raise InvalidSignature("signature does not verify")
         status = fields.get("trade_status", "")
         if status in PAID_STATUSES:
@@ -104,7 +108,9 @@ class SandboxProvider:
         if row is None:
             return None
         kind = "paid" if row.status in PAID_STATUSES else "closed"
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=row.trade_no, kind=kind, amount_fen=row.amount_fen)
+        return ProviderEvent(
+            provider=self.name, order_no=order_no, txn_id=row.trade_no, kind=kind, amount_fen=row.amount_fen
+        )
 
     def close(self, order_no: str) -> None:
         """The gateway page refuses an order that is no longer pending; nothing to tell."""

@@ -20,6 +20,7 @@ API call on the notification path, and charge.refunded already says what they sa
 
 The module is not called ``stripe.py`` so that ``import stripe`` inside it is the package.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -34,12 +35,21 @@ from urllib.parse import urlsplit
 import stripe
 from sqlalchemy import select
 
+from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.config import MissingSetting, setting
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder
-from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
-from heyon_site.billing.events import EventKind, ProviderEvent
+from heyon_site.providers.base import (
+    Acknowledgement,
+    Checkout,
+    Device,
+    InvalidSignature,
+    MalformedCallback,
+    NothingToDo,
+    OrderRef,
+    ProviderUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -100,8 +110,9 @@ class StripeCheckoutProvider:
     name = "stripe"
     pay_timeout = PAY_TIMEOUT
 
-    def __init__(self, secret_key: str, webhook_secret: str, api_base: str = DEFAULT_API_BASE,
-                 min_fen: int = 400) -> None:
+    def __init__(
+        self, secret_key: str, webhook_secret: str, api_base: str = DEFAULT_API_BASE, min_fen: int = 400
+    ) -> None:
         # Shapes only, never values, in the messages: they end up in the start-up log.
         if not re.fullmatch(r"(sk|rk)_(test|live)_[A-Za-z0-9]+", secret_key):
             raise MissingSetting("HEYON_STRIPE_SECRET_KEY is not a Stripe secret or restricted key (sk_... or rk_...)")
@@ -124,8 +135,12 @@ class StripeCheckoutProvider:
             min_fen = parse_amount(setting(config, "HEYON_STRIPE_MIN_AMOUNT", required=False) or DEFAULT_MIN_AMOUNT)
         except AmountError:
             raise MissingSetting("HEYON_STRIPE_MIN_AMOUNT is not an amount in yuan, like 4.00") from None
-        return cls(setting(config, "HEYON_STRIPE_SECRET_KEY"), setting(config, "HEYON_STRIPE_WEBHOOK_SECRET"),
-                   _api_base(config), max(min_fen, 1))
+        return cls(
+            setting(config, "HEYON_STRIPE_SECRET_KEY"),
+            setting(config, "HEYON_STRIPE_WEBHOOK_SECRET"),
+            _api_base(config),
+            max(min_fen, 1),
+        )
 
     # ------------------------------------------------------------------ paying
 
@@ -135,11 +150,16 @@ class StripeCheckoutProvider:
         params: dict[str, Any] = {
             "mode": "payment",
             "allowed_payment_method_types": ["card"],
-            "line_items": [{
-                "price_data": {"currency": CURRENCY, "unit_amount": order.pay_fen,
-                               "product_data": {"name": order.subject}},
-                "quantity": 1,
-            }],
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": CURRENCY,
+                        "unit_amount": order.pay_fen,
+                        "product_data": {"name": order.subject},
+                    },
+                    "quantity": 1,
+                }
+            ],
             # Our money is yuan: no localised price in another currency with its own rounding.
             "adaptive_pricing": {"enabled": False},
             "client_reference_id": order.order_no,
@@ -153,11 +173,19 @@ class StripeCheckoutProvider:
         # A create retried after a lost answer gets the session made the first time, never a
         # second one; Stripe refuses the key reused with other parameters (a second checkout of
         # the same order), which is reported as unavailable rather than paid twice.
-        session = self._call("create", lambda: self._client.v1.checkout.sessions.create(
-            params, {"idempotency_key": f"heyon-checkout-{order.order_no}"}))
+        session = self._call(
+            "create",
+            lambda: self._client.v1.checkout.sessions.create(
+                params, {"idempotency_key": f"heyon-checkout-{order.order_no}"}
+            ),
+        )
         session_id, url = session.get("id"), session.get("url")
-        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id) \
-                or not isinstance(url, str) or not url.startswith("https://"):
+        if (
+            not isinstance(session_id, str)
+            or not _SESSION_ID.fullmatch(session_id)
+            or not isinstance(url, str)
+            or not url.startswith("https://")
+        ):
             raise ProviderUnavailable("stripe create: the answer has no session id or https url")
         return Checkout(redirect_url=url, provider_ref=session_id)
 
@@ -213,8 +241,9 @@ class StripeCheckoutProvider:
         order_no = session.get("client_reference_id")
         if not isinstance(order_no, str) or not _ORDER_NO.fullmatch(order_no) or tagged != order_no:
             raise MalformedCallback("client_reference_id missing, not of its form, or not metadata.order_no")
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=session_id, kind=kind,
-                             amount_fen=_amount_fen(session))
+        return ProviderEvent(
+            provider=self.name, order_no=order_no, txn_id=session_id, kind=kind, amount_fen=_amount_fen(session)
+        )
 
     def _refund(self, charge: Mapping[str, Any]) -> ProviderEvent:
         """The refund a verified ``charge.refunded`` states: ``amount_refunded`` is the charge's
@@ -235,8 +264,13 @@ class StripeCheckoutProvider:
         refunded = charge.get("amount_refunded")
         if type(refunded) is not int or refunded <= 0:
             raise MalformedCallback("amount_refunded missing or not a positive whole number of fen")
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{charge_id}:{refunded}",
-                             kind="refunded", amount_fen=refunded)
+        return ProviderEvent(
+            provider=self.name,
+            order_no=order_no,
+            txn_id=f"{charge_id}:{refunded}",
+            kind="refunded",
+            amount_fen=refunded,
+        )
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement('{"received": true}', content_type="application/json")

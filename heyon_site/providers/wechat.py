@@ -17,6 +17,7 @@ network call driven by whoever sends us a header) and does not check the timesta
 it leaves out are the ones that matter, and what it adds is a thin layer over the same
 ``cryptography`` calls.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,10 +39,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import url_for
 
+from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.config import MissingSetting, setting
 from heyon_site.providers import rsa_signature
-from heyon_site.providers.base import Acknowledgement, Checkout, Device, InvalidSignature, MalformedCallback, NothingToDo, OrderRef, ProviderUnavailable
-from heyon_site.billing.events import EventKind, ProviderEvent
+from heyon_site.providers.base import (
+    Acknowledgement,
+    Checkout,
+    Device,
+    InvalidSignature,
+    MalformedCallback,
+    NothingToDo,
+    OrderRef,
+    ProviderUnavailable,
+)
 
 DEFAULT_API_BASE = "https://api.mch.weixin.qq.com"
 AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
@@ -79,13 +89,18 @@ class WaitingForPayment(MalformedCallback):
 
 
 def load_private_key(text: str, name: str) -> rsa.RSAPrivateKey:
-    return rsa_signature.checked_key(lambda: serialization.load_pem_private_key(text.encode("ascii"), None),
-                                     rsa.RSAPrivateKey, name, "an RSA private key")
+    return rsa_signature.checked_key(
+        lambda: serialization.load_pem_private_key(text.encode("ascii"), None),
+        rsa.RSAPrivateKey,
+        name,
+        "an RSA private key",
+    )
 
 
 def load_platform_key(text: str, name: str, serial: str) -> rsa.RSAPublicKey:
     """WeChat Pay's public key (PEM, "public key" mode) or a platform certificate (PEM), whose
     serial must then be the configured one."""
+
     def load() -> object:
         if "CERTIFICATE" not in text:
             return serialization.load_pem_public_key(text.encode("ascii"))
@@ -134,13 +149,17 @@ class WechatPayProvider:
         self._platform_serial = setting(config, "HEYON_WECHAT_PLATFORM_SERIAL").strip()
         if not _SERIAL.fullmatch(self._platform_serial):
             raise MissingSetting("HEYON_WECHAT_PLATFORM_SERIAL is not a key id or certificate serial")
-        self._platform_key = load_platform_key(setting(config, "HEYON_WECHAT_PLATFORM_PUBLIC_KEY"),
-                                               "HEYON_WECHAT_PLATFORM_PUBLIC_KEY", self._platform_serial)
+        self._platform_key = load_platform_key(
+            setting(config, "HEYON_WECHAT_PLATFORM_PUBLIC_KEY"),
+            "HEYON_WECHAT_PLATFORM_PUBLIC_KEY",
+            self._platform_serial,
+        )
         # The usual mix-up: our own public key pasted where WeChat's belongs. Nothing would verify.
         if self._platform_key.public_numbers() == self._private_key.public_key().public_numbers():
             raise MissingSetting("HEYON_WECHAT_PLATFORM_PUBLIC_KEY is the merchant's own public key, not WeChat Pay's")
-        self._api_base = (setting(config, "HEYON_WECHAT_API_BASE", required=False).strip()
-                          or DEFAULT_API_BASE).rstrip("/")
+        self._api_base = (setting(config, "HEYON_WECHAT_API_BASE", required=False).strip() or DEFAULT_API_BASE).rstrip(
+            "/"
+        )
         if not self._api_base.startswith(("https://", "http://")):
             raise MissingSetting("HEYON_WECHAT_API_BASE is not an http(s) URL")
         self._notify_url = setting(config, "HEYON_WECHAT_NOTIFY_URL", required=False).strip()
@@ -155,8 +174,10 @@ class WechatPayProvider:
         timestamp, nonce = str(int(self._clock().timestamp())), secrets.token_hex(16).upper()
         message = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
         signature = rsa_signature.sign(self._private_key, message)
-        return (f'{AUTH_SCHEME} mchid="{self._mchid}",nonce_str="{nonce}",signature="{signature}",'
-                f'timestamp="{timestamp}",serial_no="{self._merchant_serial}"')
+        return (
+            f'{AUTH_SCHEME} mchid="{self._mchid}",nonce_str="{nonce}",signature="{signature}",'
+            f'timestamp="{timestamp}",serial_no="{self._merchant_serial}"'
+        )
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise InvalidSignature unless ``body`` is signed by WeChat Pay's configured key, now.
@@ -192,8 +213,9 @@ class WechatPayProvider:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
-            answer = requests.request(method, url, data=body or None, headers=headers, timeout=TIMEOUT,
-                                      allow_redirects=False)
+            answer = requests.request(
+                method, url, data=body or None, headers=headers, timeout=TIMEOUT, allow_redirects=False
+            )
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
         if 200 <= answer.status_code < 300:
@@ -361,8 +383,9 @@ class WechatPayProvider:
             raise MalformedCallback("amount.refund missing or not a whole number of fen")
         # One event per refund and state: a resent notice is a duplicate, and a bounced refund
         # that WeChat later pays out (ABNORMAL, then SUCCESS) is on record twice, as it happened.
-        return ProviderEvent(provider=self.name, order_no=order_no, txn_id=f"{refund_id}:{state}", kind="refunded",
-                             amount_fen=returned)
+        return ProviderEvent(
+            provider=self.name, order_no=order_no, txn_id=f"{refund_id}:{state}", kind="refunded", amount_fen=returned
+        )
 
     def acknowledge(self) -> Acknowledgement:
         # WeChat takes any 2xx as received; 204 with no body is its documented answer.
@@ -388,8 +411,11 @@ class WechatPayProvider:
         if answer.status_code != 200:
             raise self._failure(answer, what)
         transaction = self._json(answer, what)
-        if (transaction.get("appid"), transaction.get("mchid"), transaction.get("out_trade_no")) \
-                != (self._appid, self._mchid, order_no):
+        if (transaction.get("appid"), transaction.get("mchid"), transaction.get("out_trade_no")) != (
+            self._appid,
+            self._mchid,
+            order_no,
+        ):
             raise ProviderUnavailable(f"{what}: the answer is about another order or merchant")
         try:
             return self._event(transaction)

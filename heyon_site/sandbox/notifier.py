@@ -1,5 +1,6 @@
 """The sandbox gateway's asynchronous notification, sent the way Alipay sends its own:
 in the background, retried on a schedule until the site answers exactly ``success``."""
+
 from __future__ import annotations
 
 import logging
@@ -40,19 +41,24 @@ def post_form(url: str, fields: Mapping[str, str]) -> str:
         return f"error: {exc}"
 
 
-def deliver_with_retries(url: str, fields: Mapping[str, str], schedule: Sequence[float], deliver: Deliver = post_form) -> bool:
+def deliver_with_retries(
+    url: str, fields: Mapping[str, str], schedule: Sequence[float], deliver: Deliver = post_form
+) -> bool:
     """Send until ``success``; ``schedule`` holds the wait before each try."""
     for attempt, wait in enumerate(schedule, start=1):
         time.sleep(wait)
         answer = deliver(url, fields)
         if answer == "success":
             return True
-        log.warning("sandbox notification for %s, try %d: answered %r", fields.get("out_trade_no"), attempt, answer[:60])
+        log.warning(
+            "sandbox notification for %s, try %d: answered %r", fields.get("out_trade_no"), attempt, answer[:60]
+        )
     return False
 
 
 def send_in_background(url: str, fields: Mapping[str, str], schedule: Sequence[float]) -> threading.Thread:
-    thread = threading.Thread(target=deliver_with_retries, args=(url, dict(fields), tuple(schedule)),
-                              name="sandbox-notify", daemon=True)
+    thread = threading.Thread(
+        target=deliver_with_retries, args=(url, dict(fields), tuple(schedule)), name="sandbox-notify", daemon=True
+    )
     thread.start()
     return thread

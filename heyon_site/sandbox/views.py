@@ -7,6 +7,7 @@ Without that signature every order number gets the 404 an unknown one gets, exce
 that made the order. After a payment only that browser is sent on to the order's page, whose
 address is the order's secret token; anyone else who holds the link gets a page without it.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -20,14 +21,14 @@ from wtforms.validators import AnyOf
 from heyon_site.billing.money import yuan
 from heyon_site.billing.recharge import find_order
 from heyon_site.customer import own_orders
-from heyon_site.web.limits import ip_limit
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db, limiter
-from heyon_site.web.fragments import redirect_to, render
 from heyon_site.models import RechargeOrder, SandboxPayment
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.sandbox.notifier import notify_url, send_in_background
+from heyon_site.web.fragments import redirect_to, render
+from heyon_site.web.limits import ip_limit
 
 bp = Blueprint("sandbox", __name__, url_prefix="/pay/sandbox")
 # The page and its form are limited per address like every other form, as one budget.
@@ -80,8 +81,13 @@ def pay(order_no: str) -> Response:
         # The gateway's own record: one payment attempt per order, as a hosted page allows.
         row = db.session.query(SandboxPayment).filter_by(order_no=order_no).one_or_none()
         if row is None:
-            row = SandboxPayment(order_no=order_no, trade_no="SBX" + secrets.token_hex(10).upper(),
-                                 amount_fen=amount_fen, status=status, notify=outcome != "silent")
+            row = SandboxPayment(
+                order_no=order_no,
+                trade_no="SBX" + secrets.token_hex(10).upper(),
+                amount_fen=amount_fen,
+                status=status,
+                notify=outcome != "silent",
+            )
             db.session.add(row)
             db.session.flush()
         return row
@@ -103,7 +109,9 @@ def _notify(order_no: str, row: SandboxPayment) -> None:
         current_app.logger.warning(
             "sandbox notification for order %s not sent: no address to send it to (set HEYON_SITE_URL or "
             "HEYON_SANDBOX_NOTIFY_URL, or serve with gunicorn and gunicorn.conf.py); reconciliation finds "
-            "the payment through the sandbox's query", order_no)
+            "the payment through the sandbox's query",
+            order_no,
+        )
         return
     fields = {
         "out_trade_no": order_no,

@@ -11,6 +11,7 @@ expired or oversized cookie is simply no cookie (the browser is an unknown devic
 Each right secret replaces the entry with a fresh device id (OWASP: a new cookie after each
 success), so a copy taken earlier stops counting as that device once its owner signs in again.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,11 @@ class DeviceCookie:
         one and expired ones dropped, the oldest beyond ``max_entries`` forgotten."""
         device = _b64(secrets.token_bytes(12))
         fresh = Entry(device, today, _tag(secret, subject, device, today))
-        kept = [e for e in self.entries
-                if 0 <= today - e.day <= max_days and not hmac.compare_digest(e.tag, _tag(secret, subject, e.device, e.day))]
+        kept = [
+            e
+            for e in self.entries
+            if 0 <= today - e.day <= max_days and not hmac.compare_digest(e.tag, _tag(secret, subject, e.device, e.day))
+        ]
         return DeviceCookie(tuple([fresh, *kept][:max_entries]))
 
     def dumps(self, key: str) -> str:
@@ -90,8 +94,14 @@ class DeviceCookie:
             return cls()
         entries = []
         for item in data[:max_entries]:
-            if (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[2], str)
-                    and isinstance(item[1], int) and not isinstance(item[1], bool)):
+            if (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[2], str)
+                and isinstance(item[1], int)
+                and not isinstance(item[1], bool)
+            ):
                 entries.append(Entry(item[0], item[1], item[2]))
         return cls(tuple(entries))
 
@@ -111,8 +121,11 @@ def cookie_name() -> str:
 def presented() -> DeviceCookie:
     """The device cookie this request came with (empty when none or not ours)."""
     if "heyon_device_cookie" not in g:
-        g.heyon_device_cookie = DeviceCookie.loads(request.cookies.get(cookie_name()), current_app.config["SECRET_KEY"],
-                                                   current_app.config["HEYON_DEVICE_COOKIE_ENTRIES"])
+        g.heyon_device_cookie = DeviceCookie.loads(
+            request.cookies.get(cookie_name()),
+            current_app.config["SECRET_KEY"],
+            current_app.config["HEYON_DEVICE_COOKIE_ENTRIES"],
+        )
     cookie: DeviceCookie = g.heyon_device_cookie
     return cookie
 
@@ -122,7 +135,9 @@ def device_for(subject: str, cookie: DeviceCookie | None = None, now: datetime |
     for an unknown device. Without a request, every caller is an unknown device."""
     if cookie is None:
         return None
-    return cookie.device_for(subject, tag_key(), day_of(now or utcnow()), current_app.config["HEYON_DEVICE_COOKIE_DAYS"])
+    return cookie.device_for(
+        subject, tag_key(), day_of(now or utcnow()), current_app.config["HEYON_DEVICE_COOKIE_DAYS"]
+    )
 
 
 def remember(subject: str) -> None:
@@ -137,7 +152,16 @@ def _set_cookie(response: Response) -> Response:
     c = current_app.config
     cookie, today = presented(), day_of(utcnow())
     for subject in g.get("heyon_device_subjects", []):
-        cookie = cookie.renewed(subject, tag_key(), today, c["HEYON_DEVICE_COOKIE_DAYS"], c["HEYON_DEVICE_COOKIE_ENTRIES"])
-    response.set_cookie(cookie_name(), cookie.dumps(c["SECRET_KEY"]), max_age=c["HEYON_DEVICE_COOKIE_DAYS"] * 86400,
-                        path="/", secure=bool(c["HEYON_HTTPS"]), httponly=True, samesite="Lax")
+        cookie = cookie.renewed(
+            subject, tag_key(), today, c["HEYON_DEVICE_COOKIE_DAYS"], c["HEYON_DEVICE_COOKIE_ENTRIES"]
+        )
+    response.set_cookie(
+        cookie_name(),
+        cookie.dumps(c["SECRET_KEY"]),
+        max_age=c["HEYON_DEVICE_COOKIE_DAYS"] * 86400,
+        path="/",
+        secure=bool(c["HEYON_HTTPS"]),
+        httponly=True,
+        samesite="Lax",
+    )
     return response

@@ -1,11 +1,12 @@
 """Password hashing: argon2id with the site's parameters, and the dummy hash that makes a miss cost the same."""
+
 from __future__ import annotations
 
 import unicodedata
 from functools import lru_cache
+
 from argon2 import PasswordHasher, Type
 from flask import current_app
-
 
 MAX_PASSWORD_LENGTH = 64
 

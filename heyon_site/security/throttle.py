@@ -16,6 +16,7 @@ has several buckets of consecutive failures:
 The attempt is counted *before* the secret is checked, under a row lock: parallel guesses each
 use one up. A right secret clears the bucket it came through, and only that one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,9 +67,13 @@ class Policy:
     @classmethod
     def from_config(cls, kind: str) -> Policy:
         c = current_app.config
-        return cls(c[f"HEYON_{kind}_FREE_ATTEMPTS"], c[f"HEYON_{kind}_MAX_DELAY_SECONDS"],
-                   c[f"HEYON_{kind}_LOCK_AFTER"], c[f"HEYON_{kind}_LOCKOUT_SECONDS"],
-                   max(1, c[f"HEYON_{kind}_DEVICE_ALLOWANCE"]))
+        return cls(
+            c[f"HEYON_{kind}_FREE_ATTEMPTS"],
+            c[f"HEYON_{kind}_MAX_DELAY_SECONDS"],
+            c[f"HEYON_{kind}_LOCK_AFTER"],
+            c[f"HEYON_{kind}_LOCKOUT_SECONDS"],
+            max(1, c[f"HEYON_{kind}_DEVICE_ALLOWANCE"]),
+        )
 
     def delay_after(self, failures: int) -> int:
         """Seconds to wait after ``failures`` consecutive failures of one bucket."""
@@ -115,10 +120,17 @@ def _locked_row(key: str, subject: str, now: datetime) -> LoginThrottle:
     again: the next insert then makes the row. Each retry needs another commit in between, so
     three are plenty; a fourth miss is a real fault and raises."""
     for _ in range(4):
-        db.session.execute(insert(db.session, LoginThrottle).values(key=key, subject=subject, failures=0, updated_at=now)
-                           .on_conflict_do_nothing(index_elements=["key"]))
-        row = db.session.execute(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-                                 .execution_options(populate_existing=True)).scalar_one_or_none()
+        db.session.execute(
+            insert(db.session, LoginThrottle)
+            .values(key=key, subject=subject, failures=0, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        row = db.session.execute(
+            select(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
         if row is not None:
             return row
     raise RuntimeError("the throttle row kept vanishing between its insert and its lock")
@@ -171,8 +183,12 @@ def succeeded(bucket: Bucket, policy: Policy, now: datetime) -> None:
     device allowance this attempt took."""
     db.session.execute(delete(LoginThrottle).where(LoginThrottle.key == bucket.key))
     if bucket.device is not None:
-        pool = db.session.execute(select(LoginThrottle).where(LoginThrottle.key == _allowance_key(bucket.subject))
-                                  .with_for_update().execution_options(populate_existing=True)).scalar_one_or_none()
+        pool = db.session.execute(
+            select(LoginThrottle)
+            .where(LoginThrottle.key == _allowance_key(bucket.subject))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
         if pool is not None and pool.failures <= 1:
             db.session.delete(pool)  # all given back: no row left behind by a sign-in
         elif pool is not None:
@@ -196,8 +212,13 @@ class Checked(Generic[T]):
     refusal: Refusal | None = None
 
 
-def check(bucket: Bucket, policy: Policy, verify: Callable[[], T | None],
-          on_success: Callable[[T], None] | None = None, now: datetime | None = None) -> Checked[T]:
+def check(
+    bucket: Bucket,
+    policy: Policy,
+    verify: Callable[[], T | None],
+    on_success: Callable[[T], None] | None = None,
+    now: datetime | None = None,
+) -> Checked[T]:
     """The one throttled check of a secret: count the attempt, then ``verify`` (which returns
     something for a right secret, None for a wrong one, and does the same work either way), then
     clear the bucket and run ``on_success`` in one write transaction."""
@@ -243,8 +264,11 @@ class State:
 
 def state(subject: str, policy: Policy, now: datetime | None = None) -> State:
     now = now or utcnow()
-    rows = list(db.session.scalars(select(LoginThrottle).where(LoginThrottle.subject == subject)
-                                   .execution_options(populate_existing=True)))
+    rows = list(
+        db.session.scalars(
+            select(LoginThrottle).where(LoginThrottle.subject == subject).execution_options(populate_existing=True)
+        )
+    )
     unknown = next((r for r in rows if r.key == subject), None)
     pool_key = _allowance_key(subject)
     pool = next((r for r in rows if r.key == pool_key), None)
@@ -257,6 +281,10 @@ def state(subject: str, policy: Policy, now: datetime | None = None) -> State:
         db.session.expunge(pool)
         _leak(pool, policy.device_allowance, now)
         devices_until = pool.blocked_until if _wait(pool.blocked_until, now) else None
-    return State(failures=failures, wait_until=wait_until,
-                 locked=bool(wait_until and policy.lock_after is not None and failures >= policy.lock_after),
-                 devices_waiting=sum(1 for r in devices if _wait(r.blocked_until, now)), devices_until=devices_until)
+    return State(
+        failures=failures,
+        wait_until=wait_until,
+        locked=bool(wait_until and policy.lock_after is not None and failures >= policy.lock_after),
+        devices_waiting=sum(1 for r in devices if _wait(r.blocked_until, now)),
+        devices_until=devices_until,
+    )

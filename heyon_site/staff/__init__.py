@@ -4,6 +4,7 @@ editors, accounts, the audit log.
 One module per screen, each adding its routes to the blueprint (``blueprint.py``); importing the
 package registers them all, so ``create_app`` only registers ``bp``.
 """
+
 from heyon_site.staff import account, accounts, audit, dashboard, faq, orders, promotions, signin
 from heyon_site.staff.blueprint import bp
 

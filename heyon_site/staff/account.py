@@ -1,23 +1,33 @@
 """One's own account: password and second factor."""
+
 from __future__ import annotations
 
 from typing import Any
+
 from flask import Response, request, url_for
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
-from heyon_site.security import device_cookie
+
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
+from heyon_site.models import StaffUser, utcnow
+from heyon_site.security import device_cookie
+from heyon_site.staff import second_factor, services
+from heyon_site.staff.auth import (
+    actor,
+    authenticate,
+    check_code,
+    current_staff,
+    hash_password,
+    require_role,
+    start_session,
+    throttle_states,
+)
+from heyon_site.staff.blueprint import bp
+from heyon_site.staff.forms import ActionForm, ChangePasswordForm, CodeForm
+from heyon_site.staff.signin import codes_refused
 from heyon_site.web.fragments import redirect_to, render
 from heyon_site.web.limits import checks_secret, secret_failed
-from heyon_site.models import StaffUser, utcnow
-from heyon_site.staff import second_factor
-from heyon_site.staff.auth import authenticate, check_code, current_staff, hash_password, require_role, start_session, throttle_states
-from heyon_site.staff.forms import ActionForm, ChangePasswordForm, CodeForm
-from heyon_site.staff.blueprint import bp
-from heyon_site.staff.signin import codes_refused
-from heyon_site.staff import services
-from heyon_site.staff.auth import actor
 
 
 def _me() -> StaffUser:
@@ -30,8 +40,12 @@ def _me() -> StaffUser:
 @require_role(enrolling=True)
 def account() -> Response:
     me = _me()
-    return render("staff/account.html", me=me, throttles=throttle_states(me.username),
-                  password_form=ChangePasswordForm(formdata=None))
+    return render(
+        "staff/account.html",
+        me=me,
+        throttles=throttle_states(me.username),
+        password_form=ChangePasswordForm(formdata=None),
+    )
 
 
 @bp.post("/account/password")
@@ -54,14 +68,19 @@ def account_password() -> Response:
             return redirect_to(url_for("staff.account", done="password"))
     else:
         error = _l("Check the fields.")
-    return render("staff/account.html", None, 422, me=me, throttles=throttle_states(me.username),
-                  password_form=form, error=error)
+    return render(
+        "staff/account.html", None, 422, me=me, throttles=throttle_states(me.username), password_form=form, error=error
+    )
 
 
 def _totp_page(status: int = 200, form: CodeForm | None = None, error: object = None) -> Response:
     me = _me()
-    context: dict[str, Any] = {"me": me, "form": form or CodeForm(formdata=None), "error": error,
-                               "off_form": ActionForm(formdata=None)}
+    context: dict[str, Any] = {
+        "me": me,
+        "form": form or CodeForm(formdata=None),
+        "error": error,
+        "off_form": ActionForm(formdata=None),
+    }
     if not me.totp_secret:
         staff_id = me.id
         secret = in_write_transaction(lambda: second_factor.start_enrolment(staff_id))
@@ -92,7 +111,9 @@ def totp_confirm() -> Response:
     who, code = actor(), form.code.data or ""
     if not in_write_transaction(lambda: services.turn_on_second_factor(who, code, utcnow())):
         secret_failed()
-        return _totp_page(422, CodeForm(formdata=None), _l("That code does not match. Check the phone's time and try the next code."))
+        return _totp_page(
+            422, CodeForm(formdata=None), _l("That code does not match. Check the phone's time and try the next code.")
+        )
     return redirect_to(url_for("staff.account", done="totp"))
 
 
@@ -112,8 +133,11 @@ def totp_off() -> Response:
     staff_id, username, secret = me.id, me.username, me.totp_secret
     result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
     if result.staff_id is None:
-        error = (codes_refused(result.retry_after) if result.refused in ("throttled", "locked")
-                 else _l("That code is wrong or was used already."))
+        error = (
+            codes_refused(result.retry_after)
+            if result.refused in ("throttled", "locked")
+            else _l("That code is wrong or was used already.")
+        )
         return _totp_page(403, CodeForm(formdata=None), error)
 
     who = actor()

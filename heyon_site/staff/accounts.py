@@ -1,19 +1,21 @@
 """Admin screens for every staff account: create, change, disable, set a password, reset a second factor."""
+
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from flask import Response, abort, request, url_for
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
+
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.web.fragments import redirect_to, render
 from heyon_site.models import StaffUser
-from heyon_site.staff.auth import find_staff, hash_password, require_role, throttle_states
-from heyon_site.staff.forms import AccountSettingsForm, ActionForm, NewAccountForm, SetPasswordForm
-from heyon_site.staff.blueprint import bp
-from dataclasses import asdict
 from heyon_site.staff import services
-from heyon_site.staff.auth import actor
+from heyon_site.staff.auth import actor, find_staff, hash_password, require_role, throttle_states
+from heyon_site.staff.blueprint import bp
+from heyon_site.staff.forms import AccountSettingsForm, ActionForm, NewAccountForm, SetPasswordForm
+from heyon_site.web.fragments import redirect_to, render
 
 
 def _account_or_404(staff_id: int) -> StaffUser:
@@ -53,13 +55,26 @@ def account_create() -> Response:
     return redirect_to(url_for("staff.accounts"))
 
 
-def _edit_page(user: StaffUser, status: int = 200, settings: AccountSettingsForm | None = None,
-               password: SetPasswordForm | None = None, error: object = None) -> Response:
+def _edit_page(
+    user: StaffUser,
+    status: int = 200,
+    settings: AccountSettingsForm | None = None,
+    password: SetPasswordForm | None = None,
+    error: object = None,
+) -> Response:
     if settings is None:
         settings = AccountSettingsForm(formdata=None, data=asdict(services.settings_of(user)))
-    return render("staff/account_edit.html", None, status, user=user, settings=settings,
-                  password_form=password or SetPasswordForm(formdata=None), reset_form=ActionForm(formdata=None),
-                  throttles=throttle_states(user.username), error=error)
+    return render(
+        "staff/account_edit.html",
+        None,
+        status,
+        user=user,
+        settings=settings,
+        password_form=password or SetPasswordForm(formdata=None),
+        reset_form=ActionForm(formdata=None),
+        throttles=throttle_states(user.username),
+        error=error,
+    )
 
 
 @bp.get("/accounts/<int:staff_id>")

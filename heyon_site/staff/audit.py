@@ -1,11 +1,13 @@
 """The audit log screen (admins)."""
+
 from __future__ import annotations
 
 from flask import Response, request
-from heyon_site.web.fragments import render
+
 from heyon_site.staff import queries
 from heyon_site.staff.auth import require_role
 from heyon_site.staff.blueprint import bp
+from heyon_site.web.fragments import render
 
 
 @bp.get("/audit")

@@ -1,5 +1,6 @@
 """Staff sign-in: argon2id passwords, a per-username throttle in the database, sessions that
 die on logout (``session_version``) or after idle minutes, role checks in the view, the audit log."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,19 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
+
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, g, request, session, url_for
 from sqlalchemy import select, update
-from heyon_site.security import device_cookie, throttle
-from heyon_site.security.passwords import dummy_hash, hasher
-from heyon_site.security.device_cookie import DeviceCookie
+
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.web.fragments import redirect_to
 from heyon_site.models import StaffUser, utcnow
-from heyon_site.staff import second_factor
 from heyon_site.ops.audit import Actor, record
-
+from heyon_site.security import device_cookie, throttle
+from heyon_site.security.device_cookie import DeviceCookie
+from heyon_site.security.passwords import dummy_hash, hasher
+from heyon_site.staff import second_factor
+from heyon_site.web.fragments import redirect_to
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,8 +68,9 @@ def _refused(refusal: throttle.Refusal) -> SignIn:
     return SignIn(refused=refusal.reason, retry_after=refusal.retry_after)
 
 
-def authenticate(username: str, password: str, device: DeviceCookie | None = None,
-                 now: datetime | None = None) -> SignIn:
+def authenticate(
+    username: str, password: str, device: DeviceCookie | None = None, now: datetime | None = None
+) -> SignIn:
     """Same work, same answer for an unknown name, a wrong password and a disabled account;
     throttled per name and device (``device`` is the browser's device cookie)."""
     now = now or utcnow()
@@ -95,8 +98,14 @@ def authenticate(username: str, password: str, device: DeviceCookie | None = Non
     return SignIn(staff_id=checked.value[0]) if checked.value else SignIn(refused="credentials")
 
 
-def check_code(staff_id: int, username: str, secret: str, code: str, device: DeviceCookie | None = None,
-               now: datetime | None = None) -> SignIn:
+def check_code(
+    staff_id: int,
+    username: str,
+    secret: str,
+    code: str,
+    device: DeviceCookie | None = None,
+    now: datetime | None = None,
+) -> SignIn:
     """A second-factor code, throttled per account and device like the password: a million
     codes would otherwise be guessed in a few thousand tries an hour. The device is known by its
     entry for the account (the one its full sign-ins renew)."""
@@ -122,8 +131,10 @@ def clear_throttle(username: str, *, password: bool = True, code: bool = True) -
 def throttle_states(username: str, now: datetime | None = None) -> dict[str, throttle.State]:
     """The throttles in force on an account, as its rows say: "password" and "code"."""
     p = policy()
-    return {"password": throttle.state(password_subject(username), p, now),
-            "code": throttle.state(code_subject(username), p, now)}
+    return {
+        "password": throttle.state(password_subject(username), p, now),
+        "code": throttle.state(code_subject(username), p, now),
+    }
 
 
 SECOND_STEP_KEY = "staff_second_step"
@@ -158,8 +169,9 @@ def second_step_user() -> StaffUser | None:
 def end_all_sessions(staff_id: int) -> None:
     """Every cookie of the account stops working (password change, role change, disabling).
     Runs in the caller's write transaction."""
-    db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                       .values(session_version=StaffUser.session_version + 1))
+    db.session.execute(
+        update(StaffUser).where(StaffUser.id == staff_id).values(session_version=StaffUser.session_version + 1)
+    )
 
 
 def start_session(user: StaffUser) -> None:
@@ -220,6 +232,7 @@ def require_role(*roles: str, enrolling: bool = False) -> Callable[[F], F]:
     """Check the role in the view: a fragment render never runs the page's template checks.
     An admin may do everything; no role at all means any signed-in staff member. An account
     whose second factor is required but not set up reaches only the ``enrolling`` pages."""
+
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -231,5 +244,7 @@ def require_role(*roles: str, enrolling: bool = False) -> Callable[[F], F]:
             if roles and user.role != "admin" and user.role not in roles:
                 abort(403)
             return view(*args, **kwargs)
+
         return wrapped  # type: ignore[return-value]
+
     return decorator

@@ -1,16 +1,17 @@
 """The staff blueprint under /staff: private answers, the local-time filter, the signed-in member in every template."""
+
 from __future__ import annotations
 
 from datetime import datetime
+
 from flask import Blueprint, Response, current_app
 
+from heyon_site import sitetime
 from heyon_site.billing.money import yuan_grouped
 from heyon_site.extensions import limiter
-from heyon_site.web.limits import ip_limit
 from heyon_site.staff.auth import current_staff
 from heyon_site.staff.forms import LogoutForm
-from heyon_site import sitetime
-
+from heyon_site.web.limits import ip_limit
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 # Every staff form is limited per IP like the customer forms (sign-in has its own, stricter ones).

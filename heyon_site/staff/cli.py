@@ -1,17 +1,17 @@
 """flask staff ...: accounts for the back office."""
+
 from __future__ import annotations
 
 import click
 from flask.cli import AppGroup
-
 from sqlalchemy import select
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import STAFF_ROLES, StaffUser
-from heyon_site.staff.auth import MIN_PASSWORD_LENGTH, find_staff, hash_password
 from heyon_site.ops.audit import COMMAND_LINE
 from heyon_site.staff import services
+from heyon_site.staff.auth import MIN_PASSWORD_LENGTH, find_staff, hash_password
 
 staff_cli = AppGroup("staff", help="Staff accounts of the back office.")
 
@@ -19,8 +19,13 @@ staff_cli = AppGroup("staff", help="Staff accounts of the back office.")
 @staff_cli.command("create")
 @click.argument("username")
 @click.option("--role", type=click.Choice(STAFF_ROLES), required=True, help="editor, cashier or admin.")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="Prompted (twice) when left out; pass it only from scripts.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Prompted (twice) when left out; pass it only from scripts.",
+)
 def staff_create(username: str, role: str, password: str) -> None:
     """Create a staff account."""
     username = username.strip()
@@ -31,7 +36,9 @@ def staff_create(username: str, role: str, password: str) -> None:
     if find_staff(username):
         raise click.ClickException(f"staff user {username} exists already")
     password_hash = hash_password(password)
-    in_write_transaction(lambda: services.create_account(COMMAND_LINE, username, password_hash, services.Settings(role)))
+    in_write_transaction(
+        lambda: services.create_account(COMMAND_LINE, username, password_hash, services.Settings(role))
+    )
     click.echo(f"created staff user {username} ({role})")
 
 
@@ -52,8 +59,13 @@ def staff_list() -> None:
 
 @staff_cli.command("password")
 @click.argument("username")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="Prompted (twice) when left out; pass it only from scripts.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Prompted (twice) when left out; pass it only from scripts.",
+)
 def staff_password(username: str, password: str) -> None:
     """Set a new password (the way back in for a locked-out admin); ends the account's sessions."""
     user = _existing(username)

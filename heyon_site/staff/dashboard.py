@@ -1,21 +1,22 @@
 """What the staff home page shows: credited recharges per local day as a bar chart, and the
 orders that wait for someone. Plain functions of their arguments; nothing here reads the request."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
-from sqlalchemy import case, func, select
-from heyon_site.extensions import db
-from heyon_site.models import RechargeOrder
+
 from flask import Response, current_app
-from heyon_site.web.fragments import render
-from heyon_site.models import StaffUser, utcnow
+from sqlalchemy import case, func, select
+
+from heyon_site import sitetime
+from heyon_site.extensions import db
+from heyon_site.models import RechargeOrder, StaffUser, utcnow
 from heyon_site.staff.auth import current_staff, require_role
 from heyon_site.staff.blueprint import bp
-from heyon_site import sitetime
-
+from heyon_site.web.fragments import render
 
 CHART_DAYS = 14
 WAITING_LIMIT = 20
@@ -60,9 +61,12 @@ def daily_totals(tz: ZoneInfo, today: date, days: int = CHART_DAYS) -> list[DayT
     # Grouping on the subquery's column, not on the CASE itself: PostgreSQL sees a repeated CASE
     # as a different expression (its parameters are numbered anew) and would refuse the GROUP BY.
     rows = db.session.execute(
-        select(credited.c.slot, func.count(), func.coalesce(func.sum(credited.c.paid), 0),
-               func.coalesce(func.sum(credited.c.bonus), 0))
-        .group_by(credited.c.slot)
+        select(
+            credited.c.slot,
+            func.count(),
+            func.coalesce(func.sum(credited.c.paid), 0),
+            func.coalesce(func.sum(credited.c.bonus), 0),
+        ).group_by(credited.c.slot)
     ).all()
     # PostgreSQL sums BIGINT as NUMERIC (Decimal here): int() is exact, and money stays integer.
     found = {int(i): (int(n), int(paid), int(bonus)) for i, n, paid, bonus in rows}
@@ -142,11 +146,20 @@ def waiting_orders(status: str, now: datetime, limit: int = WAITING_LIMIT) -> Wa
     # Both filter on status first, which the (status, created_at) index serves; review orders
     # are few (each is a problem), so sorting them by updated_at costs nothing.
     total = db.session.scalar(select(func.count()).select_from(RechargeOrder).where(RechargeOrder.status == status))
-    rows = db.session.scalars(select(RechargeOrder).where(RechargeOrder.status == status)
-                              .order_by(since, RechargeOrder.id).limit(limit))
-    orders = [WaitingOrder(o.order_no, o.card.last4, o.pay_fen, o.paid_fen, o.status_reason,
-                           max(timedelta(0), now - (o.created_at if status == "pending" else o.updated_at)))
-              for o in rows]
+    rows = db.session.scalars(
+        select(RechargeOrder).where(RechargeOrder.status == status).order_by(since, RechargeOrder.id).limit(limit)
+    )
+    orders = [
+        WaitingOrder(
+            o.order_no,
+            o.card.last4,
+            o.pay_fen,
+            o.paid_fen,
+            o.status_reason,
+            max(timedelta(0), now - (o.created_at if status == "pending" else o.updated_at)),
+        )
+        for o in rows
+    ]
     return Waiting(status, total or 0, orders)
 
 
@@ -156,11 +169,15 @@ def returned_orders(now: datetime, limit: int = WAITING_LIMIT) -> Waiting:
     still holds money the site no longer has."""
     flagged = RechargeOrder.attention_at.is_not(None)
     total = db.session.scalar(select(func.count()).select_from(RechargeOrder).where(flagged))
-    rows = db.session.scalars(select(RechargeOrder).where(flagged)
-                              .order_by(RechargeOrder.attention_at, RechargeOrder.id).limit(limit))
-    orders = [WaitingOrder(o.order_no, o.card.last4, o.pay_fen, o.paid_fen, o.status,
-                           max(timedelta(0), now - (o.attention_at or now)))
-              for o in rows]
+    rows = db.session.scalars(
+        select(RechargeOrder).where(flagged).order_by(RechargeOrder.attention_at, RechargeOrder.id).limit(limit)
+    )
+    orders = [
+        WaitingOrder(
+            o.order_no, o.card.last4, o.pay_fen, o.paid_fen, o.status, max(timedelta(0), now - (o.attention_at or now))
+        )
+        for o in rows
+    ]
     return Waiting("attention", total or 0, orders)
 
 
@@ -171,6 +188,9 @@ def dashboard() -> Response:
     days = daily_totals(tz, sitetime.local_day(now, tz))
     user: StaffUser = current_staff()  # type: ignore[assignment]
     # Only those who may open an order see the list of them; totals are for all staff.
-    waiting = ([waiting_orders(s, now) for s in ("pending", "review")] + [returned_orders(now)]
-               if user.role in ("cashier", "admin") else None)
+    waiting = (
+        [waiting_orders(s, now) for s in ("pending", "review")] + [returned_orders(now)]
+        if user.role in ("cashier", "admin")
+        else None
+    )
     return render("staff/dashboard.html", days=days, chart=chart(days), waiting=waiting)

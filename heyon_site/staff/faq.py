@@ -1,5 +1,6 @@
 """The FAQ editor screens: list, create, edit in place, publish, move. Each change is one
 function of ``faq.editing``, which also writes the audit row, in one write transaction."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,15 @@ from heyon_site.web.fragments import is_htmx, redirect_to, render
 
 def _faq_page(block: str | None = None, status: int = 200, **context: Any) -> Response:
     entries = editing.entries_by_locale(tuple(code for code, _ in FAQ_LOCALES))
-    return render("staff/faq.html", block, status, entries=entries, locales=FAQ_LOCALES,
-                  action_form=ActionForm(formdata=None), **context)
+    return render(
+        "staff/faq.html",
+        block,
+        status,
+        entries=entries,
+        locales=FAQ_LOCALES,
+        action_form=ActionForm(formdata=None),
+        **context,
+    )
 
 
 def _faq_or_404(entry_id: int) -> FaqEntry:

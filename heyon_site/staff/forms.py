@@ -1,34 +1,47 @@
 """Staff forms. Messages are lazy so they come out in the reader's language."""
+
 from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, PasswordField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import EqualTo, InputRequired, Length, Optional, Regexp
-from heyon_site.billing.receipts import PAPERS
-from heyon_site.models import ORDER_STATES, STAFF_ROLES
-from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from heyon_site.staff.inputs import SiteDates
-from typing import Any
-from zoneinfo import ZoneInfo
-from wtforms import HiddenField, IntegerField, TextAreaField
-from wtforms.validators import DataRequired, NumberRange
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, Regexp
+
+from heyon_site import sitetime
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.billing.promos import MAX_TITLE, NewPromotion
-from heyon_site.models import PROMO_KINDS
-from heyon_site.staff.inputs import site_time_field
-from heyon_site import sitetime
+from heyon_site.billing.receipts import PAPERS
 from heyon_site.faq.editing import EntryFields
+from heyon_site.models import ORDER_STATES, PROMO_KINDS, STAFF_ROLES
+from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from heyon_site.staff.inputs import SiteDates, site_time_field
 from heyon_site.staff.services import Settings
 
 
 class LoginForm(FlaskForm):
-    username = StringField(_l("Username"), [InputRequired(_l("Enter your username.")), Length(max=64)],
-                           render_kw={"autocomplete": "username", "autocapitalize": "off", "spellcheck": "false",
-                                      "maxlength": "64"})
-    password = PasswordField(_l("Password"), [InputRequired(_l("Enter your password.")), Length(max=128)],
-                             render_kw={"autocomplete": "current-password", "maxlength": "128"})
+    username = StringField(
+        _l("Username"),
+        [InputRequired(_l("Enter your username.")), Length(max=64)],
+        render_kw={"autocomplete": "username", "autocapitalize": "off", "spellcheck": "false", "maxlength": "64"},
+    )
+    password = PasswordField(
+        _l("Password"),
+        [InputRequired(_l("Enter your password.")), Length(max=128)],
+        render_kw={"autocomplete": "current-password", "maxlength": "128"},
+    )
 
 
 class OrderSearchForm(FlaskForm):
@@ -37,18 +50,28 @@ class OrderSearchForm(FlaskForm):
     class Meta:
         csrf = False
 
-    order_no = StringField(_l("Order number"), [Optional(), Regexp(r"^\d{1,24}$", message=_l("Digits only."))],
-                           render_kw={"inputmode": "numeric", "maxlength": "24"})
-    last4 = StringField(_l("Card last 4 digits"), [Optional(), Regexp(r"^\d{4}$", message=_l("Four digits."))],
-                        render_kw={"inputmode": "numeric", "maxlength": "4"})
+    order_no = StringField(
+        _l("Order number"),
+        [Optional(), Regexp(r"^\d{1,24}$", message=_l("Digits only."))],
+        render_kw={"inputmode": "numeric", "maxlength": "24"},
+    )
+    last4 = StringField(
+        _l("Card last 4 digits"),
+        [Optional(), Regexp(r"^\d{4}$", message=_l("Four digits."))],
+        render_kw={"inputmode": "numeric", "maxlength": "4"},
+    )
     # Days the site can turn into UTC boundaries (inputs.EARLIEST to LATEST): year 1 or 9999 cannot.
     date_from = DateField(_l("From"), [Optional(), SiteDates()])
     date_to = DateField(_l("To"), [Optional(), SiteDates()])
-    status = SelectField(_l("Status"), choices=[SelectChoice("", "—"), *[SelectChoice(s, s) for s in ORDER_STATES]], default="")
+    status = SelectField(
+        _l("Status"), choices=[SelectChoice("", "—"), *[SelectChoice(s, s) for s in ORDER_STATES]], default=""
+    )
 
 
 class ReceiptForm(FlaskForm):
-    paper = SelectField(_l("Paper"), choices=[SelectChoice(p, p.upper() if p == "a4" else f"{p} mm") for p in PAPERS], default="80")
+    paper = SelectField(
+        _l("Paper"), choices=[SelectChoice(p, p.upper() if p == "a4" else f"{p} mm") for p in PAPERS], default="80"
+    )
 
 
 class LogoutForm(FlaskForm):
@@ -60,23 +83,40 @@ class ActionForm(FlaskForm):
 
 
 class CodeForm(FlaskForm):
-    code = StringField(_l("6-digit code from the authenticator app"),
-                       [InputRequired(_l("Enter the code.")), Length(max=16)],
-                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code", "maxlength": "16",
-                                  "autocapitalize": "off", "spellcheck": "false"})
+    code = StringField(
+        _l("6-digit code from the authenticator app"),
+        [InputRequired(_l("Enter the code.")), Length(max=16)],
+        render_kw={
+            "inputmode": "numeric",
+            "autocomplete": "one-time-code",
+            "maxlength": "16",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+        },
+    )
 
 
 def _new_password(label: object) -> PasswordField:
-    return PasswordField(label, [InputRequired(_l("Required.")),
-                                 Length(MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH,
-                                        message=_l("%(min)s to %(max)s characters.", min=MIN_PASSWORD_LENGTH,
-                                                   max=MAX_PASSWORD_LENGTH))],
-                         render_kw={"autocomplete": "new-password", "maxlength": str(MAX_PASSWORD_LENGTH)})
+    return PasswordField(
+        label,
+        [
+            InputRequired(_l("Required.")),
+            Length(
+                MIN_PASSWORD_LENGTH,
+                MAX_PASSWORD_LENGTH,
+                message=_l("%(min)s to %(max)s characters.", min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH),
+            ),
+        ],
+        render_kw={"autocomplete": "new-password", "maxlength": str(MAX_PASSWORD_LENGTH)},
+    )
 
 
 def _repeat() -> PasswordField:
-    return PasswordField(_l("New password again"), [EqualTo("new_password", _l("The two new passwords differ."))],
-                         render_kw={"autocomplete": "new-password", "maxlength": str(MAX_PASSWORD_LENGTH)})
+    return PasswordField(
+        _l("New password again"),
+        [EqualTo("new_password", _l("The two new passwords differ."))],
+        render_kw={"autocomplete": "new-password", "maxlength": str(MAX_PASSWORD_LENGTH)},
+    )
 
 
 class SetPasswordForm(FlaskForm):
@@ -89,8 +129,11 @@ class SetPasswordForm(FlaskForm):
 class ChangePasswordForm(SetPasswordForm):
     """One's own password: the current one first, so a borrowed session cannot take the account."""
 
-    current = PasswordField(_l("Current password"), [InputRequired(_l("Required.")), Length(max=MAX_PASSWORD_LENGTH)],
-                            render_kw={"autocomplete": "current-password", "maxlength": str(MAX_PASSWORD_LENGTH)})
+    current = PasswordField(
+        _l("Current password"),
+        [InputRequired(_l("Required.")), Length(max=MAX_PASSWORD_LENGTH)],
+        render_kw={"autocomplete": "current-password", "maxlength": str(MAX_PASSWORD_LENGTH)},
+    )
 
 
 def _role() -> SelectField:
@@ -108,11 +151,16 @@ class AccountSettingsForm(FlaskForm):
 
 
 class NewAccountForm(AccountSettingsForm):
-    username = StringField(_l("Username"), [InputRequired(_l("Required.")), Length(max=64, message=_l("Too long.")),
-                                            Regexp(r"^[\w.@-]+$", message=_l("Letters, digits and . _ - @ only."))],
-                           filters=[lambda t: t.strip() if isinstance(t, str) else t],
-                           render_kw={"autocomplete": "off", "autocapitalize": "off", "spellcheck": "false",
-                                      "maxlength": "64"})
+    username = StringField(
+        _l("Username"),
+        [
+            InputRequired(_l("Required.")),
+            Length(max=64, message=_l("Too long.")),
+            Regexp(r"^[\w.@-]+$", message=_l("Letters, digits and . _ - @ only.")),
+        ],
+        filters=[lambda t: t.strip() if isinstance(t, str) else t],
+        render_kw={"autocomplete": "off", "autocapitalize": "off", "spellcheck": "false", "maxlength": "64"},
+    )
     new_password = _new_password(_l("First password"))
     again = _repeat()
 
@@ -135,49 +183,85 @@ def _too_long() -> Any:
 
 
 class FaqForm(FlaskForm):
-    locale = SelectField(_l("Language"), choices=[SelectChoice(c, label) for c, label in FAQ_LOCALES], default="zh_Hans")
-    category = StringField(_l("Category"), [DataRequired(_l("Required.")), Length(max=80, message=_too_long())],
-                           filters=[_strip], render_kw={"maxlength": "80"})
-    question = StringField(_l("Question"), [DataRequired(_l("Required.")), Length(max=300, message=_too_long())],
-                           filters=[_strip], render_kw={"maxlength": "300"})
-    answer_md = TextAreaField(_l("Answer (Markdown)"),
-                              [DataRequired(_l("Required.")), Length(max=MAX_ANSWER, message=_too_long())],
-                              render_kw={"maxlength": str(MAX_ANSWER), "rows": "8"})
-    position = IntegerField(_l("Position"), [InputRequired(_l("Required.")),
-                                             NumberRange(0, MAX_POSITION, message=_l("Out of range."))],
-                            render_kw={"inputmode": "numeric"})
+    locale = SelectField(
+        _l("Language"), choices=[SelectChoice(c, label) for c, label in FAQ_LOCALES], default="zh_Hans"
+    )
+    category = StringField(
+        _l("Category"),
+        [DataRequired(_l("Required.")), Length(max=80, message=_too_long())],
+        filters=[_strip],
+        render_kw={"maxlength": "80"},
+    )
+    question = StringField(
+        _l("Question"),
+        [DataRequired(_l("Required.")), Length(max=300, message=_too_long())],
+        filters=[_strip],
+        render_kw={"maxlength": "300"},
+    )
+    answer_md = TextAreaField(
+        _l("Answer (Markdown)"),
+        [DataRequired(_l("Required.")), Length(max=MAX_ANSWER, message=_too_long())],
+        render_kw={"maxlength": str(MAX_ANSWER), "rows": "8"},
+    )
+    position = IntegerField(
+        _l("Position"),
+        [InputRequired(_l("Required.")), NumberRange(0, MAX_POSITION, message=_l("Out of range."))],
+        render_kw={"inputmode": "numeric"},
+    )
     published = BooleanField(_l("Published"))
 
     def fields(self) -> EntryFields:
         """What was typed, once the form validated."""
-        return EntryFields(locale=self.locale.data or "", category=self.category.data or "",
-                           question=self.question.data or "", answer_md=self.answer_md.data or "",
-                           position=self.position.data or 0, published=bool(self.published.data))
+        return EntryFields(
+            locale=self.locale.data or "",
+            category=self.category.data or "",
+            question=self.question.data or "",
+            answer_md=self.answer_md.data or "",
+            position=self.position.data or 0,
+            published=bool(self.published.data),
+        )
 
 
 class PromotionForm(FlaskForm):
-    title_zh = StringField(_l("Chinese title"), [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
-                           filters=[_strip], render_kw={"maxlength": str(MAX_TITLE)})
-    title_en = StringField(_l("English title"), [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
-                           filters=[_strip], render_kw={"maxlength": str(MAX_TITLE)})
+    title_zh = StringField(
+        _l("Chinese title"),
+        [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
+        filters=[_strip],
+        render_kw={"maxlength": str(MAX_TITLE)},
+    )
+    title_en = StringField(
+        _l("English title"),
+        [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
+        filters=[_strip],
+        render_kw={"maxlength": str(MAX_TITLE)},
+    )
     kind = SelectField(_l("Kind"), choices=[SelectChoice(k, k) for k in PROMO_KINDS], default=PROMO_KINDS[0])
-    threshold = StringField(_l("From amount (yuan)"), default="0", render_kw={"maxlength": "12", "inputmode": "decimal"})
+    threshold = StringField(
+        _l("From amount (yuan)"), default="0", render_kw={"maxlength": "12", "inputmode": "decimal"}
+    )
     value = StringField(_l("Bonus (yuan, fixed_bonus)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
     percent = StringField(_l("Percent (percent_bonus, discount)"), render_kw={"maxlength": "8", "inputmode": "decimal"})
     cap = StringField(_l("At most (yuan)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
     # Within the years the site converts to UTC (inputs.EARLIEST to LATEST), so terms() cannot overflow.
     starts = site_time_field(_l("Starts"))
     ends = site_time_field(_l("Ends (exclusive)"))
-    priority = IntegerField(_l("Priority"), [InputRequired(_l("Required.")),
-                                             NumberRange(-1000, 1000, message=_l("Out of range."))], default=0)
+    priority = IntegerField(
+        _l("Priority"),
+        [InputRequired(_l("Required.")), NumberRange(-1000, 1000, message=_l("Out of range."))],
+        default=0,
+    )
     published = BooleanField(_l("Published"))
 
     def terms(self, zone: ZoneInfo) -> NewPromotion | None:
         """The promotion the form describes, times as naive UTC; ``None`` (and field errors) if
         an amount cannot be read. The terms themselves are checked by billing.promos."""
         amounts: dict[str, int | None] = {}
-        for name, message in (("threshold", _l("Not an amount like 12.34.")), ("value", _l("Not an amount like 12.34.")),
-                              ("cap", _l("Not an amount like 12.34.")), ("percent", _l("Not a percentage like 10 or 2.5."))):
+        for name, message in (
+            ("threshold", _l("Not an amount like 12.34.")),
+            ("value", _l("Not an amount like 12.34.")),
+            ("cap", _l("Not an amount like 12.34.")),
+            ("percent", _l("Not a percentage like 10 or 2.5.")),
+        ):
             field = self[name]
             text = (field.data or "").strip()
             if name == "percent":
@@ -187,14 +271,26 @@ class PromotionForm(FlaskForm):
                 amounts[name] = parse_amount(text) if text else None
             except AmountError:
                 field.errors = [*field.errors, message]
-        if any(self[n].errors for n in ("threshold", "value", "cap", "percent")) or self.starts.data is None or self.ends.data is None:
+        if (
+            any(self[n].errors for n in ("threshold", "value", "cap", "percent"))
+            or self.starts.data is None
+            or self.ends.data is None
+        ):
             return None
 
-        return NewPromotion(title_zh=self.title_zh.data or "", title_en=self.title_en.data or "", kind=self.kind.data or "",
-                            starts_at=sitetime.to_utc(self.starts.data, zone), ends_at=sitetime.to_utc(self.ends.data, zone),
-                            threshold_fen=amounts["threshold"] or 0, value_fen=amounts["value"],
-                            percent_bp=amounts["percent"], cap_fen=amounts["cap"], priority=self.priority.data or 0,
-                            published=bool(self.published.data))
+        return NewPromotion(
+            title_zh=self.title_zh.data or "",
+            title_en=self.title_en.data or "",
+            kind=self.kind.data or "",
+            starts_at=sitetime.to_utc(self.starts.data, zone),
+            ends_at=sitetime.to_utc(self.ends.data, zone),
+            threshold_fen=amounts["threshold"] or 0,
+            value_fen=amounts["value"],
+            percent_bp=amounts["percent"],
+            cap_fen=amounts["cap"],
+            priority=self.priority.data or 0,
+            published=bool(self.published.data),
+        )
 
 
 class ApproveForm(FlaskForm):

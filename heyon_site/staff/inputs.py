@@ -12,6 +12,7 @@ this site is followed: printable ASCII (a line break would end the Location head
 a control character has no business in a path), no other host, and a path the staff area
 answers on GET.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -43,7 +44,9 @@ class SiteDates:
     An empty field passes (``Optional``/``InputRequired`` decide about that)."""
 
     def __init__(self) -> None:
-        self.message = _l("Enter a date from %(first)s to %(last)s.", first=EARLIEST.isoformat(), last=LATEST.isoformat())
+        self.message = _l(
+            "Enter a date from %(first)s to %(last)s.", first=EARLIEST.isoformat(), last=LATEST.isoformat()
+        )
 
     def __call__(self, _form: BaseForm, field: Field) -> None:
         if isinstance(field.data, date) and not in_site_range(field.data):

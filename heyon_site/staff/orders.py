@@ -1,16 +1,17 @@
 """Staff order screens: search, one order's detail, receipt reprints (cashiers)."""
+
 from __future__ import annotations
 
 from flask import Response, abort, current_app, request, url_for
-from heyon_site.database import in_write_transaction
-from heyon_site.web.fragments import redirect_to, render
-from heyon_site.staff import queries
-from heyon_site.staff.auth import require_role
-from heyon_site.staff.forms import OrderSearchForm, ReceiptForm
-from heyon_site.staff.blueprint import bp
+
 from heyon_site import sitetime
+from heyon_site.database import in_write_transaction
 from heyon_site.ops.audit import record
-from heyon_site.staff.auth import actor
+from heyon_site.staff import queries
+from heyon_site.staff.auth import actor, require_role
+from heyon_site.staff.blueprint import bp
+from heyon_site.staff.forms import OrderSearchForm, ReceiptForm
+from heyon_site.web.fragments import redirect_to, render
 
 
 @bp.get("/orders")
@@ -20,8 +21,14 @@ def orders() -> Response:
     asked = any(v for k, v in request.args.items() if k in form._fields)
     found = None
     if asked and form.validate():
-        found = queries.search_orders(sitetime.zone(current_app.config), form.order_no.data or "",
-                                      form.last4.data or "", form.date_from.data, form.date_to.data, form.status.data or "")
+        found = queries.search_orders(
+            sitetime.zone(current_app.config),
+            form.order_no.data or "",
+            form.last4.data or "",
+            form.date_from.data,
+            form.date_to.data,
+            form.status.data or "",
+        )
     return render("staff/orders.html", "results", 422 if asked and form.errors else 200, form=form, orders=found)
 
 

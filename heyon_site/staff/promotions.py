@@ -1,30 +1,38 @@
 """The promotion screens: list, draft, edit, ask for publication, approve or reject (two people), end."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
+
 from flask import Response, abort, current_app, url_for
 from flask_babel import gettext
 from sqlalchemy import select
-from heyon_site.web import page_cache
+
+from heyon_site import sitetime
 from heyon_site.billing.money import yuan
-from heyon_site.promos.lifecycle import NothingToApprove, SameEditor, approval_digest, awaiting, live_state, may_approve, pending_terms
 from heyon_site.billing.promos import NewPromotion, PromoCaps, PromotionError, Terms, describe, over_the_caps
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.web.fragments import render
 from heyon_site.models import Promotion, StaffUser, utcnow
 from heyon_site.ops.audit import Actor
 from heyon_site.promos import services
-from zoneinfo import ZoneInfo
-from heyon_site.web.fragments import redirect_to
-from heyon_site.staff.auth import actor
-from heyon_site.staff.auth import current_staff, require_role
-from heyon_site.staff.forms import ActionForm
+from heyon_site.promos.lifecycle import (
+    NothingToApprove,
+    SameEditor,
+    approval_digest,
+    awaiting,
+    live_state,
+    may_approve,
+    pending_terms,
+)
+from heyon_site.staff.auth import actor, current_staff, require_role
 from heyon_site.staff.blueprint import bp
-from heyon_site.staff.forms import ApproveForm, PromotionForm
-from heyon_site import sitetime
+from heyon_site.staff.forms import ActionForm, ApproveForm, PromotionForm
+from heyon_site.web import page_cache
+from heyon_site.web.fragments import redirect_to, render
 
 
 def _after_promo_change() -> Response:
@@ -54,23 +62,46 @@ def _caps() -> PromoCaps:
 def _promo_row(promo: Promotion, me: StaffUser, now: datetime, caps: PromoCaps) -> PromoRow:
     admin = me.role == "admin"
     over = over_the_caps(promo, caps) if promo.published or promo.publish_requested else None
-    return PromoRow(promo, live_state(promo, now), pending_terms(promo),
-                    approval_digest(promo) if admin and may_approve(promo, me.id) else None,
-                    admin and awaiting(promo) is not None, None if over is None else gettext(over.message, **over.params))
+    return PromoRow(
+        promo,
+        live_state(promo, now),
+        pending_terms(promo),
+        approval_digest(promo) if admin and may_approve(promo, me.id) else None,
+        admin and awaiting(promo) is not None,
+        None if over is None else gettext(over.message, **over.params),
+    )
 
 
 def _promo_list_page(status: int = 200, error: str | None = None) -> Response:
     me: StaffUser = current_staff()  # type: ignore[assignment]
     now, caps = utcnow(), _caps()
     rows = [_promo_row(p, me, now, caps) for p in db.session.scalars(select(Promotion).order_by(Promotion.id.desc()))]
-    return render("staff/promotions.html", None, status, rows=rows, describe=describe, error=error,
-                  action_form=ActionForm(formdata=None), approve_form=ApproveForm(formdata=None))
+    return render(
+        "staff/promotions.html",
+        None,
+        status,
+        rows=rows,
+        describe=describe,
+        error=error,
+        action_form=ActionForm(formdata=None),
+        approve_form=ApproveForm(formdata=None),
+    )
 
 
-def _promo_form_page(form: PromotionForm, promo: Promotion | None, status: int = 200, error: str | None = None) -> Response:
+def _promo_form_page(
+    form: PromotionForm, promo: Promotion | None, status: int = 200, error: str | None = None
+) -> Response:
     action = url_for("staff.promo_save", promo_id=promo.id) if promo else url_for("staff.promo_create")
-    return render("staff/promotion_form.html", None, status, form=form, promo=promo, action=action, error=error,
-                  pending=promo is not None and promo.pending_terms is not None)
+    return render(
+        "staff/promotion_form.html",
+        None,
+        status,
+        form=form,
+        promo=promo,
+        action=action,
+        error=error,
+        pending=promo is not None and promo.pending_terms is not None,
+    )
 
 
 def _form_of(promo: Promotion) -> PromotionForm:
@@ -79,12 +110,20 @@ def _form_of(promo: Promotion) -> PromotionForm:
     t: Terms = pending_terms(promo) or promo
 
     fixed = t.kind == "fixed_bonus"
-    return PromotionForm(formdata=None, title_zh=t.title_zh, title_en=t.title_en, kind=t.kind,
-                         threshold=yuan(t.threshold_fen), value=yuan(t.value_fen or 0) if fixed else "",
-                         percent="" if fixed else yuan(t.percent_bp or 0).removesuffix(".00"),
-                         cap=yuan(t.cap_fen) if t.cap_fen is not None else "",
-                         starts=sitetime.to_local(t.starts_at, tz), ends=sitetime.to_local(t.ends_at, tz), priority=t.priority,
-                         published=bool(promo.published or promo.publish_requested))
+    return PromotionForm(
+        formdata=None,
+        title_zh=t.title_zh,
+        title_en=t.title_en,
+        kind=t.kind,
+        threshold=yuan(t.threshold_fen),
+        value=yuan(t.value_fen or 0) if fixed else "",
+        percent="" if fixed else yuan(t.percent_bp or 0).removesuffix(".00"),
+        cap=yuan(t.cap_fen) if t.cap_fen is not None else "",
+        starts=sitetime.to_local(t.starts_at, tz),
+        ends=sitetime.to_local(t.ends_at, tz),
+        priority=t.priority,
+        published=bool(promo.published or promo.publish_requested),
+    )
 
 
 @bp.get("/promotions")

@@ -4,6 +4,7 @@ Plain functions over the database; the views decide when a code is asked for. A 
 accepted once: the step it belongs to is stored with a conditional UPDATE, so the same code
 replayed (or sent twice at once) is refused by the database row, not by luck.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -30,7 +31,7 @@ def new_secret() -> str:
 
 def grouped(secret: str) -> str:
     """The secret in groups of four, easier to type into a phone by hand."""
-    return " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
 def provisioning_uri(secret: str, username: str) -> str:
@@ -73,9 +74,13 @@ def use_code(staff_id: int, secret: str, code: str, now: datetime) -> bool:
         return False
     taken = db.session.execute(
         update(StaffUser)
-        .where(StaffUser.id == staff_id, StaffUser.totp_secret == secret,
-               or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step))
-        .values(totp_last_step=step))
+        .where(
+            StaffUser.id == staff_id,
+            StaffUser.totp_secret == secret,
+            or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+    )
     return taken.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -88,8 +93,10 @@ def confirm_enrolment(staff_id: int, code: str, now: datetime) -> bool:
     if step is None:
         return False
     done = db.session.execute(
-        update(StaffUser).where(StaffUser.id == staff_id, StaffUser.totp_pending == user.totp_pending)
-        .values(totp_secret=user.totp_pending, totp_pending=None, totp_last_step=step))
+        update(StaffUser)
+        .where(StaffUser.id == staff_id, StaffUser.totp_pending == user.totp_pending)
+        .values(totp_secret=user.totp_pending, totp_pending=None, totp_last_step=step)
+    )
     return done.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -107,5 +114,8 @@ def start_enrolment(staff_id: int) -> str:
 
 def remove(staff_id: int) -> None:
     """Second factor off (own choice with a code, or an admin's reset for a lost phone)."""
-    db.session.execute(update(StaffUser).where(StaffUser.id == staff_id)
-                       .values(totp_secret=None, totp_pending=None, totp_last_step=None))
+    db.session.execute(
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
+        .values(totp_secret=None, totp_pending=None, totp_last_step=None)
+    )

@@ -2,6 +2,7 @@
 page or `flask staff`), with its audit row, in the caller's write transaction. Changes that take
 something away (password, role, sign-in, second factor) end the account's sessions everywhere.
 They never read the request: the caller passes the ``Actor``."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -57,8 +58,13 @@ def change_settings(actor: Actor, user: StaffUser, new: Settings) -> bool:
     db.session.execute(update(StaffUser).where(StaffUser.id == user.id).values(**changed))
     if changed.get("active") is False or "role" in changed:
         end_all_sessions(user.id)
-    record(actor, "staff.edit", f"staff {user.username}", before=summary({k: before[k] for k in changed}),
-           after=summary(changed))
+    record(
+        actor,
+        "staff.edit",
+        f"staff {user.username}",
+        before=summary({k: before[k] for k in changed}),
+        after=summary(changed),
+    )
     return True
 
 

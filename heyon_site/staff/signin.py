@@ -1,22 +1,31 @@
 """Staff sign-in and sign-out."""
+
 from __future__ import annotations
 
 from flask import Response, abort, current_app, request, url_for
 from flask_babel import lazy_gettext as _l
-from heyon_site.security import device_cookie
+
 from heyon_site.database import in_write_transaction
-from heyon_site.web.fragments import redirect_to, render
-from heyon_site.web.limits import checks_secret
-from heyon_site.staff.auth import authenticate, current_staff, end_session, find_staff, start_second_step, start_session
-from heyon_site.staff.forms import LoginForm, LogoutForm
-from heyon_site.staff.inputs import staff_page
-from heyon_site.staff.blueprint import bp
 from heyon_site.extensions import db
 from heyon_site.models import StaffUser
-from heyon_site.staff.auth import check_code, second_step_user
-from heyon_site.staff.forms import CodeForm
-from heyon_site.security.throttle import whole_minutes
 from heyon_site.ops.audit import Actor, record
+from heyon_site.security import device_cookie
+from heyon_site.security.throttle import whole_minutes
+from heyon_site.staff.auth import (
+    authenticate,
+    check_code,
+    current_staff,
+    end_session,
+    find_staff,
+    second_step_user,
+    start_second_step,
+    start_session,
+)
+from heyon_site.staff.blueprint import bp
+from heyon_site.staff.forms import CodeForm, LoginForm, LogoutForm
+from heyon_site.staff.inputs import staff_page
+from heyon_site.web.fragments import redirect_to, render
+from heyon_site.web.limits import checks_secret
 
 
 def codes_refused(retry_after: int) -> object:
@@ -55,8 +64,11 @@ def login_submit() -> Response:
     in_write_transaction(lambda: record(Actor(result.staff_id, username, request.remote_addr), action))
     if result.staff_id is None:
         if result.refused in ("throttled", "locked"):
-            return _login_page(LoginForm(formdata=None), 429, _l("Too many failed sign-ins. Try again in %(n)s minute(s).",
-                                                                   n=whole_minutes(result.retry_after)))
+            return _login_page(
+                LoginForm(formdata=None),
+                429,
+                _l("Too many failed sign-ins. Try again in %(n)s minute(s).", n=whole_minutes(result.retry_after)),
+            )
         return _login_page(LoginForm(formdata=None), 403, _l("The username or password is wrong."))
     assert user is not None
     if code_due:
@@ -77,7 +89,9 @@ def logout() -> Response:
 
 
 def _code_page(form: CodeForm, status: int = 200, error: object = None) -> Response:
-    return render("staff/login_code.html", "code_form", status, form=form, error=error, next=request.args.get("next", ""))
+    return render(
+        "staff/login_code.html", "code_form", status, form=form, error=error, next=request.args.get("next", "")
+    )
 
 
 @bp.get("/login/code")
@@ -98,8 +112,12 @@ def login_code_submit() -> Response:
         return redirect_to(url_for("staff.login"))
     staff_id, username, secret = user.id, user.username, user.totp_secret or ""
     result = check_code(staff_id, username, secret, form.code.data or "", device_cookie.presented())
-    in_write_transaction(lambda: record(Actor(staff_id, username, request.remote_addr),
-                                        "login.success" if result.staff_id else f"login.code_{result.refused}"))
+    in_write_transaction(
+        lambda: record(
+            Actor(staff_id, username, request.remote_addr),
+            "login.success" if result.staff_id else f"login.code_{result.refused}",
+        )
+    )
     if result.staff_id is None:
         if result.refused in ("throttled", "locked"):
             return _code_page(CodeForm(formdata=None), 429, codes_refused(result.retry_after))

@@ -1,4 +1,5 @@
 """Error pages in the visitor's language, with a 4xx status; machine endpoints get plain text."""
+
 from __future__ import annotations
 
 from flask import Flask, Response, request
@@ -18,8 +19,14 @@ MESSAGES = {
     413: (_l("Too much data"), _l("What you sent is too large. Please check it and try again.")),
     415: (_l("Not a form"), _l("This page only accepts its own form. Please go back and use it.")),
     429: (_l("Too many attempts"), _l("Please wait a few minutes before trying again.")),
-    500: (_l("Something went wrong on our side"), _l("Please try again in a few minutes. If it keeps happening, contact support.")),
-    503: (_l("Briefly unavailable"), _l("We cannot reach our records right now. Nothing was charged or changed; please try again in a minute.")),
+    500: (
+        _l("Something went wrong on our side"),
+        _l("Please try again in a few minutes. If it keeps happening, contact support."),
+    ),
+    503: (
+        _l("Briefly unavailable"),
+        _l("We cannot reach our records right now. Nothing was charged or changed; please try again in a minute."),
+    ),
 }
 
 
@@ -34,7 +41,9 @@ def _page(code: int, title: object, detail: object) -> Response:
 def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(_e: CSRFError) -> Response:
-        return _page(400, _l("This page has expired"), _l("For your safety, forms expire. Reload the page and submit it again."))
+        return _page(
+            400, _l("This page has expired"), _l("For your safety, forms expire. Reload the page and submit it again.")
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
@@ -50,7 +59,9 @@ def init_app(app: Flask) -> None:
     def database_unavailable(e: OperationalError) -> Response:
         """The database is down, restarting or locked too long. The transaction was rolled back,
         so nothing changed: say so with a 503 the visitor (or provider) will retry."""
-        app.logger.error("database unavailable: %s", type(e.orig).__name__ if e.orig is not None else "OperationalError")
+        app.logger.error(
+            "database unavailable: %s", type(e.orig).__name__ if e.orig is not None else "OperationalError"
+        )
         db.session.rollback()
         response = _page(503, *MESSAGES[503])
         response.headers["Retry-After"] = "30"

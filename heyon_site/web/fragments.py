@@ -1,5 +1,6 @@
 """The one fragment convention: a view renders its page, or only a named block of the same
 template when htmx asks for it. History restores and plain browsers get the whole page."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,13 +1,14 @@
 """Language: zh-Hans by default, English on request (``?lang=en``, a cookie, Accept-Language)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
 
 from babel import Locale
 from flask import Flask, Response, g, request
+from flask_babel import get_locale
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
-from flask_babel import get_locale
 
 from heyon_site.extensions import babel
 
@@ -54,8 +55,9 @@ def html_lang() -> str:
 def _remember_choice(response: Response) -> Response:
     choice = g.pop("set_lang_cookie", None)
     if choice:
-        response.set_cookie(COOKIE, choice, max_age=365 * 86400, samesite="Lax", httponly=True,
-                            secure=request.is_secure)
+        response.set_cookie(
+            COOKIE, choice, max_age=365 * 86400, samesite="Lax", httponly=True, secure=request.is_secure
+        )
     if request.endpoint != "static":  # static files are the same in every language
         response.vary.update(("Accept-Language", "Cookie"))
     return response

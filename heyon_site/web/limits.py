@@ -7,6 +7,7 @@ on ONE failure budget per address, shared by all of them (HEYON_IP_FAILURE_LIMIT
 card passwords on /balance leave none for /recharge, the staff sign-in or the code step.
 tests/test_limits.py finds every view that calls a secret check and fails if one lacks it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

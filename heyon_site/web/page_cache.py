@@ -25,6 +25,7 @@ that moves money reads this cache: an order is quoted afresh when it is created,
 page shows what will be credited before paying. Only pages that reflect nothing from the request
 may be cached (no form data, no query values), and the key is the template and the language.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -80,17 +81,24 @@ def _split(html: str, expires: float) -> Page:
         return Page(expires, html)
     br = brotli.Compressor(quality=11)
     deflate = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw deflate: gzip's header is ours
-    return Page(expires, html,
-                {"br": br.process(head) + br.flush(),  # flush: byte-aligned, stream still open
-                 "gzip": GZIP_HEADER + deflate.compress(head) + deflate.flush(zlib.Z_SYNC_FLUSH)},
-                zlib.crc32(head), len(head), tail)
+    return Page(
+        expires,
+        html,
+        {
+            "br": br.process(head) + br.flush(),  # flush: byte-aligned, stream still open
+            "gzip": GZIP_HEADER + deflate.compress(head) + deflate.flush(zlib.Z_SYNC_FLUSH),
+        },
+        zlib.crc32(head),
+        len(head),
+        tail,
+    )
 
 
 def brotli_tail(data: bytes) -> bytes:
     """Uncompressed meta-blocks holding ``data``, then the empty last meta-block."""
     out = bytearray()
     for i in range(0, len(data), 1 << 16):
-        chunk = data[i:i + (1 << 16)]
+        chunk = data[i : i + (1 << 16)]
         # ISLAST=0, MNIBBLES=4 (code 0), MLEN-1 in 16 bits, ISUNCOMPRESSED=1, padded to 3 bytes.
         out += (((len(chunk) - 1) << 3) | (1 << 19)).to_bytes(3, "little") + chunk
     return bytes(out + b"\x03")  # ISLAST=1, ISLASTEMPTY=1
@@ -98,7 +106,7 @@ def brotli_tail(data: bytes) -> bytes:
 
 def gzip_tail(data: bytes, head_crc: int, head_size: int) -> bytes:
     """Stored deflate blocks holding ``data`` (the last one final), then gzip's CRC-32 and size."""
-    chunks = [data[i:i + 0xFFFF] for i in range(0, len(data), 0xFFFF)] or [b""]
+    chunks = [data[i : i + 0xFFFF] for i in range(0, len(data), 0xFFFF)] or [b""]
     out = bytearray()
     for n, chunk in enumerate(chunks):
         out += bytes([n == len(chunks) - 1]) + struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF) + chunk
@@ -145,7 +153,9 @@ def response(template: str, build: Callable[[], str]) -> Response:
     token, form_id = generate_csrf(), secrets.token_urlsafe(18)
     encoding = request.accept_encodings.best_match(ENCODINGS) if page.head else None
     if encoding is None:
-        return Response(page.html.replace(PLACEHOLDER, token).replace(FORM_ID_PLACEHOLDER, form_id), mimetype="text/html")
+        return Response(
+            page.html.replace(PLACEHOLDER, token).replace(FORM_ID_PLACEHOLDER, form_id), mimetype="text/html"
+        )
     tail = page.tail.replace(PLACEHOLDER, token).replace(FORM_ID_PLACEHOLDER, form_id).encode()
     end = brotli_tail(tail) if encoding == "br" else gzip_tail(tail, page.head_crc, page.head_size)
     answer = Response(page.head[encoding] + end, mimetype="text/html")

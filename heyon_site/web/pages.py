@@ -1,4 +1,5 @@
 """What every page shares: template helpers, cache-busted static URLs, security headers, health."""
+
 from __future__ import annotations
 
 import base64
@@ -112,8 +113,14 @@ class RowIdConverter(IntegerConverter):
     """``<int:...>`` in our routes names a row. A larger number names none: it is not found
     (404) by the router, where the database would refuse to compare it (a 500 on both)."""
 
-    def __init__(self, url_map: Map, fixed_digits: int = 0, min: int | None = None,
-                 max: int | None = MAX_ROW_ID, signed: bool = False) -> None:
+    def __init__(
+        self,
+        url_map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = MAX_ROW_ID,
+        signed: bool = False,
+    ) -> None:
         super().__init__(url_map, fixed_digits, min, max, signed)
 
 
@@ -135,9 +142,12 @@ def _forms_only() -> None:
     # Staff forms store free text (FAQ, promotions, names), and PostgreSQL cannot keep a NUL in a
     # text column: refuse it here rather than as a database error deep in a view. Customer forms
     # store no free text and answer a NUL with their own field messages.
-    if request.method == "POST" and request.blueprint == "staff":
-        if any("\x00" in value for values in request.form.listvalues() for value in values):
-            abort(400)
+    if (
+        request.method == "POST"
+        and request.blueprint == "staff"
+        and any("\x00" in value for values in request.form.listvalues() for value in values)
+    ):
+        abort(400)
 
 
 def init_app(app: Flask) -> None:
