@@ -15,17 +15,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-from sqlalchemy.sql import Insert
+from sqlalchemy.orm import Session, scoped_session
 
-from heyon_site.extensions import db
+from heyon_site.extensions import Base, db
 
 T = TypeVar("T")
+
+#: The session the money code is handed: a Session, or Flask-SQLAlchemy's ``db.session`` (a
+#: scoped_session that passes each call on to the current Session). Both are used the same way.
+DbSession: TypeAlias = Session | scoped_session[Any]
+
+#: An INSERT that has ``on_conflict_do_nothing`` and ``on_conflict_do_update``.
+UpsertInsert: TypeAlias = postgresql.Insert | sqlite.Insert
 _WRITE = "heyon_write"
 
 
@@ -87,10 +93,16 @@ def in_write_transaction(work: Callable[[], T], attempts: int = 4) -> T:
     raise AssertionError("unreachable")
 
 
-def insert(s: Session, model: type) -> Insert:
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. Session.execute is typed to return a plain Result;
+    for those statements it is a CursorResult, which has the count."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def insert(s: DbSession, model: type[Base]) -> UpsertInsert:
     """A dialect-specific INSERT for the database of ``s`` that supports ``on_conflict_do_nothing`` / ``_do_update``."""
     dialect = s.get_bind().dialect.name
-    table = model.__table__  # type: ignore[attr-defined]
+    table = cast(Table, model.__table__)  # every model is declared with a Table
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":

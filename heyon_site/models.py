@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from heyon_site.extensions import db
+from heyon_site.extensions import Model
 
 ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
 FINAL_STATES = frozenset({"credited", "failed", "expired"})
@@ -29,7 +29,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-class Card(db.Model):
+class Card(Model):
     __tablename__ = "cards"
     __table_args__ = (
         CheckConstraint(_in("status", ("active", "locked", "blocked")), name="status"),
@@ -51,7 +51,7 @@ class Card(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class LoginThrottle(db.Model):
+class LoginThrottle(Model):
     """One failure counter of a card number or staff account, shared by all workers
     (``security/throttle.py``): the one of unknown devices, one per known device, and the allowance all
     known devices share.
@@ -70,7 +70,7 @@ class LoginThrottle(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RechargeOrder(db.Model):
+class RechargeOrder(Model):
     __tablename__ = "recharge_orders"
     __table_args__ = (
         CheckConstraint(_in("status", ORDER_STATES), name="status"),
@@ -151,7 +151,7 @@ class RechargeOrder(db.Model):
         return self.amount_fen + self.bonus_fen
 
 
-class LedgerEntry(db.Model):
+class LedgerEntry(Model):
     """One immutable money movement. Only ``billing.ledger.credit`` writes these."""
 
     __tablename__ = "ledger_entries"
@@ -171,7 +171,7 @@ class LedgerEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class PaymentEvent(db.Model):
+class PaymentEvent(Model):
     """One verified provider notification, unique per provider, transaction and kind (for a
     refund, the transaction is the provider's refund: each refund is recorded once)."""
 
@@ -191,7 +191,7 @@ class PaymentEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ProviderCallback(db.Model):
+class ProviderCallback(Model):
     """Every callback received, with what became of it. A verified one is kept whole, and
     stored before its event is applied; of a refused one (not provably from the provider, or not
     of its form) only the first bytes, the digest and the size, so that nobody can fill the
@@ -214,7 +214,7 @@ class ProviderCallback(db.Model):
     detail: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
-class SandboxPayment(db.Model):
+class SandboxPayment(Model):
     """The sandbox gateway's own book of what a tester did on its payment page.
 
     It plays the provider's database: the site never reads it to credit, only the sandbox
@@ -235,7 +235,7 @@ class SandboxPayment(db.Model):
 PROMO_KINDS = ("fixed_bonus", "percent_bonus", "discount")
 
 
-class Promotion(db.Model):
+class Promotion(Model):
     """A time-limited rule that changes what a recharge earns or costs. It is copied onto each
     order it applies to (``RechargeOrder.promo_snapshot``), so later edits change no promise."""
 
@@ -289,7 +289,7 @@ class Promotion(db.Model):
     pending_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class FaqEntry(db.Model):
+class FaqEntry(Model):
     """One question and answer in one language; answers are Markdown, sanitised when rendered."""
 
     __tablename__ = "faq_entries"
@@ -312,7 +312,7 @@ class FaqEntry(db.Model):
 STAFF_ROLES = ("editor", "cashier", "admin")
 
 
-class StaffUser(db.Model):
+class StaffUser(Model):
     """A member of staff. ``session_version`` is bumped on logout (and may be on password
     change): every session cookie carrying an older version is refused."""
 
@@ -336,7 +336,7 @@ class StaffUser(db.Model):
     totp_required: Mapped[bool] = mapped_column(default=False)
 
 
-class AuditLog(db.Model):
+class AuditLog(Model):
     """Who did what, append-only (triggers made by the migration refuse UPDATE and DELETE).
 
     ``username`` is copied so a row stays readable whatever happens to the account, and so a

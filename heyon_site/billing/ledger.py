@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Exists
 
 from heyon_site.billing.promos import PromoCaps
-from heyon_site.database import insert
+from heyon_site.database import DbSession, insert
 from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
 
 
-def credit(s: Session, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
+def credit(s: DbSession, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
     """Add one ledger entry and raise the card's cached balance by the same amount.
 
     Idempotent by ``key``: the insert is ``ON CONFLICT (key) DO NOTHING``, so a second call
@@ -35,7 +34,7 @@ def credit(s: Session, card_id: int, amount_fen: int, kind: str, key: str, order
     return True
 
 
-def balance_of(s: Session, card_id: int) -> int:
+def balance_of(s: DbSession, card_id: int) -> int:
     total = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(LedgerEntry.card_id == card_id))
     return int(total or 0)
 
@@ -53,7 +52,7 @@ class Verdict:
         return not self.violations
 
 
-def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
+def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verdict:
     """Check every invariant of the books; report at most ``limit`` violations of each kind.
 
     ``caps``: the promotion caps configured now (``PromoCaps()``'s defaults if not given), which
@@ -185,7 +184,7 @@ def verify(s: Session, limit: int = 50, caps: PromoCaps | None = None) -> Verdic
     )
 
 
-def _over_the_caps(s: Session, caps: PromoCaps, limit: int) -> list[str]:
+def _over_the_caps(s: DbSession, caps: PromoCaps, limit: int) -> list[str]:
     """Credited orders whose bonus or discount is more than the caps in force when they were
     quoted (recorded on the order; ``caps`` for orders made before that was recorded)."""
     bonus_cap = func.coalesce(RechargeOrder.bonus_cap_percent, caps.bonus_percent)

@@ -29,9 +29,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from heyon_site.billing.money import yuan
+from heyon_site.database import DbSession
 from heyon_site.models import PROMO_KINDS, Promotion, utcnow
 
 BASIS = 10_000  # basis points in a whole: 1000 bp = 10 %
@@ -100,7 +100,7 @@ class Quote:
         return None if self.promo is None else json.dumps(self.promo, ensure_ascii=False, sort_keys=True)
 
 
-def active_promotions(s: Session, now: datetime) -> list[Promotion]:
+def active_promotions(s: DbSession, now: datetime) -> list[Promotion]:
     """Published promotions running at ``now`` (start inclusive, end exclusive), best first."""
     return list(
         s.scalars(
@@ -171,7 +171,7 @@ def quote_token(q: Quote) -> str:
     return f"{q.amount_fen}:{q.pay_fen}:{q.bonus_fen}"
 
 
-def current_quote(s: Session, amount_fen: int, now: datetime | None = None, *, caps: PromoCaps) -> Quote:
+def current_quote(s: DbSession, amount_fen: int, now: datetime | None = None, *, caps: PromoCaps) -> Quote:
     """The terms for ``amount_fen`` under the promotions running now."""
     now = now or utcnow()
     return quote(amount_fen, active_promotions(s, now), now, caps=caps)

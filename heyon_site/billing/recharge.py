@@ -16,13 +16,12 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.billing.promos import Quote
-from heyon_site.database import insert
+from heyon_site.database import DbSession, insert, rowcount
 from heyon_site.models import ORDER_STATES, PaymentEvent, RechargeOrder, utcnow
 
 
@@ -71,7 +70,7 @@ def submission_key(form_id: str, card_id: int, amount_fen: int, provider: str) -
 
 
 def start_recharge(
-    s: Session,
+    s: DbSession,
     card_id: int,
     amount_fen: int,
     provider: str,
@@ -134,13 +133,13 @@ def start_recharge(
     return order
 
 
-def _order_of_submission(s: Session, key: str) -> RechargeOrder | None:
+def _order_of_submission(s: DbSession, key: str) -> RechargeOrder | None:
     return s.scalar(
         select(RechargeOrder).where(RechargeOrder.submission_key == key).execution_options(populate_existing=True)
     )
 
 
-def accept_terms(s: Session, order_id: int) -> bool:
+def accept_terms(s: DbSession, order_id: int) -> bool:
     """The customer accepted the terms the order page showed; True while the order can still be
     paid (a second press finds it accepted already, and goes on to the same payment)."""
     result = s.execute(
@@ -149,7 +148,7 @@ def accept_terms(s: Session, order_id: int) -> bool:
         .values(needs_confirmation=False)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
 ORDER_NO = re.compile(r"\d{16}")
@@ -158,7 +157,7 @@ ORDER_NO = re.compile(r"\d{16}")
 TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
-def find_order(s: Session, order_no: str) -> RechargeOrder | None:
+def find_order(s: DbSession, order_no: str) -> RechargeOrder | None:
     """The order with this number; None for anything not shaped like one (never a query)."""
     if not ORDER_NO.fullmatch(order_no or ""):
         return None
@@ -167,13 +166,13 @@ def find_order(s: Session, order_no: str) -> RechargeOrder | None:
     )
 
 
-def find_by_token(s: Session, token: str) -> RechargeOrder | None:
+def find_by_token(s: DbSession, token: str) -> RechargeOrder | None:
     if not TOKEN.fullmatch(token or ""):
         return None
     return s.scalar(select(RechargeOrder).where(RechargeOrder.token == token))
 
 
-def _move(s: Session, order_id: int, sources: Iterable[str], target: str, now: datetime, **values: Any) -> bool:
+def _move(s: DbSession, order_id: int, sources: Iterable[str], target: str, now: datetime, **values: Any) -> bool:
     """The only way an order changes state: succeeds for exactly one of concurrent callers."""
     final = {"finalized_at": now} if target in ("credited", "failed", "expired") else {}
     result = s.execute(
@@ -182,10 +181,10 @@ def _move(s: Session, order_id: int, sources: Iterable[str], target: str, now: d
         .values(status=target, updated_at=now, **final, **values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
-def _record_event(s: Session, event: ProviderEvent, order_id: int, now: datetime) -> int | None:
+def _record_event(s: DbSession, event: ProviderEvent, order_id: int, now: datetime) -> int | None:
     """Insert the event under its unique key; None when it was recorded before (a duplicate)."""
     stmt = (
         insert(s, PaymentEvent)
@@ -204,7 +203,7 @@ def _record_event(s: Session, event: ProviderEvent, order_id: int, now: datetime
     return s.execute(stmt).scalar_one_or_none()
 
 
-def apply_event(s: Session, event: ProviderEvent, now: datetime | None = None) -> str:
+def apply_event(s: DbSession, event: ProviderEvent, now: datetime | None = None) -> str:
     """Apply a verified provider event inside the caller's write transaction; return the outcome.
 
     Outcomes: credited, duplicate, unknown_order, amount_mismatch, paid_again, review,
@@ -229,7 +228,7 @@ def apply_event(s: Session, event: ProviderEvent, now: datetime | None = None) -
     return outcome
 
 
-def _paid(s: Session, order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
+def _paid(s: DbSession, order: RechargeOrder, event: ProviderEvent, now: datetime) -> str:
     if event.amount_fen != order.pay_fen:
         _move(
             s,
@@ -264,7 +263,7 @@ def _paid(s: Session, order: RechargeOrder, event: ProviderEvent, now: datetime)
     return "paid_again" if current == "credited" else "review"
 
 
-def _closed(s: Session, order: RechargeOrder, now: datetime) -> str:
+def _closed(s: DbSession, order: RechargeOrder, now: datetime) -> str:
     if _move(s, order.id, ("pending",), "failed", now, status_reason="closed_by_provider"):
         return "failed"
     # A provider closes a trade that was paid only by giving all of it back (Alipay's full
@@ -279,7 +278,7 @@ def _closed(s: Session, order: RechargeOrder, now: datetime) -> str:
 MONEY_RETURNED = "money_returned"
 
 
-def _refunded(s: Session, order: RechargeOrder, now: datetime) -> str:
+def _refunded(s: DbSession, order: RechargeOrder, now: datetime) -> str:
     """Money went back to the payer at the provider. Nothing is debited here: the card may have
     spent the credit, and whether to take it back (or accept the loss) is a person's decision.
     A pending order can never be credited afterwards: it waits for that person in review."""
@@ -288,7 +287,7 @@ def _refunded(s: Session, order: RechargeOrder, now: datetime) -> str:
     return "refunded"
 
 
-def _flag(s: Session, order_id: int, statuses: Iterable[str], now: datetime) -> bool:
+def _flag(s: DbSession, order_id: int, statuses: Iterable[str], now: datetime) -> bool:
     """Put the order in front of a person, if it is in one of ``statuses``. The first time it
     was flagged is kept: the dashboard lists the longest waiting first."""
     result = s.execute(
@@ -297,7 +296,7 @@ def _flag(s: Session, order_id: int, statuses: Iterable[str], now: datetime) -> 
         .values(attention=MONEY_RETURNED, attention_at=func.coalesce(RechargeOrder.attention_at, now))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
 __all__ = ["AmountError", "AmountOutOfRange", "AmountRules", "apply_event", "start_recharge"]

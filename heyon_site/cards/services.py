@@ -11,6 +11,7 @@ from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import yuan
 from heyon_site.cards.auth import clear_throttle
 from heyon_site.cards.numbers import mask, normalise_card_number, number_digest
+from heyon_site.database import rowcount
 from heyon_site.extensions import db
 from heyon_site.models import Card, RechargeOrder
 from heyon_site.ops.audit import Actor, record
@@ -69,9 +70,9 @@ def issue_cards(actor: Actor, cards: list[tuple[str, str, int]]) -> None:
 def unblock(actor: Actor, number: str) -> int | None:
     """Set a card active again and clear its password throttle from every device (after support
     checked who asks); the throttle rows cleared, or None when there is no such card."""
-    found = db.session.execute(
-        update(Card).where(Card.number_digest == number_digest(number)).values(status="active")
-    ).rowcount  # type: ignore[attr-defined]
+    found = rowcount(
+        db.session.execute(update(Card).where(Card.number_digest == number_digest(number)).values(status="active"))
+    )
     if not found:
         return None
     record(actor, "card.unblock", f"card {mask(number)}")

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.recharge import apply_event
-from heyon_site.database import in_write_transaction
+from heyon_site.database import in_write_transaction, rowcount
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.ops import alarms
@@ -70,7 +70,7 @@ def _settle(order: Candidate, outcome: str, event: ProviderEvent | None, expire:
             .where(RechargeOrder.id == order.id, RechargeOrder.status == "pending")
             .values(status="expired", updated_at=now, finalized_at=now, status_reason="timeout")
         )
-        return "expired" if moved.rowcount == 1 else "ignored"  # type: ignore[attr-defined]
+        return "expired" if rowcount(moved) == 1 else "ignored"
     return outcome
 
 

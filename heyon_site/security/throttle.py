@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 from flask import current_app
 from sqlalchemy import delete, select
 
-from heyon_site.database import in_write_transaction, insert
+from heyon_site.database import in_write_transaction, insert, rowcount
 from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, utcnow
 
@@ -201,7 +201,7 @@ def clear_subjects(*subjects: str) -> int:
     """Inside a write transaction: forget every row of these subjects (a reset by support or an
     admin); the number of rows removed."""
     result = db.session.execute(delete(LoginThrottle).where(LoginThrottle.subject.in_(subjects)))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rowcount(result) or 0)
 
 
 @dataclass(frozen=True)

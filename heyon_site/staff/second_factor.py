@@ -14,6 +14,7 @@ import pyotp
 import segno
 from sqlalchemy import or_, update
 
+from heyon_site.database import rowcount
 from heyon_site.extensions import db
 from heyon_site.models import StaffUser
 
@@ -81,7 +82,7 @@ def use_code(staff_id: int, secret: str, code: str, now: datetime) -> bool:
         )
         .values(totp_last_step=step)
     )
-    return taken.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(taken) == 1
 
 
 def confirm_enrolment(staff_id: int, code: str, now: datetime) -> bool:
@@ -97,7 +98,7 @@ def confirm_enrolment(staff_id: int, code: str, now: datetime) -> bool:
         .where(StaffUser.id == staff_id, StaffUser.totp_pending == user.totp_pending)
         .values(totp_secret=user.totp_pending, totp_pending=None, totp_last_step=step)
     )
-    return done.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(done) == 1
 
 
 def start_enrolment(staff_id: int) -> str:
