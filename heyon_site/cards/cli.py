@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 import click
@@ -134,5 +135,5 @@ def seed_demo() -> None:
             click.echo(f"demo card {mask(number)} exists")
             continue
         fen = parse_amount(balance)
-        in_write_transaction(lambda n=number, p=pin, f=fen: issue_cards(COMMAND_LINE, [(n, p, f)]))
+        in_write_transaction(partial(issue_cards, COMMAND_LINE, [(number, pin, fen)]))
         click.echo(f"demo card {number} password {pin} balance {balance}")

@@ -88,7 +88,8 @@ def order_start(token: str) -> Response:
 
 
 def check_limit() -> str:
-    return current_app.config["HEYON_CHECK_LIMIT"]
+    limit: str = current_app.config["HEYON_CHECK_LIMIT"]
+    return limit
 
 
 @bp.post("/orders/<token>/check")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import click
 from flask.cli import AppGroup
 
@@ -16,7 +18,7 @@ faq_cli = AppGroup("faq", help="The customer FAQ.")
 def faq_seed() -> None:
     """Add the starter FAQ to each language that has no entries yet (safe to run again)."""
     for locale, entries in STARTER.items():
-        added = in_write_transaction(lambda locale=locale, entries=entries: seed(locale, entries))
+        added = in_write_transaction(partial(seed, locale, entries))
         if added:
             click.echo(f"faq {locale}: added {added} starter entries")
         else:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.recharge import apply_event
@@ -74,7 +74,7 @@ def _settle(order: Candidate, outcome: str, event: ProviderEvent | None, expire:
     return outcome
 
 
-def _candidate_query(cutoff: datetime, after_id: int) -> object:
+def _candidate_query(cutoff: datetime, after_id: int) -> Select[int, str, str, datetime]:
     return (
         select(RechargeOrder.id, RechargeOrder.order_no, RechargeOrder.provider, RechargeOrder.created_at)
         .where(RechargeOrder.status == "pending", RechargeOrder.created_at < cutoff, RechargeOrder.id > after_id)
@@ -136,11 +136,9 @@ def reconcile(
     for _ in range(limit):
         if _on_postgresql():
             # Skip orders another run holds right now; they are being settled there.
-            row = db.session.execute(
-                _candidate_query(cutoff, after_id).with_for_update(skip_locked=True)  # type: ignore[attr-defined]
-            ).first()
+            row = db.session.execute(_candidate_query(cutoff, after_id).with_for_update(skip_locked=True)).first()
         else:
-            row = db.session.execute(_candidate_query(cutoff, after_id)).first()  # type: ignore[arg-type]
+            row = db.session.execute(_candidate_query(cutoff, after_id)).first()
         db.session.rollback()  # the claim itself is taken again inside check_one's transaction
         if row is None:
             break

@@ -43,7 +43,8 @@ def init_app(app: Flask) -> None:
 
 
 def enabled() -> dict[str, Provider]:
-    return current_app.extensions["heyon.providers"]
+    providers: dict[str, Provider] = current_app.extensions["heyon.providers"]
+    return providers
 
 
 def get(name: str) -> Provider | None:

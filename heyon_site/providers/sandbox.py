@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from flask import url_for
 from sqlalchemy import select
 
-from heyon_site.billing.events import ProviderEvent
+from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.extensions import db
 from heyon_site.models import SandboxPayment
@@ -82,6 +82,7 @@ class SandboxProvider:
         ):
             raise InvalidSignature("signature does not verify")
         status = fields.get("trade_status", "")
+        kind: EventKind
         if status in PAID_STATUSES:
             kind = "paid"
         elif status in CLOSED_STATUSES:
@@ -107,7 +108,7 @@ class SandboxProvider:
         row = db.session.scalar(select(SandboxPayment).where(SandboxPayment.order_no == order_no))
         if row is None:
             return None
-        kind = "paid" if row.status in PAID_STATUSES else "closed"
+        kind: EventKind = "paid" if row.status in PAID_STATUSES else "closed"
         return ProviderEvent(
             provider=self.name, order_no=order_no, txn_id=row.trade_no, kind=kind, amount_fen=row.amount_fen
         )

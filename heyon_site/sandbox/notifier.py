@@ -36,7 +36,8 @@ def post_form(url: str, fields: Mapping[str, str]) -> str:
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
     try:
         with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310 - our own notify URL
-            return response.read(200).decode("utf-8", errors="replace").strip()
+            body: bytes = response.read(200)
+            return body.decode("utf-8", errors="replace").strip()
     except (urllib.error.URLError, OSError) as exc:
         return f"error: {exc}"
 

@@ -11,7 +11,7 @@ from jinja2_fragments.flask import render_block
 
 def is_htmx() -> bool:
     """An htmx request that wants a fragment (a history restore wants the full page)."""
-    hx = getattr(request, "htmx", None)
+    hx: Any = getattr(request, "htmx", None)  # htmx_flask's request details, untyped
     return bool(hx) and not hx.history_restore_request
 
 

@@ -11,7 +11,7 @@ tests/test_limits.py finds every view that calls a secret check and fails if one
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import Response, current_app, g
 
@@ -22,11 +22,13 @@ SECRET_FAILURES = "secret-failures"  # the shared budget's scope: one count per 
 
 
 def ip_limit() -> str:
-    return current_app.config["HEYON_IP_LIMIT"]
+    limit: str = current_app.config["HEYON_IP_LIMIT"]
+    return limit
 
 
 def ip_failure_limit() -> str:
-    return current_app.config["HEYON_IP_FAILURE_LIMIT"]
+    limit: str = current_app.config["HEYON_IP_FAILURE_LIMIT"]
+    return limit
 
 
 def secret_failed() -> None:
@@ -46,4 +48,5 @@ _failure_budget = limiter.shared_limit(ip_failure_limit, scope=SECRET_FAILURES, 
 def checks_secret(view: F) -> F:
     """For every view that checks a secret: its own per-address limit, and the one failure
     budget per address all such views share."""
-    return limiter.limit(ip_limit)(_failure_budget(view))
+    # Flask-Limiter's decorators are typed to return a bare callable; they return the view wrapped.
+    return cast(F, limiter.limit(ip_limit)(_failure_budget(view)))
