@@ -27,7 +27,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -312,7 +312,11 @@ class WechatPayProvider:
         try:
             # nonce and associated_data are plain text; only the ciphertext (with the 16-byte tag
             # at its end) is base64.
-            plain = self._aead.decrypt(nonce.encode(), base64.b64decode(ciphertext, validate=True), associated.encode())
+            # All three were checked to be str above (the check is one mypy cannot follow).
+            nonce_text, ciphertext_text = cast(str, nonce), cast(str, ciphertext)
+            plain = self._aead.decrypt(
+                nonce_text.encode(), base64.b64decode(ciphertext_text, validate=True), associated.encode()
+            )
             transaction = json.loads(plain)
         except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
             # Signed by WeChat, so not a forgery: our APIv3 key is not the one WeChat holds.
