@@ -19,7 +19,7 @@ def open_card(card_no: str, password: str) -> AuthResult:
     return auth
 
 
-def refusal_message(auth: AuthResult) -> tuple[object, int]:
+def refusal_message(auth: AuthResult) -> tuple[str, int]:
     """One message for a wrong number and a wrong password: nothing tells which one it was."""
     if auth.refused == "throttled":
         return _l(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -134,7 +134,8 @@ class RechargeForm(CardForm):
             ) from None
 
     def validate_method(self, field: RadioField) -> None:
-        if field.data not in dict(self.method.choices or []):
+        choices = cast(list[tuple[str, str]], self.method.choices or [])  # as __init__ sets them
+        if field.data not in dict(choices):
             raise ValidationError(_l("Choose a payment method."))
 
     def one_time_id(self) -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 from flask import Blueprint, Response, current_app, request
 
 from heyon_site.billing.events import ProviderEvent
@@ -53,7 +56,8 @@ def notify(name: str) -> Response:
     body = request.get_data(cache=False)
     # Verifying costs no write: what is kept, and how much, depends on whether it verifies.
     try:
-        event = provider.parse_callback(body, request.headers)
+        # Werkzeug's Headers answers get() and items() as a Mapping does, all a provider asks of it.
+        event = provider.parse_callback(body, cast(Mapping[str, str], request.headers))
     except NothingToDo as exc:
         _keep(name, body, "ignored", str(exc))  # genuine: kept as received
         return _answer(provider.acknowledge())

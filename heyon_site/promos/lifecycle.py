@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from heyon_site.billing.promos import N_, NewPromotion, PromoCaps, PromotionError, check_terms
 from heyon_site.extensions import db
@@ -112,7 +112,8 @@ def approval_digest(promo: Promotion) -> str | None:
     waiting = awaiting(promo)
     if waiting is None:
         return None
-    terms = json.loads(promo.pending_terms) if waiting[0] == "changes" else _terms(promo)
+    # "changes" waits exactly when pending_terms is set (awaiting).
+    terms = json.loads(cast(str, promo.pending_terms)) if waiting[0] == "changes" else _terms(promo)
     text = json.dumps(
         {"what": waiting[0], "id": promo.id, "by": waiting[1], **terms}, sort_keys=True, ensure_ascii=False
     )

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import stripe
 from sqlalchemy import select
+from stripe.params.checkout import SessionCreateParams
 
 from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount
@@ -147,7 +148,7 @@ class StripeCheckoutProvider:
     def checkout(self, order: OrderRef, device: Device) -> Checkout:
         """The same hosted page on a phone and on a computer: a card is typed in where the
         customer is, there is nothing to scan."""
-        params: dict[str, Any] = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "allowed_payment_method_types": ["card"],
             "line_items": [

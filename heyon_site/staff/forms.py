@@ -17,7 +17,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.fields.choices import SelectChoice
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in WTForms 3.3; types-WTForms 3.2 lacks it
 from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, Regexp
 
 from heyon_site import sitetime
@@ -96,7 +96,7 @@ class CodeForm(FlaskForm):
     )
 
 
-def _new_password(label: object) -> PasswordField:
+def _new_password(label: str) -> PasswordField:
     return PasswordField(
         label,
         [

@@ -53,7 +53,7 @@ class SiteDates:
             raise ValidationError(self.message)
 
 
-def site_time_field(label: object) -> DateTimeLocalField:
+def site_time_field(label: str) -> DateTimeLocalField:
     """A required time typed in the site's time zone, within the years the site converts."""
     return DateTimeLocalField(label, [InputRequired(_l("Required.")), SiteDates()], format=LOCAL_TIME_FORMATS)
 
