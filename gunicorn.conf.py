@@ -52,7 +52,8 @@ def _log_config() -> dict[str, Any]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.gunicorn_logconfig()  # type: ignore[no-any-return]
+    config: dict[str, Any] = module.gunicorn_logconfig()
+    return config
 
 
 logconfig_dict = _log_config()

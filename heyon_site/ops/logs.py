@@ -208,7 +208,7 @@ def _stamp_request_id(make: Callable[..., logging.LogRecord]) -> Callable[..., l
         record.request_id = _request_id.get()
         return record
 
-    make_record.heyon = True  # type: ignore[attr-defined]
+    make_record.heyon = True  # type: ignore[attr-defined]  # a marker on the function, read back by getattr below
     return make_record
 
 
@@ -271,7 +271,7 @@ def init_app(app: Flask) -> None:
     # password hashes. The statement itself still shows what failed.
     options.setdefault("hide_parameters", True)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
     if not getattr(logging.getLogRecordFactory(), "heyon", False):
         logging.setLogRecordFactory(_stamp_request_id(logging.getLogRecordFactory()))
     formatter_class(app.config["HEYON_LOG_FORMAT"])  # a typo fails at start-up, tests included

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
@@ -134,32 +134,37 @@ def top_level_raw(text: str) -> dict[str, tuple[Any, str]]:
     """
     decoder = json.JSONDecoder()
     ws = re.compile(r"[ \t\n\r]*")
+
+    def skip(at: int) -> int:
+        """The index after the whitespace at ``at`` (``ws`` matches empty text too, so always matches)."""
+        return cast(re.Match[str], ws.match(text, at)).end()
+
     members: dict[str, tuple[Any, str]] = {}
-    i = ws.match(text, 0).end()  # type: ignore[union-attr]
+    i = skip(0)
     if text[i : i + 1] != "{":
         raise ValueError("not a JSON object")
-    i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+    i = skip(i + 1)
     if text[i : i + 1] == "}":
         i += 1
     else:
         while True:
             key, i = decoder.raw_decode(text, i)
-            i = ws.match(text, i).end()  # type: ignore[union-attr]
+            i = skip(i)
             if not isinstance(key, str) or text[i : i + 1] != ":":
                 raise ValueError("not a JSON object")
-            start = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+            start = skip(i + 1)
             value, i = decoder.raw_decode(text, start)
             if key in members:
                 raise ValueError(f"{key!r} appears twice")
             members[key] = (value, text[start:i])
-            i = ws.match(text, i).end()  # type: ignore[union-attr]
+            i = skip(i)
             if text[i : i + 1] == "}":
                 i += 1
                 break
             if text[i : i + 1] != ",":
                 raise ValueError("not a JSON object")
-            i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
-    if text[ws.match(text, i).end() :]:  # type: ignore[union-attr]
+            i = skip(i + 1)
+    if text[skip(i) :]:
         raise ValueError("text after the JSON object")
     return members
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, request, url_for
 from flask_babel import lazy_gettext as _l
@@ -64,7 +64,9 @@ def account_password() -> Response:
             new_hash, who = hash_password(form.new_password.data or ""), actor()
             in_write_transaction(lambda: services.change_own_password(who, new_hash))
             # This browser stays signed in with the new version; every other session has ended.
-            start_session(db.session.get(StaffUser, staff_id, populate_existing=True))  # type: ignore[arg-type]
+            start_session(
+                cast(StaffUser, db.session.get(StaffUser, staff_id, populate_existing=True))
+            )  # just authenticated
             return redirect_to(url_for("staff.account", done="password"))
     else:
         error = _l("Check the fields.")

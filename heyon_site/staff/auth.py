@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, g, request, session, url_for
@@ -188,7 +188,8 @@ def current_staff() -> StaffUser | None:
     """The signed-in staff member, checked on every request: account active, session version
     current (logout elsewhere ends it), and not idle longer than HEYON_STAFF_IDLE_MINUTES."""
     if "staff_user" in g:
-        return g.staff_user  # type: ignore[no-any-return]
+        cached: StaffUser | None = g.staff_user
+        return cached
     g.staff_user = None
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
@@ -245,6 +246,6 @@ def require_role(*roles: str, enrolling: bool = False) -> Callable[[F], F]:
                 abort(403)
             return view(*args, **kwargs)
 
-        return wrapped  # type: ignore[return-value]
+        return cast(F, wrapped)
 
     return decorator

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Response, abort, current_app, request, url_for
 from flask_babel import lazy_gettext as _l
 
@@ -122,5 +124,5 @@ def login_code_submit() -> Response:
         if result.refused in ("throttled", "locked"):
             return _code_page(CodeForm(formdata=None), 429, codes_refused(result.retry_after))
         return _code_page(CodeForm(formdata=None), 403, _l("That code is wrong or was used already."))
-    start_session(db.session.get(StaffUser, staff_id, populate_existing=True))  # type: ignore[arg-type]
+    start_session(cast(StaffUser, db.session.get(StaffUser, staff_id, populate_existing=True)))  # just authenticated
     return redirect_to(safe_next(request.args.get("next")))
