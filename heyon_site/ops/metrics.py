@@ -148,7 +148,7 @@ def oldest_pending() -> dict[str, datetime]:
     rows = db.session.execute(
         select(o.provider, func.min(o.created_at)).where(o.status == "pending").group_by(o.provider)
     )
-    return dict(rows.tuples())
+    return {p: oldest for p, oldest in rows}  # noqa: C416 - dict(rows) would take the Result for a mapping (it has keys())
 
 
 class SiteCollector:
