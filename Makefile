@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test bench bench-scale soak translations clean
+.PHONY: run lint test bench bench-scale soak translations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ run: $(VENV)/.runtime
 	  echo "Serving on http://127.0.0.1:$(PORT)" && \
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py -b 127.0.0.1:$(PORT) wsgi:app'
 
-test: $(VENV)/.dev
+# ruff (lint and format) on the site, migrations and entry points; mypy --strict on heyon_site/.
+# Settings: pyproject.toml.
+lint: $(VENV)/.dev
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/python -m mypy --strict heyon_site
+
+test: $(VENV)/.dev lint
 	$(BIN)/pytest -n 2
 
 # Throughput, latency, page weight and Lighthouse on this machine (a few minutes; not part of
