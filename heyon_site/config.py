@@ -127,6 +127,20 @@ def card_number_key(config: Mapping[str, Any]) -> bytes:
     return hmac.new(str(config["SECRET_KEY"]).encode(), b"heyon card number digest key", hashlib.sha256).digest()
 
 
+def card_pin_key(config: Mapping[str, Any]) -> bytes:
+    """The key card PINs are checked with (``security.pins``): HEYON_PIN_KEY (or _FILE), or else
+    one derived from SECRET_KEY. A database copied without it cannot test a single PIN, so it
+    belongs where the database is not: a file only the site can read, the environment, a KMS.
+
+    Like the card key it must stay the same while keyed PINs exist: with another key every card
+    refuses its PIN (the log names both key ids) until the right key is back.
+    """
+    own = setting(config, "HEYON_PIN_KEY", required=False)
+    if own:
+        return own.encode()
+    return hmac.new(str(config["SECRET_KEY"]).encode(), b"heyon card pin key", hashlib.sha256).digest()
+
+
 def card_number_digest(key: bytes, number: str) -> str:
     """What ``cards.number_digest`` holds for a normalised card number, under ``key``."""
     return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
@@ -146,6 +160,19 @@ def warn_of_a_derived_card_key(config: Mapping[str, Any]) -> bool:
     return False
 
 
+def warn_of_a_derived_pin_key(config: Mapping[str, Any]) -> bool:
+    """The same for the key card PINs are checked with: derived from SECRET_KEY, it lives wherever
+    SECRET_KEY does, and rotating SECRET_KEY would refuse every keyed PIN."""
+    real = any(name != "sandbox" for name in config.get("HEYON_PROVIDERS") or ())
+    if real and not setting(config, "HEYON_PIN_KEY", required=False):
+        logging.getLogger(__name__).warning(
+            "HEYON_PIN_KEY is not set: card PINs are checked with a key derived from SECRET_KEY, so SECRET_KEY "
+            "must never change and must be kept away from the database (README: Card passwords)"
+        )
+        return True
+    return False
+
+
 def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The settings taken from ``env`` (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)
@@ -155,6 +182,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # The key of the card-number digests (see card_number_key); set once, never changed.
         "HEYON_CARD_KEY": env.get("HEYON_CARD_KEY", ""),
         "HEYON_CARD_KEY_FILE": env.get("HEYON_CARD_KEY_FILE", ""),
+        # The key card PINs are checked with (see card_pin_key); kept away from the database.
+        "HEYON_PIN_KEY": env.get("HEYON_PIN_KEY", ""),
+        "HEYON_PIN_KEY_FILE": env.get("HEYON_PIN_KEY_FILE", ""),
         "DATABASE_URL": env.get("DATABASE_URL"),
         "HEYON_PROVIDERS": _csv(env.get("HEYON_PROVIDERS", "")),
         "HEYON_SANDBOX_SECRET": env.get("HEYON_SANDBOX_SECRET", ""),
@@ -365,9 +395,11 @@ def configure(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
     refuse_per_process_limits(app.config)
     app.config.update(check_promo_caps(app.config))
     warn_of_a_derived_card_key(app.config)
+    warn_of_a_derived_pin_key(app.config)
     # Once, at start-up: every card lookup needs it, and an unreadable HEYON_CARD_KEY_FILE stops
     # the site here rather than failing each lookup.
     app.extensions["heyon.card_key"] = card_number_key(app.config)
+    app.extensions["heyon.pin_key"] = card_pin_key(app.config)
     if app.config["HEYON_HTTPS"]:
         app.config.update(HTTPS_ONLY)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from sqlalchemy import update
 
 from heyon_site.cards.numbers import find_card
 from heyon_site.extensions import db
 from heyon_site.models import Card
 from heyon_site.security import device_cookie, throttle
 from heyon_site.security.device_cookie import DeviceCookie
-from heyon_site.security.passwords import MAX_PASSWORD_LENGTH, dummy_hash, hasher, normalise_password
+from heyon_site.security.passwords import MAX_PASSWORD_LENGTH, hasher, normalise_password
+from heyon_site.security.pins import check_pin, hash_pin
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,17 @@ def policy() -> throttle.Policy:
     return throttle.Policy.from_config("CARD")
 
 
+def pin_key() -> bytes:
+    """The key PINs are checked with, read once at start-up (``config.card_pin_key``)."""
+    key: bytes = current_app.extensions["heyon.pin_key"]
+    return key
+
+
+def hash_card_pin(password: str) -> str:
+    """What a new card (or a new PIN) stores: the keyed form of the normalised PIN."""
+    return hash_pin(pin_key(), normalise_password(password)[:MAX_PASSWORD_LENGTH])
+
+
 def delay_after(failures: int) -> int:
     """Seconds to wait after ``failures`` consecutive failures of one count of one card."""
     return policy().delay_after(failures)
@@ -49,27 +62,33 @@ def authenticate(
     """Check a normalised card number and a password, throttled per card number and device
     (``device`` is the browser's device cookie; without one it is an unknown device).
 
-    Unknown numbers cost the same argon2 work and are throttled the same way as real ones, so
-    neither the answer nor its timing tells whether a number exists.
+    Unknown numbers cost the same keyed work and are throttled the same way as real ones, so
+    neither the answer nor its timing tells whether a number exists. A PIN stored under the old
+    argon2id scheme is replaced by its keyed form on its first success (``security.pins``).
     """
     subject = throttle_key(number)
     bucket = throttle.Bucket(subject, device_cookie.device_for(subject, device, now))
-    h = hasher()
+    key = pin_key()
+    legacy = hasher()
     typed = normalise_password(password)[:MAX_PASSWORD_LENGTH]
 
-    def verify() -> tuple[int, str, str] | None:
+    def verify() -> tuple[int, str, str | None] | None:
         card = find_card(number)
-        try:
-            h.verify(card.password_hash if card else dummy_hash(h), typed)
-        except (VerificationError, InvalidHashError):
+        result = check_pin(key, card.password_hash if card else None, typed, legacy)
+        if card is None or not result.ok:
             return None
-        return (card.id, card.status, card.password_hash) if card is not None else None
+        return card.id, card.status, card.password_hash if result.upgrade else None
 
-    def rehash(found: tuple[int, str, str]) -> None:
-        if h.check_needs_rehash(found[2]):
-            db.session.query(Card).filter_by(id=found[0]).update({"password_hash": h.hash(typed)})
+    def upgrade(found: tuple[int, str, str | None]) -> None:
+        card_id, _, old_hash = found
+        if old_hash is not None:  # only while it still holds the hash that was checked
+            db.session.execute(
+                update(Card)
+                .where(Card.id == card_id, Card.password_hash == old_hash)
+                .values(password_hash=hash_pin(key, typed))
+            )
 
-    checked = throttle.check(bucket, policy(), verify, rehash, now)
+    checked = throttle.check(bucket, policy(), verify, upgrade, now)
     if checked.refusal is not None:
         return AuthResult(refused=checked.refusal.reason, retry_after=checked.refusal.retry_after)
     if checked.value is None:

@@ -9,20 +9,19 @@ from sqlalchemy import select, update
 
 from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import yuan
-from heyon_site.cards.auth import clear_throttle
+from heyon_site.cards.auth import clear_throttle, hash_card_pin
 from heyon_site.cards.numbers import mask, normalise_card_number, number_digest
 from heyon_site.database import rowcount
 from heyon_site.extensions import db
 from heyon_site.models import Card, RechargeOrder
 from heyon_site.ops.audit import Actor, record
-from heyon_site.security.passwords import hash_password
 
 
 def create_card(number: str, password: str, balance_fen: int = 0) -> Card:
     """Add a card; an opening balance goes through the ledger like any other money."""
     digits = normalise_card_number(number)
     card = Card(
-        number_digest=number_digest(digits), last4=digits[-4:], password_hash=hash_password(password), balance_fen=0
+        number_digest=number_digest(digits), last4=digits[-4:], password_hash=hash_card_pin(password), balance_fen=0
     )
     db.session.add(card)
     db.session.flush()

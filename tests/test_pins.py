@@ -1,0 +1,112 @@
+"""Card PINs are a keyed HMAC: quick to check with the key, untestable without it; cards made
+under the old argon2id scheme still open and are moved to the keyed form on their next success."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from argon2 import PasswordHasher
+from flask import Flask
+from sqlalchemy import select, update
+
+from heyon_site.cards.auth import authenticate
+from heyon_site.cards.numbers import number_digest
+from heyon_site.config import warn_of_a_derived_pin_key
+from heyon_site.extensions import db
+from heyon_site.models import Card
+from heyon_site.security import pins
+from heyon_site.security.passwords import hasher
+
+from .conftest import site_for_tests
+from .kit import CARD, PIN, make_card
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def stored_hash() -> str:
+    return db.session.scalars(select(Card.password_hash).where(Card.number_digest == number_digest(CARD))).one()
+
+
+def test_a_keyed_pin_opens_with_its_key_only() -> None:
+    stored = pins.hash_pin(KEY, "123456")
+    assert stored.startswith("pin1$") and "123456" not in stored
+    assert pins.check_pin(KEY, stored, "123456", FAST) == pins.PinCheck(ok=True)
+    assert not pins.check_pin(KEY, stored, "123457", FAST).ok
+    assert not pins.check_pin(OTHER_KEY, stored, "123456", FAST).ok
+    assert not pins.check_pin(KEY, None, "123456", FAST).ok  # no such card
+    assert not pins.check_pin(KEY, "pin1$broken", "123456", FAST).ok
+
+
+def test_the_same_pin_is_stored_differently_on_each_card() -> None:
+    assert len({pins.hash_pin(KEY, "123456") for _ in range(20)}) == 20
+
+
+def test_a_forged_key_id_does_not_help_without_the_key() -> None:
+    """Someone holding the table but not the key, who even copies the key id into the hash, still
+    cannot make the right PIN match: the MAC needs the key itself."""
+    _, _kid, salt, mac = pins.hash_pin(KEY, "123456").split("$")
+    forged = f"pin1${pins.key_id(OTHER_KEY)}${salt}${mac}"
+    assert not pins.check_pin(OTHER_KEY, forged, "123456", FAST).ok
+
+
+def test_an_old_argon2_hash_opens_and_asks_to_be_upgraded() -> None:
+    old = FAST.hash("123456")
+    assert pins.check_pin(KEY, old, "123456", FAST) == pins.PinCheck(ok=True, upgrade=True)
+    assert not pins.check_pin(KEY, old, "654321", FAST).ok
+
+
+def test_a_card_made_before_keyed_pins_still_opens_and_is_upgraded(app: Flask) -> None:
+    make_card()
+    db.session.execute(update(Card).values(password_hash=hasher().hash(PIN)))  # as issued before
+    db.session.commit()
+    assert stored_hash().startswith("$argon2id$")
+    assert not authenticate(CARD, "000000").ok
+    assert stored_hash().startswith("$argon2id$")  # a wrong PIN changes nothing
+    assert authenticate(CARD, PIN).ok
+    assert pins.is_keyed(stored_hash())
+    assert authenticate(CARD, PIN).ok  # and opens under its keyed form
+
+
+def test_a_database_copied_without_the_key_verifies_no_pin(
+    app: Flask, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same database and card key, another PIN key: the right PIN is refused like a wrong one,
+    and the log names both key ids (never a key), so the operator sees why."""
+    make_card()
+    stored = stored_hash()
+    with site_for_tests(database, HEYON_PIN_KEY="a-key-that-is-not-the-site's"), caplog.at_level(logging.ERROR):
+        refused = authenticate(CARD, PIN)
+        assert refused.refused == "credentials"
+    assert "card PIN hash made under key" in caplog.text
+    assert pins.key_id(app.extensions["heyon.pin_key"]) in caplog.text
+    assert authenticate(CARD, PIN).ok  # the site with its key still opens it
+    assert stored_hash() == stored
+
+
+def test_the_pin_key_comes_from_the_setting_or_its_file(database: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    key_file = Path(str(tmp_path)) / "pin.key"
+    key_file.write_text("from-a-file\n", encoding="utf-8")
+    with site_for_tests(database, HEYON_PIN_KEY_FILE=str(key_file)) as site:
+        assert site.extensions["heyon.pin_key"] == b"from-a-file"
+    with site_for_tests(database, HEYON_PIN_KEY="from-the-environment") as site:
+        assert site.extensions["heyon.pin_key"] == b"from-the-environment"
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({"HEYON_PROVIDERS": ("alipay",)}, True),
+        ({"HEYON_PROVIDERS": ("alipay",), "HEYON_PIN_KEY": "its-own-key"}, False),
+        ({"HEYON_PROVIDERS": ("sandbox",)}, False),  # `make run`: the derived key is fine
+    ],
+)
+def test_a_site_taking_payments_is_told_to_keep_its_own_pin_key(
+    settings: dict[str, object], warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert warn_of_a_derived_pin_key({"SECRET_KEY": "s", **settings}) is warned
+    assert ("HEYON_PIN_KEY is not set" in caplog.text) is warned
