@@ -8,8 +8,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import new_client
-from .kit import CARD, PIN, csrf_from, make_card
+from tests.kit import new_client
+from tests.kit import CARD, PIN, csrf_from, make_card
 
 
 def lookup(client: FlaskClient, number: str, password: str) -> int:

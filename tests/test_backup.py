@@ -17,8 +17,8 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder
 
-from .conftest import TEST_CONFIG, flask_cli, site_for_tests
-from .kit import cli, make_card, notification
+from tests.kit import TEST_CONFIG, flask_cli, site_for_tests
+from tests.kit import cli, make_card, notification
 
 MOST_ORDERS = 5000  # the writer stops here if the backup has not stopped it first
 

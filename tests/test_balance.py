@@ -8,7 +8,7 @@ import time
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .kit import CARD, PIN, csrf_from, deliver_outbox, make_card, start_order
+from tests.kit import CARD, PIN, csrf_from, deliver_outbox, make_card, start_order
 
 UNKNOWN = "8600000000009999"
 

@@ -27,8 +27,9 @@ from heyon_site.database import in_write_transaction
 from heyon_site.faq.services import seed
 from heyon_site.faq.starter import STARTER
 
-from .conftest import ROOT, new_client
-from .kit import CARD, PIN, csrf_from, make_card, notification, order, start_order
+from tests.kit import ROOT, new_client
+from tests.kit import CARD, PIN, csrf_from, make_card, notification, order, start_order
+from tests.properties.kit import masked
 
 BUDGET = 14 * 1024  # HTML + CSS, gzip: what fits in the first round trip (initial TCP window)
 YEAR = 31536000
@@ -176,15 +177,6 @@ def static_file(url: str) -> str:
     assert (ROOT / "static" / filename).is_file(), f"{url}: no such static file"
     assert parse_qs(parts.query).get("v") == [digest_of(filename)], f"{url}: no current content digest in the URL"
     return filename
-
-
-def masked(html: bytes) -> bytes:
-    """The page with its CSRF tokens and one-time form ids blanked: tokens are signed with the
-    time, so two answers to the same client may differ there by a second; a form id is new in
-    every answer. Nowhere else may two answers differ."""
-    html = re.sub(rb'(name="form_id" type="hidden" value=")[^"]+', rb"\1FORM", html)
-    return re.sub(rb'(name="csrf_token" type="hidden" value="|name="csrf_token" value="|"X-CSRFToken": ")[^"]+',
-                  rb"\1CSRF", html)
 
 
 def sizes(rows: dict[str, tuple[int, int, int]]) -> str:

@@ -19,9 +19,9 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import AuditLog, Card, RechargeOrder, utcnow
 
-from .conftest import flask_cli
-from .kit import CARD, PIN, balance, cli, make_card, order, start_order
-from .test_notifications import pay_on_gateway
+from tests.kit import flask_cli
+from tests.kit import CARD, PIN, balance, cli, make_card, order, start_order
+from tests.payments.kit import pay_on_gateway
 
 AMOUNT = re.compile(r"\d+\.\d{2}")
 

@@ -23,8 +23,8 @@ from heyon_site.billing import ledger
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, PaymentEvent, ProviderCallback
 
-from . import kit
-from .conftest import flask_cli
+from tests import kit
+from tests.kit import flask_cli
 
 pytestmark = pytest.mark.live
 

@@ -28,8 +28,8 @@ from heyon_site.billing import ledger, recharge
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry
 
-from . import kit
-from .conftest import ROOT
+from tests import kit
+from tests.kit import ROOT
 
 OPENING = 500  # a non-zero opening balance, so "unchanged" is not the same as "empty"
 
@@ -44,7 +44,7 @@ import heyon_site
 from heyon_site.billing import recharge
 from heyon_site.extensions import db
 from heyon_site.models import Card
-from tests.conftest import TEST_CONFIG
+from tests.kit import TEST_CONFIG
 
 url, form_path = sys.argv[1], sys.argv[2]
 app = heyon_site.create_app({**TEST_CONFIG, "DATABASE_URL": url})

@@ -23,10 +23,10 @@ from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, StaffUser, utcnow
 from heyon_site.staff import auth as staff_auth
 
-from .conftest import new_client, site_for_tests
-from .kit import CARD, PIN, cli, csrf_from, make_card, recharge_form
-from .test_staff import add_staff, sign_in, signed_in
-from .test_staff_accounts import NEW_PASSWORD, code_for, enrol, send_code, token
+from tests.kit import new_client, site_for_tests
+from tests.kit import CARD, PIN, cli, csrf_from, make_card, recharge_form
+from tests.staff.kit import add_staff, sign_in, signed_in
+from tests.staff.kit import NEW_PASSWORD, code_for, enrol, send_code, token
 
 CARD_B = "8600000000005678"
 WRONG = "000000"

@@ -19,9 +19,9 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, ProviderCallback, RechargeOrder, utcnow
 
-from .conftest import new_client, site_for_tests
-from .fakes import serving
-from .kit import cli, make_card, recharge_form
+from tests.kit import new_client, site_for_tests
+from tests.fakes import serving
+from tests.kit import cli, make_card, recharge_form
 
 PROVIDERS = ("alipay", "wechat", "stripe")
 PHONE = "Mozilla/5.0 (Linux; Android 9; Redmi 7A) AppleWebKit/537.36 Chrome/90.0 Mobile Safari/537.36"

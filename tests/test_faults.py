@@ -29,9 +29,9 @@ from heyon_site.payments.reconcile import reconcile
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.sandbox import SandboxProvider
 
-from . import kit
-from .conftest import ROOT
-from .test_notifications import pay_on_gateway
+from tests import kit
+from tests.kit import ROOT
+from tests.payments.kit import pay_on_gateway
 
 OPENING = 500
 
@@ -172,7 +172,7 @@ from pathlib import Path
 import heyon_site
 from heyon_site.billing import recharge
 from heyon_site.payments import notify as views
-from tests.conftest import TEST_CONFIG
+from tests.kit import TEST_CONFIG
 
 url, form_path, point = sys.argv[1], sys.argv[2], sys.argv[3]
 app = heyon_site.create_app({**TEST_CONFIG, "DATABASE_URL": url})

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -54,14 +53,14 @@ from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.sandbox.views import bp as sandbox_bp
 from heyon_site.staff.services import create_staff
 
-from .conftest import SANDBOX_SECRET, site_for_tests
-from .fakes import serving
-from .kit import CARD, PIN, csrf_from, gateway_path, make_card, notification
-from .provider_kits.alipay import new_trade_no
-from .provider_kits.stripe import stripe_id
-from .provider_kits.wechat import new_transaction_id
+from tests.kit import SANDBOX_SECRET, site_for_tests
+from tests.fakes import serving
+from tests.kit import CARD, PIN, csrf_from, gateway_path, make_card, notification
+from tests.provider_kits.alipay import new_trade_no
+from tests.provider_kits.stripe import stripe_id
+from tests.provider_kits.wechat import new_transaction_id
+from tests.properties.kit import BLNS, DATA, answer, reflected
 
-DATA = Path(__file__).parent / "data"
 BLNS_SHA256 = "e478f5de901975f7a660e64dc596f1f0b54710a1e8ce06b4210969efefab2245"
 SAMPLE_PER_FIELD = 60
 FUZZ_ALL = os.environ.get("HEYON_FUZZ_ALL") == "1"
@@ -70,9 +69,6 @@ FUZZ_ALL = os.environ.get("HEYON_FUZZ_ALL") == "1"
 EXTRA = ("\r\nSet-Cookie: a=b", "<" * 3000)
 # NUL bytes get their own test (PostgreSQL refuses them in text, SQLite does not).
 NUL = ("\x00", "8600000000001234\x00", "\x00<script>alert(1)</script>", '<b>x</b>\x00"\'')
-MARKUP = ("<", '"', "'")
-# Shorter strings (', "", '"') occur in any page by themselves; finding them proves nothing.
-MIN_REFLECTED = 4
 OVERSIZE = 70 * 1024  # MAX_CONTENT_LENGTH is 64 KB
 
 STAFF_PASSWORD = "a-long-staff-password"
@@ -82,15 +78,6 @@ KITS = ("alipay", "wechat", "stripe")
 ORDER_FEN = 10000
 FACES = ("plain", "htmx")
 FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-def load_blns() -> list[str]:
-    strings = json.loads((DATA / "blns.json").read_text(encoding="utf-8"))
-    assert isinstance(strings, list) and all(isinstance(s, str) for s in strings)
-    return strings
-
-
-BLNS = load_blns()
 
 
 def sample(key: str) -> list[str]:
@@ -108,21 +95,6 @@ def faces(i: int) -> tuple[str, ...]:
 def header_safe(value: str) -> str:
     """A header value as a WSGI server hands it over: bytes read as latin-1, no line breaks."""
     return value.encode("utf-8").decode("latin-1").replace("\r", " ").replace("\n", " ")
-
-
-TAG = re.compile(r"<[^<>]*>")
-
-
-def reflected(body: str, value: str) -> bool:
-    """The naughty string appears raw in the page where its markup counts: anywhere if it holds
-    a ``<`` (it opens a tag), inside a tag if it holds a quote (it closes an attribute). A quote
-    in text is inert, and the FAQ's Markdown renderer (nh3) rightly leaves it unescaped there."""
-    for v in {value, value.strip()}:
-        if len(v) < MIN_REFLECTED or v not in body:
-            continue
-        if "<" in v or (any(q in v for q in MARKUP) and any(v in tag for tag in TAG.findall(body))):
-            return True
-    return False
 
 
 def test_the_vendored_list_is_the_pinned_one() -> None:
@@ -448,14 +420,6 @@ POSTS = [name for name, form in FORMS.items() if form.method == "POST"]
 # Where what the staff forms stored is shown again: customer pages in both languages, staff lists.
 SHOWN_BY = {"customer": ("/", "/recharge", "/recharge?lang=en", "/faq", "/faq?lang=en"),
             "admin": ("/staff/", "/staff/faq", "/staff/promotions", "/staff/accounts", "/staff/audit")}
-
-
-def answer(request: Callable[[], TestResponse]) -> Response:
-    """The site's answer; an exception that escapes the app is what a server turns into a 500."""
-    try:
-        return request()
-    except Exception as exc:  # noqa: BLE001 - whatever escaped, a server would answer 500
-        return Response(f"escaped the app: {type(exc).__name__}: {exc}", status=500, mimetype="text/plain")
 
 
 def send(w: World, form: Form, face: str, data: dict[str, Any], token: str | None = None) -> Response:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from babel.messages.pofile import read_po
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
@@ -28,31 +27,13 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Card, LedgerEntry, RechargeOrder, SandboxPayment
 
-from .conftest import ROOT, new_client
-from .kit import CARD, PIN, csrf_from, gateway_order_no, gateway_path, hidden_value, make_card, order, recharge_form, start_order
+from tests.kit import new_client
+from tests.kit import CARD, PIN, csrf_from, gateway_order_no, gateway_path, hidden_value, make_card, order, recharge_form, start_order
+from tests.properties.kit import CORPUS, FULLWIDTH_AMOUNT, FULLWIDTH_CARD, HEADERS, IMG, NOT_AN_AMOUNT, SCRIPT, SUBSET, TEN_KB, TOO_BIG, ZH, assert_in_language, assert_nothing_unescaped
 
-with (ROOT / "translations/zh_Hans/LC_MESSAGES/messages.po").open("rb") as _po:
-    ZH: dict[str, str] = {m.id: m.string for m in read_po(_po) if isinstance(m.id, str) and m.id}
-
-HEADERS: dict[str, dict[str, str]] = {"zh": {}, "en": {"Accept-Language": "en"}}  # zh-Hans is the default
 
 # ------------------------------------------------------------------ the corpus
 
-TOO_BIG = "a" * 1_000_000  # the whole body is then over MAX_CONTENT_LENGTH
-TEN_KB = "8" * 10_240  # digits, so only a length check can refuse it as a card number
-SCRIPT = "<script>alert(1)</script>"
-IMG = '"><img src=x onerror=alert(1)>'
-FULLWIDTH_CARD = "８６００００００００００１２３４"  # CARD as a Chinese IME types it
-FULLWIDTH_AMOUNT = "１００．５０"  # 100.50 yuan, likewise
-
-CORPUS: dict[str, str] = {
-    "empty": "", "space": " ", "nul": "\x00", "ansi": "\x07\x1b[31m", "1MB": TOO_BIG, "script": SCRIPT,
-    "img-attr": IMG, "sql-or": "' OR 1=1 --", "sql-drop": "1; DROP TABLE cards", "fullwidth-card": FULLWIDTH_CARD,
-    "fullwidth-amount": FULLWIDTH_AMOUNT, "rtl-override": "\u202e", "emoji": "😀💳", "10KB": TEN_KB,
-    "nan": "NaN", "exponent": "1e9", "negative": "-100",
-}
-# For htmx and English, a subset that still covers every kind of answer.
-SUBSET = ("empty", "nul", "script", "img-attr", "fullwidth-card", "fullwidth-amount", "1MB")
 
 RECHARGE_FIELDS = ("csrf_token", "card_number", "password", "amount", "custom_amount", "method")
 GATEWAY_FIELDS = ("csrf_token", "outcome")
@@ -63,7 +44,6 @@ EXPIRED = ("This page has expired", "For your safety, forms expire. Reload the p
 BAD_REQUEST = ("Something in the request was not right", "Please go back, reload the page and try again.")
 NOT_DIGITS = "A card number has 10 to 19 digits; check the number printed on your card."
 WRONG_CARD = "The card number or password is wrong. Check both and try again."
-NOT_AN_AMOUNT = "Enter an amount in yuan, like 100 or 88.50."
 
 
 @dataclass(frozen=True)
@@ -167,21 +147,6 @@ def form_data(c: FlaskClient, lang: str, **fields: str) -> dict[str, str]:
     return data
 
 
-def assert_in_language(body: str, lang: str, msgids: tuple[str, ...]) -> None:
-    for msgid in msgids:
-        english, chinese = str(escape(msgid)), str(escape(ZH[msgid]))
-        if lang == "zh":
-            assert chinese in body and english not in body, msgid
-        else:
-            assert english in body and chinese not in body, msgid
-
-
-def assert_nothing_unescaped(body: str, value: str) -> None:
-    assert "<script>alert(1)</script>" not in body and "<img src=x onerror" not in body
-    if any(ch in value for ch in "<>\"'&"):
-        assert value not in body
-
-
 def assert_refused(r: TestResponse, expected: Refused, lang: str, htmx: bool, before: Books) -> None:
     body = r.get_data(as_text=True)
     assert r.status_code == expected.status, (r.status_code, body[:600])
@@ -273,8 +238,6 @@ def test_gateway_form_hostile_input_as_htmx_and_in_english(
     check_gateway(app, new_client(app, face == "htmx"), order_no, lang, field, value)
 
 
-
-
 @pytest.mark.parametrize("ref", [
     pytest.param("%00", id="nul"), pytest.param("%3Cscript%3E", id="script"), pytest.param("x" * 3000, id="3000-chars"),
     pytest.param("1%27%20OR%201=1%20--", id="sql-or"), pytest.param("%E2%80%AE", id="rtl-override"),
@@ -348,8 +311,6 @@ def test_text_plain_is_refused(client: FlaskClient, with_header: bool) -> None:
     assert books() == before
 
 
-
-
 @pytest.mark.parametrize("body", [
     pytest.param("form-as-json", id="form-as-json"),
     pytest.param("string", id="string"),
@@ -372,8 +333,6 @@ def test_json_with_the_csrf_header_is_refused(client: FlaskClient, body: str) ->
     r = client.post("/recharge", json=payload, headers={"X-CSRFToken": token})
     assert 400 <= r.status_code < 500, r.status_code
     assert books() == before
-
-
 
 
 @pytest.mark.parametrize("field", [

@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from .conftest import ROOT, new_client
-from .kit import CARD, csrf_from, make_card
+from tests.kit import ROOT, new_client
+from tests.kit import CARD, csrf_from, make_card
 
 LC_MESSAGES = ROOT / "translations/zh_Hans/LC_MESSAGES"
 KEYWORDS: dict[str, Any] = {"_": None, "_l": None, "gettext": None, "lazy_gettext": None}

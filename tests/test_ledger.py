@@ -19,8 +19,8 @@ from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry
 from heyon_site.billing.events import ProviderEvent
 
-from .conftest import flask_cli
-from .kit import CARD, balance, make_card
+from tests.kit import flask_cli
+from tests.kit import CARD, balance, make_card
 
 OPENING_FEN = 1000
 LAST4 = CARD[-4:]

@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from heyon_site.extensions import limiter
 from heyon_site.web.limits import SECRET_FAILURES
 
-from .conftest import ROOT, new_client, site_for_tests
-from .kit import CARD, PIN, csrf_from, make_card, recharge_form
-from .test_staff import PASSWORD, add_staff
+from tests.kit import ROOT, new_client, site_for_tests
+from tests.kit import CARD, PIN, csrf_from, make_card, recharge_form
+from tests.staff.kit import PASSWORD, add_staff
 
 PACKAGE = ROOT / "heyon_site"
 # The functions that check a secret. The primitives under them (argon2's verify, reached only

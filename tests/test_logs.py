@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from heyon_site.ops import logs
 
-from . import kit
+from tests import kit
 
 ORDER_NO = "2601150123456789"  # the shape billing.recharge.new_order_no gives (date first)
 

@@ -17,8 +17,8 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import LedgerEntry, ProviderCallback, RechargeOrder, utcnow
 
-from .conftest import TEST_CONFIG, ServerLikeClient
-from .kit import make_card, notification, order, start_order
+from tests.kit import TEST_CONFIG, ServerLikeClient
+from tests.kit import make_card, notification, order, start_order
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -17,13 +17,12 @@ from werkzeug.test import TestResponse
 from heyon_site.extensions import db
 from heyon_site.models import PaymentEvent, SandboxPayment
 
-from .conftest import SANDBOX_SECRET
-from .kit import (
+from tests.kit import SANDBOX_SECRET
+from tests.kit import (
     OPENING_FEN,
     assert_not_credited,
     balance,
     callbacks,
-    csrf_from,
     deliver_outbox,
     entries_of,
     make_card,
@@ -31,9 +30,8 @@ from .kit import (
     order,
     start_order,
 )
+from tests.payments.kit import FORM, NOTIFY, pay_on_gateway, post_notify
 
-NOTIFY = "/pay/notify/sandbox"
-FORM = "application/x-www-form-urlencoded"
 ORDER_YUAN, ORDER_FEN = "100.00", 10000  # what kit.start_order orders by default
 # The fields the sandbox gateway sends, as its docstring and views describe them (Alipay's names).
 DOCUMENTED_FIELDS = {"out_trade_no", "trade_no", "total_amount", "trade_status", "notify_id", "notify_time",
@@ -51,21 +49,6 @@ def order_no(client: FlaskClient) -> str:
 
 
 # ------------------------------------------------------------------ helpers (could move to kit.py)
-
-
-def post_notify(client: FlaskClient, body: Mapping[str, str] | bytes, content_type: str = FORM) -> TestResponse:
-    """POST a notification body exactly as given (a mapping is form-encoded first)."""
-    data = urlencode(body).encode() if isinstance(body, Mapping) else body
-    return client.post(NOTIFY, data=data, content_type=content_type)
-
-
-def pay_on_gateway(client: FlaskClient, order_no: str, outcome: str = "pay") -> None:
-    """Press one of the sandbox gateway's buttons: pay, fail or silent (pay without notifying)."""
-    page = client.get(f"/pay/sandbox/{order_no}")
-    assert page.status_code == 200
-    done = client.post(f"/pay/sandbox/{order_no}",
-                       data={"csrf_token": csrf_from(page.get_data(as_text=True)), "outcome": outcome})
-    assert done.status_code == 303, done.get_data(as_text=True)[:300]
 
 
 def assert_refused(response: TestResponse) -> None:

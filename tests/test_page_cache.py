@@ -18,10 +18,10 @@ from flask.testing import FlaskClient
 from heyon_site.web import page_cache
 from heyon_site.customer import recharge as recharge_screen
 
-from .conftest import new_client
-from .kit import CARD, PIN, csrf_from, hidden_value, make_card
-from .test_budgets import masked
-from .test_promotions import save
+from tests.kit import new_client
+from tests.kit import CARD, PIN, csrf_from, hidden_value, make_card
+from tests.properties.kit import masked
+from tests.promos.kit import save
 
 PAGES = ("/", "/recharge")
 LIFETIME = 5
@@ -188,8 +188,8 @@ def test_a_page_rendered_without_the_placeholder_is_served_but_not_kept(app: Fla
 def test_a_promotion_changed_by_staff_shows_at_once_in_the_same_process(
         app: Flask, client: FlaskClient, cached: list[float]) -> None:
     """Other processes wait out the lifetime; the one that made the change forgets its pages."""
-    from .test_staff import signed_in
-    from .test_staff_content import approve, create_promo, the_promo, token
+    from tests.staff.kit import signed_in
+    from tests.promos.kit import approve, create_promo, the_promo, token
 
     assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)
     staff = signed_in(app, "editor")

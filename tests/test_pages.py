@@ -12,8 +12,8 @@ from sqlalchemy import update
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 
-from .conftest import ROOT
-from .kit import CARD, deliver_outbox, make_card, order, recharge_form, start_order
+from tests.kit import ROOT
+from tests.kit import CARD, deliver_outbox, make_card, order, recharge_form, start_order
 
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"  # htmx.org 2.0.11, npm
 
@@ -36,7 +36,7 @@ def test_health_and_readiness(client: FlaskClient) -> None:
 def test_readiness_reports_a_database_that_is_gone(tmp_path) -> None:
     from heyon_site import create_app
 
-    from .conftest import TEST_CONFIG
+    from tests.kit import TEST_CONFIG
 
     app = create_app({**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/x.db"})
     c = app.test_client()

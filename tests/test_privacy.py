@@ -27,9 +27,9 @@ from heyon_site.ops import logs
 from heyon_site.cards.numbers import number_digest
 from heyon_site.extensions import db
 
-from . import kit
-from .conftest import new_client
-from .kit import csrf_from, make_card, notification, start_order
+from tests import kit
+from tests.kit import new_client
+from tests.kit import csrf_from, make_card, notification, start_order
 
 CARD, PIN = "8611223344556677", "97531864"
 WRONG_PIN = "13572468"
@@ -82,7 +82,7 @@ def json_log(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
 def test_nothing_secret_in_logs_database_or_error_pages(
         app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture, json_log: io.StringIO) -> None:
     make_card(CARD, PIN, balance_fen=500)
-    from .test_staff import add_staff, sign_in
+    from tests.staff.kit import add_staff, sign_in
     add_staff(STAFF, "cashier", STAFF_PASSWORD)
     answers: list[TestResponse] = []
 
@@ -160,7 +160,7 @@ def test_database_errors_never_carry_the_values(app: Flask, caplog: pytest.LogCa
 @pytest.mark.live
 def test_nothing_secret_in_the_server_log(app: Flask, database: str, tmp_path: Path) -> None:
     make_card(CARD, PIN)
-    from .test_staff import add_staff
+    from tests.staff.kit import add_staff
     add_staff(STAFF, "cashier", STAFF_PASSWORD)
     with kit.live_site(database, tmp_path, workers=2) as site:
         browser, staff = requests.Session(), requests.Session()
@@ -188,7 +188,7 @@ def test_nothing_secret_in_the_server_log(app: Flask, database: str, tmp_path: P
 def test_the_whole_run_log_check_finds_a_password_and_ignores_lookalikes() -> None:
     """conftest.suite_log searches the whole run's log with this: it must find a PIN in a
     message, and not in a timestamp's microseconds or inside a longer id."""
-    from .conftest import secrets_in
+    from tests.kit import secrets_in
 
     assert secrets_in('{"message":"password=246810 for 8600000000001234"}') == ["8600000000001234", "246810"]
     assert secrets_in('{"timestamp":"2026-11-24T21:10:09.246810Z","request_id":"a2468109","n":1246810}') == []

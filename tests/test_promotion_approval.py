@@ -19,11 +19,11 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Promotion, StaffUser, utcnow
 
-from .conftest import flask_cli, new_client
-from .kit import make_card, order, start_order
-from .test_promotions import quote_line
-from .test_staff import add_staff, audit_rows, sign_in, signed_in
-from .test_staff_content import approve, approve_button, local, promo_fields, the_promo, token
+from tests.kit import flask_cli, new_client
+from tests.kit import make_card, order, start_order
+from tests.promos.kit import quote_line
+from tests.staff.kit import add_staff, audit_rows, sign_in, signed_in
+from tests.promos.kit import approve, approve_button, local, promo_fields, the_promo, token
 
 EN = {"Accept-Language": "en"}
 FORBIDDEN = "You edited these terms last: another admin must approve them."

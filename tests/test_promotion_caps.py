@@ -26,13 +26,13 @@ from heyon_site.extensions import db
 from heyon_site.models import AuditLog, Promotion, RechargeOrder, utcnow
 from heyon_site.billing.events import ProviderEvent
 
-from .conftest import TEST_CONFIG, flask_cli, new_client, site_for_tests
-from .kit import balance, make_card, notification, order, start_order
-from .test_migrations import MIGRATIONS, blank_url, site  # noqa: F401 - fixtures
-from .test_notifications import post_notify
-from .test_promotions import QUOTE, quote_line, save
-from .test_staff import audit_rows, signed_in
-from .test_staff_content import approve, approve_button, promo_fields, the_promo, token
+from tests.kit import TEST_CONFIG, flask_cli, new_client, site_for_tests
+from tests.kit import balance, make_card, notification, order, start_order
+from tests.kit import MIGRATIONS
+from tests.payments.kit import post_notify
+from tests.promos.kit import QUOTE, quote_line, save
+from tests.staff.kit import audit_rows, signed_in
+from tests.promos.kit import approve, approve_button, promo_fields, the_promo, token
 
 MINT = "999999999.99"  # the fixed bonus, typed with no threshold
 MINT_MESSAGE = ("A bonus is at most 50% of the amount paid (HEYON_PROMO_MAX_BONUS_PERCENT): a bonus of 999999999.99 "

@@ -17,7 +17,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 from sqlalchemy import func, select, update
-from werkzeug.test import TestResponse
 
 from heyon_site.billing import ledger
 from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, current_quote, quote, snapshot
@@ -27,46 +26,16 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import PROMO_KINDS, LedgerEntry, Promotion, RechargeOrder, utcnow
 
-from .conftest import flask_cli, new_client
-from .kit import (CARD, PIN, balance, cli, csrf_from, deliver_outbox, make_card, notification, order,
+from tests.kit import flask_cli, new_client
+from tests.kit import (CARD, PIN, balance, cli, csrf_from, deliver_outbox, make_card, notification, order,
                   recharge_form, start_order)
-from .test_hostile_input import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
-from .test_notifications import pay_on_gateway, post_notify
+from tests.properties.kit import CORPUS, FULLWIDTH_AMOUNT, HEADERS, NOT_AN_AMOUNT, SUBSET, assert_in_language, assert_nothing_unescaped
+from tests.payments.kit import pay_on_gateway, post_notify
+from tests.promos.kit import DAY, NOW, promo, quote_line, save
 
-NOW = datetime(2026, 12, 1, 4, 0)  # naive UTC, like every stored time
 CAPS = PromoCaps()  # the defaults: a bonus at most 50 % of the amount paid, a discount at most 30 %
-DAY = timedelta(days=1)
 # "input", not "keyup": a Chinese IME or a phone keyboard may type without key events.
 TRIGGER = "change from:.amounts, change from:.methods, input changed delay:400ms from:#custom_amount"
-QUOTE = re.compile(r'<p id="quote"([^>]*)>(.*?)</p>', re.S)
-
-
-def promo(now: datetime = NOW, **fields: Any) -> Promotion:
-    """A published promotion running from a day before ``now`` to a day after; unsaved, as
-    ``quote()`` needs no database."""
-    values: dict[str, Any] = {
-        "id": 1, "title_zh": "充值有礼", "title_en": "Recharge bonus", "kind": "fixed_bonus", "threshold_fen": 0,
-        "value_fen": 0, "percent_bp": 0, "cap_fen": None, "priority": 0, "published": True,
-        "starts_at": now - DAY, "ends_at": now + DAY,
-    }
-    return Promotion(**{**values, **fields})
-
-
-def save(now: datetime | None = None, **fields: Any) -> int:
-    """A promotion in the database (running now unless told otherwise); returns its id."""
-    def add() -> int:
-        row = promo(now or utcnow(), **{"id": None, **fields})
-        db.session.add(row)
-        db.session.flush()
-        return row.id
-
-    return in_write_transaction(add)
-
-
-def quote_line(r: TestResponse) -> str:
-    """The text of the quote line in a page or fragment ("" when there is none)."""
-    found = QUOTE.search(r.get_data(as_text=True))
-    return re.sub(r"<[^>]+>", "", found.group(2)).strip() if found else ""
 
 
 # ------------------------------------------------------------------ the arithmetic

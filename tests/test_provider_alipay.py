@@ -32,10 +32,10 @@ from heyon_site.providers import get as get_provider
 from heyon_site.providers.alipay import AlipayProvider, WaitingForPayment
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 
-from . import kit
-from .conftest import TEST_CONFIG, held
-from .fakes import serving
-from .provider_kits.alipay import (
+from tests import kit
+from tests.kit import TEST_CONFIG, held
+from tests.fakes import serving
+from tests.provider_kits.alipay import (
     APP_ID,
     KIT,
     AlipayFakeApi,

@@ -34,10 +34,10 @@ from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.providers.stripe_checkout import PAY_TIMEOUT, StripeCheckoutProvider
 
-from . import kit
-from .conftest import TEST_CONFIG, flask_cli, site_for_tests
-from .fakes import serving
-from .provider_kits.stripe import (
+from tests import kit
+from tests.kit import TEST_CONFIG, flask_cli, site_for_tests
+from tests.fakes import serving
+from tests.provider_kits.stripe import (
     CHECKOUT_PAGE,
     KIT,
     SESSIONS,

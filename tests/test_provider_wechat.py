@@ -36,10 +36,10 @@ from heyon_site.providers import wechat
 from heyon_site.providers.base import InvalidSignature, OrderRef, ProviderUnavailable
 from heyon_site.providers.wechat import WaitingForPayment, WechatPayProvider
 
-from . import kit
-from .conftest import TEST_CONFIG, held
-from .fakes import serving
-from .provider_kits.wechat import (
+from tests import kit
+from tests.kit import TEST_CONFIG, held
+from tests.fakes import serving
+from tests.provider_kits.wechat import (
     APPID,
     KIT,
     MCHID,

@@ -18,11 +18,11 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 
-from .conftest import new_client
-from .kit import (CARD, PIN, balance, csrf_from, deliver_outbox, hidden_value, live_site, make_card, order, recharge_form,
+from tests.kit import new_client
+from tests.kit import (CARD, PIN, balance, csrf_from, deliver_outbox, hidden_value, live_site, make_card, order, recharge_form,
                   start_order)
-from .test_hostile_input import HEADERS
-from .test_promotions import save
+from tests.properties.kit import HEADERS
+from tests.promos.kit import save
 
 OTHER_CARD = "8611223344556677"
 

@@ -23,8 +23,8 @@ from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import Checkout, Device, OrderRef, ProviderUnavailable
 from heyon_site.billing.events import ProviderEvent
 
-from .conftest import new_client
-from .kit import CARD, balance, csrf_from, make_card, order, recharge_form
+from tests.kit import new_client
+from tests.kit import CARD, balance, csrf_from, make_card, order, recharge_form
 
 PHONE = "Mozilla/5.0 (Linux; Android 8.1.0; Redmi 6A) AppleWebKit/537.36 Chrome/80.0 Mobile Safari/537.36"
 COMPUTER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36"

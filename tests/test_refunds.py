@@ -31,10 +31,10 @@ from heyon_site.payments.reconcile import candidate, check_one
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.staff.dashboard import returned_orders
 
-from . import kit
-from .conftest import SANDBOX_SECRET, site_for_tests
-from .provider_kits import alipay, stripe, wechat
-from .test_staff import signed_in
+from tests import kit
+from tests.kit import SANDBOX_SECRET, site_for_tests
+from tests.provider_kits import alipay, stripe, wechat
+from tests.staff.kit import signed_in
 
 pytestmark = pytest.mark.usefixtures("books_balance")
 

@@ -10,22 +10,21 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from heyon_site.extensions import db
 from heyon_site.models import ProviderCallback
 
-from . import kit
-from .conftest import new_client, site_for_tests
-from .provider_kits.alipay import KIT as ALIPAY
-from .provider_kits.wechat import KIT as WECHAT
+from tests import kit
+from tests.kit import new_client, site_for_tests
+from tests.provider_kits.alipay import KIT as ALIPAY
+from tests.provider_kits.wechat import KIT as WECHAT
+from tests.payments.kit import statements
 
 NOTIFY = "/pay/notify/sandbox"
 FORM = "application/x-www-form-urlencoded"
@@ -51,21 +50,6 @@ def from_address(app: Flask, address: str) -> FlaskClient:
 def post(client: FlaskClient, body: bytes, path: str = NOTIFY, **headers: str) -> tuple[int, str]:
     answer = client.post(path, data=body, content_type=headers.pop("content_type", FORM), headers=headers)
     return answer.status_code, answer.get_data(as_text=True)
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """Every SQL statement the site sends while the block runs."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def writes(seen: list[str]) -> list[str]:

@@ -32,11 +32,11 @@ from heyon_site.models import SandboxPayment
 from heyon_site.providers import get as get_provider
 from heyon_site.sandbox.notifier import deliver_with_retries
 
-from .conftest import ROOT, SANDBOX_SECRET, TEST_CONFIG, flask_cli, new_client, site_for_tests
-from .fakes import FakeApi, serving
-from .kit import (ORDER_FEN, balance, csrf_from, hidden_value, deliver_outbox, free_port, gateway_order_no, gateway_path, gateway_sign,
+from tests.kit import ROOT, SANDBOX_SECRET, TEST_CONFIG, flask_cli, new_client, site_for_tests
+from tests.fakes import FakeApi, serving
+from tests.kit import (ORDER_FEN, balance, csrf_from, hidden_value, deliver_outbox, free_port, gateway_order_no, gateway_path, gateway_sign,
                   live_site, make_card, order, provider_order, recharge_form, start_order)
-from .test_refused_callbacks import statements
+from tests.payments.kit import statements
 
 
 def test_retries_until_the_site_answers_success() -> None:

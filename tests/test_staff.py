@@ -9,7 +9,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from sqlalchemy.exc import DatabaseError
-from werkzeug.test import TestResponse
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -18,42 +17,12 @@ from heyon_site.billing.promos import NewPromotion, PromoCaps
 from heyon_site.models import AuditLog, FaqEntry, ProviderCallback, StaffUser, utcnow
 from heyon_site.staff.auth import throttle_states
 
-from .conftest import new_client
-from .kit import CARD, cli, csrf_from, make_card, notification, order, start_order
+from tests.kit import new_client
+from tests.kit import CARD, cli, csrf_from, make_card, notification, order, start_order
 from heyon_site.staff.services import create_staff
+from tests.staff.kit import PASSWORD, add_staff, audit_rows, login_token, sign_in, signed_in
 
-PASSWORD = "a-long-staff-password"
 ROLES = ("editor", "cashier", "admin")
-
-
-def add_staff(username: str, role: str = "cashier", password: str = PASSWORD) -> int:
-    return in_write_transaction(lambda: create_staff(username, password, role).id)
-
-
-def login_token(client: FlaskClient) -> str:
-    return csrf_from(client.get("/staff/login?lang=en").get_data(as_text=True))
-
-
-def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> TestResponse:
-    return client.post("/staff/login", data={"csrf_token": login_token(client), "username": username, "password": password})
-
-
-def signed_in(app: Flask, role: str, htmx: bool = False) -> FlaskClient:
-    username = f"{role}-user"
-    if db.session.scalar(select(StaffUser).where(StaffUser.username == username)) is None:
-        add_staff(username, role)
-    client = new_client(app, htmx=htmx)
-    r = sign_in(client, username)
-    assert r.status_code in (303, 204), r.get_data(as_text=True)[:500]
-    return client
-
-
-def audit_rows(action: str | None = None) -> list[AuditLog]:
-    db.session.rollback()
-    q = select(AuditLog).order_by(AuditLog.id)
-    if action:
-        q = q.where(AuditLog.action == action)
-    return list(db.session.scalars(q))
 
 
 def session_cookie(client: FlaskClient) -> str | None:

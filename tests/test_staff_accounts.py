@@ -9,8 +9,6 @@ from datetime import timedelta
 import pyotp
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
-from sqlalchemy import select
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -18,44 +16,10 @@ from heyon_site.models import StaffUser, utcnow
 from heyon_site.staff import second_factor
 from heyon_site.staff.second_factor import matching_step, normalise_code, use_code
 
-from .conftest import new_client
-from .kit import cli, csrf_from
-from .test_staff import PASSWORD, add_staff, audit_rows, sign_in, signed_in
-
-NEW_PASSWORD = "another-long-password"
-
-
-def account(username: str) -> StaffUser:
-    db.session.rollback()
-    user = db.session.scalar(select(StaffUser).where(StaffUser.username == username))
-    assert user is not None
-    return user
-
-
-def token(client: FlaskClient, page: str = "/staff/account?lang=en") -> str:
-    return csrf_from(client.get(page).get_data(as_text=True))
-
-
-def code_for(secret: str, steps_ago: int = 0) -> str:
-    totp = pyotp.TOTP(secret)
-    return totp.generate_otp(totp.timecode(time.time()) - steps_ago)
-
-
-def enrol(client: FlaskClient, username: str) -> str:
-    """Set up the second factor through the pages, as a person with a phone would."""
-    page = client.get("/staff/account/totp?lang=en").get_data(as_text=True)
-    secret = account(username).totp_pending
-    assert secret and second_factor.grouped(secret) in page and "<svg" in page
-    r = client.post("/staff/account/totp", data={"csrf_token": csrf_from(page), "code": code_for(secret, steps_ago=1)})
-    assert r.status_code == 303, r.get_data(as_text=True)[:300]
-    assert account(username).totp_secret == secret and account(username).totp_pending is None
-    return secret
-
-
-def send_code(client: FlaskClient, code: str, next_url: str = "") -> object:
-    page = client.get(f"/staff/login/code?lang=en{next_url}")
-    return client.post(f"/staff/login/code{next_url.replace('&', '?', 1)}",
-                       data={"csrf_token": csrf_from(page.get_data(as_text=True)), "code": code})
+from tests.kit import new_client
+from tests.kit import cli, csrf_from
+from tests.staff.kit import PASSWORD, add_staff, audit_rows, sign_in, signed_in
+from tests.staff.kit import NEW_PASSWORD, account, code_for, enrol, send_code, token
 
 
 # ------------------------------------------------------------------ codes

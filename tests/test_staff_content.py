@@ -9,21 +9,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from heyon_site.extensions import db
 from heyon_site.models import FaqEntry, Promotion, utcnow
 
-from .conftest import new_client
-from .kit import csrf_from, make_card, order, start_order
-from .test_staff import audit_rows, signed_in
+from tests.kit import new_client
+from tests.kit import csrf_from, make_card, order, start_order
+from tests.staff.kit import audit_rows, signed_in
+from tests.promos.kit import approve, create_promo, local, promo_fields, the_promo, token
 
 HOSTILE_MD = ('<script>alert(1)</script>\n\n<img src=x onerror=alert(2)>\n\n<a hx-get="/x" hx-trigger="load">y</a>\n\n'
               '[click](javascript:alert(3)) [ok](https://heyon.example/help)\n\n<div onclick="alert(4)">z</div>')
-
-
-def token(client: FlaskClient, page: str = "/staff/?lang=en") -> str:
-    return csrf_from(client.get(page).get_data(as_text=True))
 
 
 def faq_fields(**over: str) -> dict[str, str]:
@@ -220,43 +216,6 @@ def test_every_editor_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
 
 
 # ------------------------------------------------------------------ promotions
-
-
-def local(delta: timedelta) -> str:
-    """A site time (Asia/Shanghai, UTC+8) ``delta`` from now, as the datetime-local input sends it."""
-    return (utcnow() + timedelta(hours=8) + delta).strftime("%Y-%m-%dT%H:%M")
-
-
-def promo_fields(**over: str) -> dict[str, str]:
-    return {"title_zh": "充值有礼", "title_en": "Recharge bonus", "kind": "fixed_bonus", "threshold": "100",
-            "value": "10", "percent": "", "cap": "", "starts": local(-timedelta(days=1)),
-            "ends": local(timedelta(days=1)), "priority": "2", "published": "y", **over}
-
-
-def create_promo(client: FlaskClient, **over: str) -> None:
-    r = client.post("/staff/promotions", data={"csrf_token": token(client), **promo_fields(**over)})
-    assert r.status_code == 303, r.get_data(as_text=True)[:1500]
-
-
-def the_promo() -> Promotion:
-    db.session.rollback()
-    promo = db.session.scalars(select(Promotion).order_by(Promotion.id.desc())).first()
-    assert promo is not None
-    return promo
-
-
-def approve_button(client: FlaskClient, pid: int) -> dict[str, str] | None:
-    """The fields of the approve button the promotions page shows ``client`` for ``pid``, if any."""
-    page = client.get("/staff/promotions?lang=en").get_data(as_text=True)
-    found = re.search(rf'<form method="post" action="/staff/promotions/{pid}/approve"[^>]*>(.*?)</form>', page, re.S)
-    return dict(re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', found.group(1))) if found else None
-
-
-def approve(client: FlaskClient, pid: int) -> TestResponse:
-    """Press the approve button, as shown to ``client``."""
-    fields = approve_button(client, pid)
-    assert fields is not None and set(fields) == {"csrf_token", "terms"}, fields
-    return client.post(f"/staff/promotions/{pid}/approve", data=fields)
 
 
 def test_promotions_create_edit_publish_end_with_audit(app: Flask) -> None:

@@ -14,9 +14,9 @@ from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.staff.dashboard import BAR, PLOT, SLOT, DayTotal, bar_height, chart, daily_totals, waiting_orders
 
-from .conftest import ROOT, new_client
-from .kit import make_card, notification, start_order
-from .test_staff import signed_in
+from tests.kit import ROOT, new_client
+from tests.kit import make_card, notification, start_order
+from tests.staff.kit import signed_in
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TODAY = date(2025, 3, 16)

@@ -66,10 +66,10 @@ from heyon_site.staff.auth import SECOND_STEP_KEY, SESSION_KEY, start_session
 from heyon_site.staff.inputs import in_site_range
 from heyon_site.sitetime import day_start
 
-from .conftest import site_for_tests
-from .kit import csrf_from, make_card, notification
-from .test_fuzz_forms import BLNS, answer, reflected
-from .test_hostile_input import ZH
+from tests.kit import site_for_tests
+from tests.kit import csrf_from, make_card, notification
+from tests.properties.kit import BLNS, answer, reflected
+from tests.properties.kit import ZH
 from heyon_site.staff.services import create_staff
 
 PASSWORD = "a-long-staff-password"

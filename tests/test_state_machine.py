@@ -58,8 +58,8 @@ from heyon_site.payments.reconcile import reconcile
 from heyon_site.providers import get as get_provider
 from heyon_site.staff.services import create_staff
 
-from .conftest import SANDBOX_SECRET, new_client
-from .kit import PIN, csrf_from, gateway_order_no, hidden_value, make_card, notification
+from tests.kit import SANDBOX_SECRET, new_client
+from tests.kit import PIN, csrf_from, gateway_order_no, hidden_value, make_card, notification
 
 # Enough to reach long histories (an order paid, expired, paid again, reconciled) in a run of
 # ten to twenty seconds per database; HEYON_STATEFUL_EXAMPLES raises it for a longer hunt.

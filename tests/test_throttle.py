@@ -14,8 +14,8 @@ from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, RechargeOrder, utcnow
 from heyon_site.security.throttle import _locked_row
 
-from .conftest import new_client
-from .kit import CARD, PIN, make_card, recharge_form
+from tests.kit import new_client
+from tests.kit import CARD, PIN, make_card, recharge_form
 
 OTHER = "8600000000005678"
 

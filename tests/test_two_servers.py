@@ -30,8 +30,8 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Card, LedgerEntry, ProviderCallback, RechargeOrder, SandboxPayment
 
-from . import kit
-from .conftest import flask_cli
+from tests import kit
+from tests.kit import flask_cli
 
 pytestmark = [
     pytest.mark.live,

@@ -28,8 +28,8 @@ from heyon_site.faq.starter import STARTER
 from heyon_site.models import FaqEntry, utcnow
 from heyon_site.staff.services import create_staff
 
-from .. import kit
-from ..conftest import TEST_CONFIG
+from tests import kit
+from tests.kit import TEST_CONFIG
 from . import helpers
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..conftest import ROOT
+from tests.kit import ROOT
 
 try:
     from playwright.sync_api import expect, sync_playwright

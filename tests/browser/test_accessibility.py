@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .. import kit
+from tests import kit
 from .conftest import CARDS, STAFF_PASSWORD, STAFF_USER, Site, known
 from .helpers import Recorder, expect, new_context
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import kit
+from tests import kit
 from .conftest import CARDS, OPENING_FEN, Site, known
 from .helpers import Recorder, expect, mark, new_context, same_document
 
