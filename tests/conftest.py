@@ -80,7 +80,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # A database with no schema at all, for the tests that run the migrations themselves
-# (tests/test_migrations.py, tests/promos/test_promotion_caps.py).
+# (tests/test_migrations.py, tests/promos/test_caps.py).
 
 
 @pytest.fixture(params=BACKENDS)
@@ -143,7 +143,7 @@ def runner(app: Flask) -> Any:
 def suite_log() -> Iterator[None]:
     """Every record that reaches the root logger during the whole run (WARNING and up, and
     whatever a test lowers the level to with caplog), written as production writes it, is
-    searched at the end for the test cards' numbers and passwords. tests/test_privacy.py checks
+    searched at the end for the test cards' numbers and passwords. tests/properties/test_privacy.py checks
     its own scenario at DEBUG, live servers included."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -57,7 +57,7 @@ TEST_CONFIG: dict[str, Any] = {
     "ARGON2_MEMORY_COST": 1024,
     "ARGON2_PARALLELISM": 1,
     "RATELIMIT_ENABLED": False,
-    # Each test sees its own changes at once; tests/test_page_cache.py switches the cache on.
+    # Each test sees its own changes at once; tests/web/test_page_cache.py switches the cache on.
     "HEYON_PAGE_CACHE_SECONDS": 0,
 }
 

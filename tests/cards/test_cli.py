@@ -1,32 +1,25 @@
-"""Operator commands: cards, demo data and payment housekeeping, through the real `flask` command
-(`flask_cli`, a subprocess as an operator runs it) or the in-process runner where that is enough."""
+"""Operator commands for cards and demo data (`flask cards ...`, `flask seed-demo`), through the real `flask`
+command (`flask_cli`, a subprocess as an operator runs it) or the in-process runner where that is enough."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import func, select, update
+from flask.testing import FlaskCliRunner
+from sqlalchemy import select, update
 
 from heyon_site.billing import ledger
 from heyon_site.cards.auth import authenticate
-from heyon_site.cards.numbers import number_digest
 from heyon_site.cards.cli import DEMO_CARDS
+from heyon_site.cards.numbers import number_digest
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import AuditLog, Card, RechargeOrder, utcnow
-
-from tests.kit import flask_cli
-from tests.kit import CARD, PIN, balance, cli, make_card, order, start_order
-from tests.payments.kit import pay_on_gateway
+from heyon_site.models import AuditLog, Card
+from tests.kit import CARD, PIN, balance, cli, flask_cli, make_card
 
 AMOUNT = re.compile(r"\d+\.\d{2}")
-
-
-# ------------------------------------------------------------------ helpers (could move to kit.py)
 
 
 def stored_cards() -> list[str]:
@@ -39,20 +32,10 @@ def cards_of(*numbers: str) -> list[str]:
     return sorted(number_digest(n) for n in numbers)
 
 
-def age_order(order_no: str, minutes: int) -> None:
-    """Pretend the order was created `minutes` ago (orders, unlike the ledger, may be updated)."""
-    in_write_transaction(lambda: db.session.execute(
-        update(RechargeOrder).where(RechargeOrder.order_no == order_no)
-        .values(created_at=utcnow() - timedelta(minutes=minutes))))
-
-
 def write_csv(tmp_path: Path, *lines: str) -> Path:
     path = tmp_path / "cards.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-# ------------------------------------------------------------------ cards create / show
 
 
 def test_create_and_show_through_the_real_command(database: str, app: Flask) -> None:
@@ -137,8 +120,6 @@ def test_unblock_with_a_bad_number_fails_cleanly(runner: FlaskCliRunner) -> None
     assert result.exit_code != 0
 
 
-# ------------------------------------------------------------------ cards import
-
 GOOD_ROWS = ("8600000000000101,1111,1.00", "8600000000000102,2222,", "8600 0000 0000 0103,3333,１２．５０")
 
 
@@ -202,9 +183,6 @@ def test_a_file_that_is_not_utf8_is_refused_cleanly(runner: FlaskCliRunner, tmp_
     assert result.exit_code == 1 and stored_cards() == []
 
 
-# ------------------------------------------------------------------ seed-demo
-
-
 def test_seed_demo_creates_the_demo_cards_once(runner: FlaskCliRunner) -> None:
     first = cli(runner, "seed-demo")
     assert first.exit_code == 0
@@ -223,51 +201,3 @@ def test_seed_demo_passwords_open_the_cards(runner: FlaskCliRunner) -> None:
     cli(runner, "seed-demo")
     for number, pin, _ in DEMO_CARDS:
         assert authenticate(number, pin).ok, number
-
-
-# ------------------------------------------------------------------ payments reconcile
-
-
-def test_reconcile_credits_a_payment_whose_notification_was_lost(database: str, app: Flask, client: FlaskClient) -> None:
-    make_card(balance_fen=500)
-    order_no = start_order(client)
-    pay_on_gateway(client, order_no, "silent")
-    assert order(order_no).status == "pending"
-
-    untouched = flask_cli(database, "payments", "reconcile")  # default: only orders pending 5+ minutes
-    assert untouched.returncode == 0, untouched.stderr
-    assert untouched.stdout.strip() == "reconcile: expired 0"
-    assert order(order_no).status == "pending"
-
-    result = flask_cli(database, "payments", "reconcile", "--older-than", "0")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "reconcile: credited 1, expired 0"
-    assert order(order_no).status == "credited"
-    assert balance() == 500 + 10000
-
-    again = flask_cli(database, "payments", "reconcile", "--older-than", "0")
-    assert again.stdout.strip() == "reconcile: expired 0"  # nothing pending is left
-    assert balance() == 500 + 10000
-    assert ledger.verify(db.session).ok
-
-
-def test_reconcile_expires_orders_pending_past_the_expiry(app: Flask, client: FlaskClient, runner: FlaskCliRunner) -> None:
-    app.config["HEYON_ORDER_EXPIRY_MINUTES"] = 30
-    make_card()
-    stale, fresh, paid = start_order(client), start_order(client), start_order(client)
-    pay_on_gateway(client, paid, "silent")
-    age_order(stale, 31)
-    age_order(fresh, 29)
-    age_order(paid, 90)  # paid long ago but never notified: credited, not expired
-
-    result = cli(runner, "payments", "reconcile")
-    assert result.exit_code == 0
-    assert result.stdout.strip() == "reconcile: credited 1, expired 1, still_pending 1"
-    assert (order(stale).status, order(stale).status_reason) == ("expired", "timeout")
-    assert order(stale).finalized_at is not None
-    assert order(fresh).status == "pending"
-    assert order(paid).status == "credited"
-    assert balance() == 10000
-    db.session.rollback()
-    assert db.session.scalar(select(func.count()).select_from(RechargeOrder).where(RechargeOrder.status == "expired")) == 1
-    assert ledger.verify(db.session).ok

@@ -1,6 +1,6 @@
 """The whole staff area under fuzzing, found from the URL map rather than listed by hand.
 
-tests/test_fuzz_forms.py sends the Big List of Naughty Strings to the staff forms it names. This
+tests/properties/test_fuzz_forms.py sends the Big List of Naughty Strings to the staff forms it names. This
 module finds the staff pages and forms itself, so one added later is fuzzed without anyone
 listing it:
 
@@ -728,7 +728,7 @@ def fuzz_fields(run: Run, form: FormSpec) -> None:
     for f in form.fuzzed:
         key = f"{form.endpoint}-{f.name}"
         values = values_for(key, kind_of(f.name, f.attrs))
-        if f.name == "csrf_token":  # tests/test_fuzz_forms.py and test_hostile_input.py try more
+        if f.name == "csrf_token":  # tests/properties/test_fuzz_forms.py and test_hostile_input.py try more
             values = [*values[:2], ""]
         for i, value in enumerate(values):
             face, lang = face_and_lang(i)

@@ -188,7 +188,7 @@ def test_a_payment_after_trade_closed_goes_to_review(client: FlaskClient, order_
 
 
 def test_trade_closed_after_credit_is_money_returned_and_debits_nothing(client: FlaskClient, order_no: str) -> None:
-    # Closing a paid trade gives the money back: a person decides (tests/test_refunds.py).
+    # Closing a paid trade gives the money back: a person decides (tests/payments/test_refunds.py).
     first = notification(order_no, ORDER_YUAN)
     post_notify(client, first)
     closed = post_notify(client, notification(order_no, ORDER_YUAN, status="TRADE_CLOSED", trade_no=first["trade_no"]))
@@ -342,4 +342,4 @@ def test_gateway_failure_sends_trade_closed(app: Flask, client: FlaskClient, ord
 def test_gateway_silent_payment_sends_nothing(app: Flask, client: FlaskClient, order_no: str) -> None:
     pay_on_gateway(client, order_no, "silent")
     assert app.extensions["heyon.test_outbox"] == []
-    assert order(order_no).status == "pending"  # reconciliation finds it (tests/test_cli.py)
+    assert order(order_no).status == "pending"  # reconciliation finds it (tests/payments/test_reconcile_command.py)

@@ -165,7 +165,7 @@ def test_a_notification_during_reconciliation_credits_once(app: Flask, client: F
 # ------------------------------------------------------------------ a worker killed mid-credit
 
 # The child runs the real notify view with one function wrapped to SIGKILL the process at the
-# chosen point; tests/test_crash.py covers the point inside the ledger write in detail.
+# chosen point; tests/properties/test_crash.py covers the point inside the ledger write in detail.
 CHILD = """
 import json, os, signal, sys
 from pathlib import Path

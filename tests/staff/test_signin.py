@@ -1,4 +1,4 @@
-"""The staff back office: sign-in, sessions, roles, CSRF, orders, reprints and the audit log."""
+"""Staff sign-in and sessions, which role reaches which page, and CSRF on every staff post."""
 from __future__ import annotations
 
 import re
@@ -7,19 +7,16 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy import select
 
+from heyon_site.billing.promos import NewPromotion, PromoCaps
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
+from heyon_site.models import FaqEntry, StaffUser, utcnow
 from heyon_site.promos.lifecycle import COMMAND_LINE, create_promotion
-from heyon_site.billing.promos import NewPromotion, PromoCaps
-from heyon_site.models import AuditLog, FaqEntry, ProviderCallback, StaffUser, utcnow
 from heyon_site.staff.auth import throttle_states
-
-from tests.kit import new_client
-from tests.kit import CARD, cli, csrf_from, make_card, notification, order, start_order
 from heyon_site.staff.services import create_staff
+from tests.kit import csrf_from, make_card, new_client, start_order
 from tests.staff.kit import PASSWORD, add_staff, audit_rows, login_token, sign_in, signed_in
 
 ROLES = ("editor", "cashier", "admin")
@@ -32,9 +29,6 @@ def session_cookie(client: FlaskClient) -> str | None:
 
 def without_csrf(html: str) -> str:
     return re.sub(r"[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}", "TOKEN", html)
-
-
-# ------------------------------------------------------------------ signing in
 
 
 def test_login_page_has_english_labels_and_is_private(client: FlaskClient) -> None:
@@ -143,11 +137,10 @@ def test_next_never_leaves_the_site(app: Flask, client: FlaskClient) -> None:
     assert r.status_code == 303 and "evil" not in r.headers["Location"]
 
 
-# ------------------------------------------------------------------ roles
-
-
 # Every staff page and who may open it: the one matrix a new page is added to.
 EDITORS, CASHIERS = {"editor", "admin"}, {"cashier", "admin"}
+
+
 PAGES = {"/staff/": set(ROLES), "/staff/account": set(ROLES), "/staff/account/totp": set(ROLES),
          "/staff/orders": CASHIERS, "/staff/orders/{no}": CASHIERS,
          "/staff/faq": EDITORS, "/staff/faq/new": EDITORS, "/staff/faq/{fid}/edit": EDITORS,
@@ -191,9 +184,6 @@ def test_anonymous_is_sent_to_login_everywhere(client: FlaskClient) -> None:
     assert client.post("/staff/orders/1/receipt", data={"paper": "80"}).status_code in (400, 303)
 
 
-# ------------------------------------------------------------------ CSRF
-
-
 @pytest.mark.parametrize("htmx", [False, True])
 def test_every_staff_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
     make_card()
@@ -219,143 +209,3 @@ def test_every_staff_post_needs_a_csrf_token(app: Flask, htmx: bool) -> None:
     assert client.get("/staff/").status_code == 200  # still signed in: the logout was refused
     assert audit_rows("receipt.print") == []
     assert [u.role for u in db.session.scalars(select(StaffUser).order_by(StaffUser.id))] == ["cashier", "admin"]
-
-
-# ------------------------------------------------------------------ orders
-
-
-def _credited_order(app: Flask, client: FlaskClient) -> str:
-    order_no = start_order(client)
-    r = client.post("/pay/notify/sandbox", data=notification(order_no, "100.00"))
-    assert r.get_data(as_text=True) == "success"
-    return order_no
-
-
-def test_order_search_filters(app: Flask) -> None:
-    make_card()
-    make_card("8600000000005678")
-    customer = new_client(app)
-    paid = _credited_order(app, customer)
-    other = start_order(customer, card_number="8600000000005678")
-    client = signed_in(app, "cashier")
-    hx = signed_in(app, "cashier", htmx=True)
-
-    def found(**args: str) -> set[str]:
-        r = client.get("/staff/orders", query_string=args)
-        assert r.status_code == 200, r.status_code
-        h = hx.get("/staff/orders", query_string=args)
-        assert h.status_code == 200 and h.get_data(as_text=True).lstrip().startswith('<div id="order-results">')
-        return set(re.findall(r"/staff/orders/(\d+)", r.get_data(as_text=True)))
-
-    assert found(order_no=paid) == {paid}
-    assert found(last4="1234") == {paid}
-    assert found(last4="5678") == {other}
-    assert found(status="pending") == {other}
-    assert found(status="credited") == {paid}
-    today = (utcnow() + timedelta(hours=8)).date()  # Asia/Shanghai
-    assert found(date_from=today.isoformat(), date_to=today.isoformat()) == {paid, other}
-    assert found(date_to=(today - timedelta(days=1)).isoformat()) == set()
-    assert found(date_from=(today + timedelta(days=1)).isoformat()) == set()
-    body = client.get("/staff/orders", query_string={"last4": "1234"}).get_data(as_text=True)
-    assert "**** 1234" in body and CARD not in body
-    assert client.get("/staff/orders", query_string={"last4": "12a4"}).status_code == 422
-
-
-def test_order_detail_shows_events_callbacks_and_ledger_escaped(app: Flask) -> None:
-    make_card()
-    order_no = _credited_order(app, new_client(app))
-    hostile = "out_trade_no=<script>alert(1)</script>"
-    in_write_transaction(lambda: db.session.add(ProviderCallback(provider="sandbox", body=hostile, order_no=order_no,
-                                                                 outcome="bad_signature")))
-    r = signed_in(app, "cashier").get(f"/staff/orders/{order_no}")
-    body = r.get_data(as_text=True)
-    assert r.status_code == 200
-    assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
-    assert "bad_signature" in body and "credited" in body
-    assert "order:" in body and "recharge" in body  # the ledger entry's key
-    assert CARD not in body and "**** 1234" in body
-    assert signed_in(app, "cashier").get("/staff/orders/0000").status_code == 404
-
-
-def test_reprint_is_audited_and_opens_the_customer_receipt(app: Flask) -> None:
-    make_card()
-    order_no = _credited_order(app, new_client(app))
-    client = signed_in(app, "cashier")
-    page = client.get(f"/staff/orders/{order_no}").get_data(as_text=True)
-    r = client.post(f"/staff/orders/{order_no}/receipt", data={"csrf_token": csrf_from(page), "paper": "58"})
-    assert r.status_code == 303
-    token = order(order_no).token
-    assert r.headers["Location"].endswith(f"/orders/{token}/receipt?paper=58")
-    [row] = audit_rows("receipt.print")
-    assert (row.username, row.target, row.after_summary) == ("cashier-user", f"order {order_no}", "paper=58")
-    assert client.post(f"/staff/orders/{order_no}/receipt",
-                       data={"csrf_token": csrf_from(page), "paper": "letter"}).status_code == 400
-
-
-# ------------------------------------------------------------------ the audit log
-
-
-def test_audit_log_lists_newest_first_and_pages(app: Flask) -> None:
-    client = signed_in(app, "admin")
-    for i in range(55):
-        in_write_transaction(lambda i=i: db.session.add(AuditLog(username=f"u{i:02d}", action="test")))
-    body = client.get("/staff/audit").get_data(as_text=True)
-    assert body.index("u54") < body.index("u53") and "u04" not in body and "page=2" in body
-    second = client.get("/staff/audit?page=2").get_data(as_text=True)
-    assert "u04" in second and "u54" not in second
-
-
-def test_audit_rows_cannot_be_changed_or_deleted(app: Flask) -> None:
-    in_write_transaction(lambda: db.session.add(AuditLog(username="x", action="test")))
-    for statement in ("UPDATE audit_log SET action = 'other'", "DELETE FROM audit_log"):
-        with pytest.raises(DatabaseError, match="append-only"):
-            in_write_transaction(lambda s=statement: db.session.execute(text(s)))
-    if db.engine.dialect.name == "postgresql":
-        with pytest.raises(DatabaseError, match="append-only"):
-            in_write_transaction(lambda: db.session.execute(text("TRUNCATE audit_log")))
-    assert [a.action for a in audit_rows()] == ["test"]
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def test_cli_creates_staff(app: Flask, runner: object) -> None:
-    r = cli(runner, "staff", "create", "boss", "--role", "admin", "--password", "0123456789")  # type: ignore[arg-type]
-    assert r.exit_code == 0 and "created staff user boss (admin)" in r.output
-    assert cli(runner, "staff", "create", "boss", "--role", "admin", "--password", "0123456789").exit_code != 0  # type: ignore[arg-type]
-    short = cli(runner, "staff", "create", "kid", "--role", "editor", "--password", "123456789")  # type: ignore[arg-type]
-    assert short.exit_code != 0 and "at least 10" in short.output
-    assert cli(runner, "staff", "create", "x", "--role", "root", "--password", "0123456789").exit_code != 0  # type: ignore[arg-type]
-    prompted = runner.invoke(args=["staff", "create", "carol", "--role", "cashier"],  # type: ignore[attr-defined]
-                             input="0123456789ab\n0123456789ab\n")
-    assert prompted.exit_code == 0, prompted.output
-    db.session.rollback()
-    roles = dict(db.session.execute(select(StaffUser.username, StaffUser.role)).all())
-    assert roles == {"boss": "admin", "carol": "cashier"}
-    assert sign_in(new_client(app), "carol", "0123456789ab").status_code == 303
-
-
-def test_search_by_last_four_digits_uses_its_index(app: Flask) -> None:
-    """Without it a million cards meant scanning every order (bench/scale.py); a plan, not a timing."""
-    from zoneinfo import ZoneInfo
-
-    from sqlalchemy import event
-
-    from heyon_site.staff.queries import search_orders
-
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL's planner scans tables this small whatever the indexes (make bench-scale shows its plans)")
-    seen: list[tuple[str, object]] = []
-
-    def grab(_conn: object, _cursor: object, statement: str, params: object, *_rest: object) -> None:
-        if statement.lstrip().startswith("SELECT") and "recharge_orders" in statement:
-            seen.append((statement, params))
-
-    event.listen(db.engine, "before_cursor_execute", grab)
-    try:
-        search_orders(ZoneInfo("Asia/Shanghai"), last4="1234")
-    finally:
-        event.remove(db.engine, "before_cursor_execute", grab)
-    statement, params = seen[0]
-    plan = " ".join(row[3] for row in db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
-    assert "USING COVERING INDEX ix_cards_last4" in plan, plan

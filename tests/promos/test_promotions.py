@@ -479,7 +479,7 @@ def test_create_and_list_through_the_real_command(database: str, app: Flask) -> 
                         "--kind", "fixed_bonus", "--threshold", "100", "--value", "10",
                         "--starts", "2040-01-01 08:00", "--ends", "2040-02-01", "--priority", "3", "--publish")
     assert created.returncode == 0, created.stderr
-    # --publish asks for publication: an admin approves it on the staff page (tests/test_staff_content.py).
+    # --publish asks for publication: an admin approves it on the staff page (tests/staff/test_promotions.py).
     line = ("1  awaiting approval  priority 3  fixed_bonus 10.00, from 100.00  2040-01-01 08:00:00 .. 2040-02-01 00:00:00  "
             "Get 10 more / 充100送10")
     assert created.stdout.strip() == f"created {line}"
