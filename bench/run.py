@@ -20,8 +20,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests import live  # noqa: E402 - the project root first: one live-server helper for tests and bench
+
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
@@ -121,12 +122,6 @@ def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", tra
 # ------------------------------------------------------------------ the site under test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def site_env(database_url: str) -> dict[str, str]:
     return {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key",
             "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1"}
@@ -144,36 +139,14 @@ def prepare_database(database_url: str) -> None:
 @contextlib.contextmanager
 def serving(database_url: str, logfile: Path, *, workers: int = WORKERS, app: str = "bench.serve:app",
             extra_env: dict[str, str] | None = None, max_requests: int = 0) -> Iterator[str]:
-    """gunicorn with the production config (gunicorn.conf.py), 2 workers unless told, on 127.0.0.1."""
-    port = free_port()
+    """gunicorn with the production config (gunicorn.conf.py), 2 workers unless told, on 127.0.0.1.
+    Started, waited for and stopped by tests/live.py, as the tests' live servers are."""
     # --max-requests 0: production recycles a worker every ~2000 requests, and a worker
     # re-importing the app mid-run would show up as a latency spike of the endpoint it hit.
-    cmd = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-           "--max-requests", str(max_requests), app]
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**site_env(database_url), **(extra_env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("gunicorn exited; see " + str(logfile))
-            with contextlib.suppress(OSError):
-                if fetch(base, "GET", "/healthz").status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not come up; see " + str(logfile))
-            time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    args = ["-c", "gunicorn.conf.py", "-w", str(workers), "--max-requests", str(max_requests), app]
+    with live.gunicorn(database_url, logfile, {**site_env(database_url), **(extra_env or {})}, args,
+                       append_log=True, stop_seconds=20) as site:
+        yield site.url
 
 
 def scratch_postgres(server_url: str) -> contextlib.AbstractContextManager[str]:
@@ -526,7 +499,6 @@ LOAD_BEFORE = os.getloadavg()[0]
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
     if LOAD_BEFORE > 0.5:
         log(f"warning: load average {LOAD_BEFORE:.2f}: something else is running, and the figures will show it")
     RESULTS.mkdir(exist_ok=True)

@@ -1,36 +1,125 @@
-"""Test helpers: cards, orders, the signed sandbox notification, and a live gunicorn site."""
+"""Test helpers: the site as tests run it (config, clients, the `flask` command), cards, orders,
+the signed sandbox notification, and a live gunicorn site (started by tests/live.py)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select
+from werkzeug.test import TestResponse
 
-from heyon_site.cards.services import create_card
-from heyon_site.cards.numbers import number_digest
+from heyon_site import create_app
 from heyon_site.billing.recharge import start_recharge
+from heyon_site.cards.numbers import number_digest
+from heyon_site.cards.services import create_card
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Card, LedgerEntry, PaymentEvent, ProviderCallback, RechargeOrder
 from heyon_site.providers.sandbox import sign
+from tests.live import LiveSite, free_port, gunicorn  # noqa: F401 - LiveSite and free_port: tests import them from here
 
-from .conftest import ROOT, SANDBOX_SECRET
+# ------------------------------------------------------------------ the site as tests run it
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = str(ROOT / "migrations")
+
+
+SANDBOX_SECRET = "test-sandbox-secret"
+
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+TEST_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key",
+    "HEYON_PROVIDERS": ("sandbox",),
+    "HEYON_SANDBOX_SECRET": SANDBOX_SECRET,
+    # Where the sandbox gateway sends its notifications (tests collect them: the `app` fixture).
+    "HEYON_SITE_URL": "http://heyon.test",
+    "SERVER_NAME": "heyon.test",
+    # Cheap argon2id for speed; the parameters live in each hash, so verification still works.
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_COST": 1024,
+    "ARGON2_PARALLELISM": 1,
+    "RATELIMIT_ENABLED": False,
+    # Each test sees its own changes at once; tests/web/test_page_cache.py switches the cache on.
+    "HEYON_PAGE_CACHE_SECONDS": 0,
+}
+
+
+class ServerLikeClient(FlaskClient):
+    """Runs every request in its own app context, as a real server does.
+
+    The ``app`` fixture keeps one context pushed for the whole test (so tests can use the
+    database directly), and Flask would reuse it for test requests: ``g`` would then carry
+    Flask-Babel's locale and Flask-WTF's CSRF token from one request, or client, into the next.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
+@contextmanager
+def held(app: Flask) -> Iterator[Flask]:
+    """``app`` as tests use it: its clients run each request as a server does, one app context
+    is held for the test, and the engine is disposed of afterwards."""
+    app.test_client_class = ServerLikeClient
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+def site_for_tests(database: str, **overrides: Any) -> AbstractContextManager[Flask]:
+    """The site on ``database`` with TEST_CONFIG and ``overrides``, held as tests use it."""
+    return held(create_app({**TEST_CONFIG, "DATABASE_URL": database, **overrides}))
+
+
+def new_client(app: Flask, htmx: bool = False) -> FlaskClient:
+    """A fresh browser (its own cookies); with ``htmx``, one that asks as htmx does."""
+    c = app.test_client()
+    if htmx:
+        c.environ_base["HTTP_HX_REQUEST"] = "true"
+    return c
+
+
+def flask_cli(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `flask` command of this checkout against a database, as an operator would."""
+    full_env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": url, "SECRET_KEY": "test-secret-key",
+                "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# Every card number and card password the tests type, the demo cards' included.
+SUITE_SECRETS = ("8600000000001234", "246810", "8611223344556677", "97531864", "13572468",
+                 "8600000000000101", "8600000000000119", "8600000000000127", "8600000000000135",
+                 "8600000000000018", "135790", "8600000000000026", "246802", "8600000000000034", "112233")
+
+
+def secrets_in(text: str) -> list[str]:
+    """The secrets found as whole tokens: a PIN inside a longer run of digits or letters (a
+    timestamp's microseconds, a request id) is not one."""
+    return [s for s in SUITE_SECRETS if re.search(rf"(?<![0-9A-Za-z.]){s}(?![0-9A-Za-z])", text)]
+
+
+# ------------------------------------------------------------------ cards, orders, notifications
 
 CARD, PIN = "8600000000001234", "246810"
 # What the payment tests start from: a card holding 5.00 and an order of 100.00 on it.
@@ -184,28 +273,11 @@ def cli(runner: FlaskCliRunner, *args: str) -> Result:
     return result
 
 
-# ------------------------------------------------------------------ a real server
+# ------------------------------------------------------------------ a real server (tests/live.py)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveSite:
-    url: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def live_site(database_url: str, tmp: Path, workers: int = 4, extra_env: dict[str, str] | None = None) -> Iterator[LiveSite]:
+def live_site(database_url: str, tmp: Path, workers: int = 4,
+              extra_env: dict[str, str] | None = None) -> AbstractContextManager[LiveSite]:
     """gunicorn serving this checkout's wsgi:app on 127.0.0.1, stopped afterwards."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
@@ -214,36 +286,5 @@ def live_site(database_url: str, tmp: Path, workers: int = 4, extra_env: dict[st
            # about limits across workers pass RATELIMIT_ENABLED=true and a Redis storage URI.
            "RATELIMIT_ENABLED": "false",
            **(extra_env or {})}
-    log = tmp / f"gunicorn-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "60", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    site = LiveSite(f"http://127.0.0.1:{port}", database_url, proc, log)
-    try:
-        _wait_until_up(site)
-        yield site
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def _wait_until_up(site: LiveSite, seconds: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if site.process.poll() is not None:
-            raise RuntimeError("gunicorn exited: " + site.log_text()[-2000:])
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(site.url + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not come up: " + site.log_text()[-2000:])
-
+    return gunicorn(database_url, tmp / f"gunicorn-{port}.log", env,
+                    ["-w", str(workers), "--timeout", "60", "wsgi:app"], port=port)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from .conftest import ROOT
+from tests.kit import ROOT
 
 PACKAGE = ROOT / "heyon_site"
 # What billing, the money core, never imports: the web framework and everything above it.

@@ -5,8 +5,6 @@ orders, ledger entries and payments in it, upgrade, and check that nothing was l
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,30 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from heyon_site.billing import ledger
 from heyon_site.cards.numbers import find_card
 from heyon_site.cards.numbers import number_digest
-from heyon_site.database import scratch_postgres
 from heyon_site.extensions import db
 
-from .conftest import BACKENDS, ROOT, site_for_tests
+from tests.kit import MIGRATIONS, site_for_tests
 
-MIGRATIONS = str(ROOT / "migrations")
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 CARDS = {1: "8600000000001234", 2: "8611223344556677", 3: "1234567890"}  # 16, 16 and 10 digits
-
-
-@pytest.fixture(params=BACKENDS)
-def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """A database with no schema at all, of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.db'}"
-        return
-    with scratch_postgres(os.environ["TEST_DATABASE_URL"], "heyon_migrate") as url:
-        yield url
-
-
-@pytest.fixture
-def site(blank_url: str) -> Iterator[Flask]:
-    with site_for_tests(blank_url) as app:
-        yield app
 
 
 def books_at_0008() -> None:

@@ -27,8 +27,8 @@ from heyon_site import create_app
 from heyon_site.config import PerProcessLimits, engine_options, from_environment, refuse_per_process_limits, warn_of_a_derived_card_key
 from heyon_site.extensions import db
 
-from . import kit
-from .conftest import ROOT, TEST_CONFIG, site_for_tests
+from tests import kit
+from tests.kit import ROOT, TEST_CONFIG, site_for_tests
 
 HSTS = "max-age=31536000; includeSubDomains"
 PROXY = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_FOR": "203.0.113.5"}

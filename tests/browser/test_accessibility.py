@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .. import kit
-from .conftest import CARDS, STAFF_PASSWORD, STAFF_USER, Site, known
-from .helpers import Recorder, expect, new_context
+from tests import kit
+from tests.browser.helpers import CARDS, STAFF_PASSWORD, STAFF_USER, Site, known
+from tests.browser.helpers import Recorder, expect, new_context
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page

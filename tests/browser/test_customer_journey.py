@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .. import kit
-from .conftest import CARDS, OPENING_FEN, Site, known
-from .helpers import Recorder, expect, mark, new_context, same_document
+from tests import kit
+from tests.browser.helpers import CARDS, OPENING_FEN, Site, known
+from tests.browser.helpers import Recorder, expect, mark, new_context, same_document
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import STAFF_PASSWORD, STAFF_USER, Site, known
-from .helpers import (
+from tests.browser.helpers import STAFF_PASSWORD, STAFF_USER, Site, known
+from tests.browser.helpers import (
     MM,
     Recorder,
     expect,

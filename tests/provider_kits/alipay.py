@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.wrappers import Request, Response
 
-from ..fakes import FakeApi
+from tests.fakes import FakeApi
 from .rsa_keys import new_key, private_pem, public_pem, sign, verifies  # noqa: F401 (tests import them from here)
 
 BEIJING = ZoneInfo("Asia/Shanghai")

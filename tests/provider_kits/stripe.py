@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from werkzeug.wrappers import Request, Response
 
-from ..fakes import FakeApi
+from tests.fakes import FakeApi
 
 SESSIONS = "/v1/checkout/sessions"
 CHECKOUT_PAGE = "https://checkout.stripe.com/c/pay/"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.wrappers import Request, Response
 
-from ..fakes import FakeApi, Handler
+from tests.fakes import FakeApi, Handler
 from .rsa_keys import new_key, private_pem, public_pem, sign, verifies  # noqa: F401 (tests import them from here)
 
 BEIJING = ZoneInfo("Asia/Shanghai")
