@@ -18,8 +18,7 @@ from heyon_site.models import Card
 from heyon_site.security import pins
 from heyon_site.security.passwords import hasher
 
-from .conftest import site_for_tests
-from .kit import CARD, PIN, make_card
+from tests.kit import CARD, PIN, make_card, site_for_tests
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
