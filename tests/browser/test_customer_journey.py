@@ -12,7 +12,7 @@ from tests.browser.helpers import CARDS, OPENING_FEN, Site, known
 from tests.browser.helpers import Recorder, expect, mark, new_context, same_document
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Route
 
 pytestmark = [pytest.mark.live, *known("receipt-favicon")]
 
@@ -126,5 +126,42 @@ def test_the_highlighted_amount_is_the_amount_charged(browser: Browser, site: Si
         expect(page.locator(".amount")).to_have_text("¥50.00")
         rec.shot("gateway asks for 50")
         rec.assert_clean()
+    finally:
+        context.close()
+
+
+def test_every_form_works_while_htmx_never_arrives(browser: Browser, site: Site) -> None:
+    """JavaScript on, but the htmx file never loads (a lost request on a slow network): the pages
+    are plain forms until it arrives, so a recharge and a balance lookup still go through."""
+    context = new_context(browser, js=True)
+    blocked: list[str] = []
+
+    def refuse(route: Route) -> None:
+        blocked.append(route.request.url)
+        route.abort()
+
+    context.route(re.compile(r".*/static/js/htmx-[\d.]+\.min\.js.*"), refuse)
+    page = context.new_page()
+    rec = Recorder(page, "htmx-blocked")
+    try:
+        page.goto(site.at("/recharge", "en"))
+        page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        page.locator("label", has_text=re.compile(r"^¥50(?!\d)")).click()
+        page.get_by_role("button", name="Recharge").click()
+        expect(page).to_have_url(re.compile(r"/pay/sandbox/\d{16}\?sign=[0-9a-f]{64}$"))
+        expect(page.locator(".amount")).to_have_text("¥50.00")
+        rec.shot("gateway without htmx")
+
+        page.goto(site.at("/balance", "en"))
+        page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        tag = mark(page)
+        page.get_by_role("button", name="Check balance").click()
+        expect(page.locator("#balance")).to_have_text(re.compile(r"^¥\d+\.\d\d$"))
+        assert not same_document(page, tag), "without htmx the lookup is a plain form post"
+        rec.shot("balance without htmx")
+        assert blocked, "the page never asked for htmx: the test blocked nothing"
+        assert page.evaluate("typeof window.htmx") == "undefined"
     finally:
         context.close()

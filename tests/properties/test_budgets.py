@@ -33,7 +33,9 @@ from tests.properties.kit import masked
 
 BUDGET = 14 * 1024  # HTML + CSS, gzip: what fits in the first round trip (initial TCP window)
 YEAR = 31536000
-HTMX = "js/htmx-2.0.11.min.js"  # the one script a page may load (pinned; its SHA-256 is checked in test_pages)
+HTMX = "js/htmx-2.0.11.min.js"  # the one library a page may load (pinned; its SHA-256 is checked in test_pages)
+LOADER = "js/load.js"  # the one script a page names: it fetches htmx after the load event
+LOADER_BUDGET = 1024  # bytes of first-party script besides htmx
 LANGS = {"zh": "zh-Hans", "en": "en"}  # ?lang= -> <html lang>; zh is the default, asked for by no parameter
 DECODE: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.decompress, "br": brotli.decompress}
 
@@ -213,8 +215,9 @@ def test_every_page_fits_14kb_and_loads_only_its_css_and_htmx(site: Site, lang: 
         assert style_src == ["style-src", "'self'", f"'sha256-{base64.b64encode(hashlib.sha256(site_css.encode()).digest()).decode()}'"], policy
         assert found.declares_icon, f"{page} ({lang}) declares no icon: the browser will also GET /favicon.ico"
         for src, attrs in found.scripts:
-            assert static_file(src) == HTMX, f"{page} ({lang}) loads a script other than the pinned htmx: {src}"
-            assert "defer" in attrs, f"{page} ({lang}): htmx must not block the first paint"
+            assert static_file(src) == LOADER, f"{page} ({lang}) loads a script other than the htmx loader: {src}"
+            assert "async" in attrs or "defer" in attrs, f"{page} ({lang}): the loader must not block the first paint"
+            assert static_file(attrs.get("data-src") or "") == HTMX, f"{page} ({lang}): the loader loads {attrs}"
         assert len(found.scripts) <= 1, (page, found.scripts)
 
         css_gz = 0
@@ -262,7 +265,8 @@ def test_static_files_are_cache_busted_immutable_for_a_year_and_compressed(site:
         for page in site.pages():
             found = loads_of(site.load(client, page, lang).get_data(as_text=True))
             urls.update(found.stylesheets, (src for src, _ in found.scripts))
-    assert {static_file(u) for u in urls} >= {"css/print.css", HTMX}, urls
+            urls.update(a["data-src"] or "" for _, a in found.scripts)
+    assert {static_file(u) for u in urls} >= {"css/print.css", LOADER, HTMX}, urls
     report = []
     for url in sorted(urls):
         stored = (ROOT / "static" / static_file(url)).read_bytes()
@@ -330,3 +334,11 @@ def test_every_customer_page_has_a_budget() -> None:
     customer = {rule.rule for rule in app.url_map.iter_rules()
                 if rule.endpoint.startswith("customer.") and "GET" in (rule.methods or set())}
     assert customer <= covered | redirects, f"customer pages without a budget test: {sorted(customer - covered)}"
+
+
+def test_first_party_script_stays_under_one_kilobyte() -> None:
+    """Besides the vendored htmx, the only script is its loader: at most 1 KB as stored."""
+    scripts = sorted(p.relative_to(ROOT / "static").as_posix() for p in (ROOT / "static" / "js").glob("*.js"))
+    assert scripts == sorted([HTMX, LOADER]), scripts
+    size = len((ROOT / "static" / LOADER).read_bytes())
+    assert size <= LOADER_BUDGET, f"{LOADER} is {size} bytes"
