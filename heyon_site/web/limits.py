@@ -5,7 +5,7 @@
 password, a second-factor code, now or later). Besides its own ``ip_limit``, each such view draws
 on ONE failure budget per address, shared by all of them (HEYON_IP_FAILURE_LIMIT): twenty wrong
 card passwords on /balance leave none for /recharge, the staff sign-in or the code step.
-tests/test_limits.py finds every view that calls a secret check and fails if one lacks it.
+tests/web/test_limits.py finds every view that calls a secret check and fails if one lacks it.
 """
 
 from __future__ import annotations
