@@ -38,9 +38,11 @@ test: $(VENV)/.dev lint
 
 # Throughput, latency, page weight and Lighthouse on this machine (a few minutes; not part of
 # `make test`). Also on PostgreSQL when BENCH_DATABASE_URL or TEST_DATABASE_URL is set. Results:
-# bench/results/latest.md and .json; README "Benchmarks" explains them. BENCH_SCALE=1 adds bench-scale.
+# bench/results/latest.md and .json; README "Benchmarks" explains them. Then the password spray
+# (bench/spray.py, about 90 s; BENCH_SPRAY=0 skips it). BENCH_SCALE=1 adds bench-scale.
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py
+	$(if $(filter 0,$(BENCH_SPRAY)),,$(BIN)/python bench/spray.py)
 	$(if $(filter 1,$(BENCH_SCALE)),$(BIN)/python bench/scale.py)
 
 # The same lookups and staff searches at 10,000 and at 1,000,000 cards (SCALE_CARDS; 10 to 11

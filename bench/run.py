@@ -7,7 +7,8 @@ missing or a step needs logic between requests); then runs Lighthouse (mobile) o
 recharge pages. Prints the tables and writes them to bench/results/ (latest.md, latest.json).
 
 Settings (environment): BENCH_SECONDS (per endpoint, default 10), BENCH_CONNECTIONS (default 8),
-BENCH_LIGHTHOUSE_RUNS (default 3; 0 skips Lighthouse), BENCH_DATABASE_URL.
+BENCH_LIGHTHOUSE_RUNS (default 5; 0 skips Lighthouse), BENCH_NOTIFY_ORDERS (pending orders per client for
+the notification row, default 2,500), BENCH_DATABASE_URL.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = 2.0
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 WORKERS = 2
-LIGHTHOUSE_RUNS = int(os.environ.get("BENCH_LIGHTHOUSE_RUNS", "3"))
+LIGHTHOUSE_RUNS = int(os.environ.get("BENCH_LIGHTHOUSE_RUNS", "5"))  # issue 13: median of 5
 SANDBOX_SECRET = "bench-sandbox-secret"
 BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
 CHROME = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
@@ -51,7 +52,11 @@ CHROME_FLAGS = ("--headless --no-sandbox --disable-gpu --disable-background-netw
                 "--disable-component-update --disable-sync --no-first-run")
 # The demo cards of `flask seed-demo` (heyon_site/cards/cli.py); lookups rotate over them.
 DEMO_CARDS = (("8600000000000018", "135790"), ("8600000000000026", "246802"), ("8600000000000034", "112233"))
-TARGETS = {"lighthouse_score": 100, "lcp_ms": 1000, "page_ratio": 0.60, "order_ratio": 0.25}
+# Issue 13's targets. LCP: at most 0.80 s, or at most 1.06 times a blank 1 KB page's LCP measured
+# in the same run (Lighthouse's simulation scales with the machine's CPU).
+TARGETS = {"lighthouse_score": 100, "lcp_ms": 800, "lcp_floor_ratio": 1.06, "page_ratio": 0.60,
+           "order_ratio": 0.20, "notify_ratio": 0.25, "pin_check_ms": 5.0}
+PAGE_ROWS = ("home /", "recharge form", "FAQ", "balance form")
 
 
 def log(message: str) -> None:
@@ -89,6 +94,7 @@ class Visitor:
 
     cookie: str
     token: str
+    offer: str = ""  # the recharge form's version of the promotions it showed (issue 11)
 
 
 def open_form(base: str, path: str) -> Visitor:
@@ -97,7 +103,8 @@ def open_form(base: str, path: str) -> Visitor:
     match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', r.body)
     if r.status != 200 or not cookie or not match:
         raise RuntimeError(f"GET {path}: no session or CSRF token ({r.status})")
-    return Visitor(cookie, match.group(1).decode())
+    offer = re.search(rb'name="offer" type="hidden" value="([^"]*)"', r.body)
+    return Visitor(cookie, match.group(1).decode(), offer.group(1).decode() if offer else "")
 
 
 def balance_body(v: Visitor, card: tuple[str, str]) -> str:
@@ -105,8 +112,10 @@ def balance_body(v: Visitor, card: tuple[str, str]) -> str:
 
 
 def recharge_body(v: Visitor, card: tuple[str, str]) -> str:
+    # The offer the page showed, so the quoted terms go straight to payment; no form_id, so each
+    # post of this body is a new order (one form, one order holds only for a form's one-time id).
     return urlencode({"csrf_token": v.token, "card_number": card[0], "password": card[1], "amount": "100",
-                      "custom_amount": "", "method": "sandbox"})
+                      "custom_amount": "", "method": "sandbox", "offer": v.offer})
 
 
 def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", trade_no: str | None = None) -> str:
@@ -271,7 +280,53 @@ def order_operation(base: str) -> Callable[[int], Operation]:
     return make
 
 
-def load_suite(backend: str, base: str, use_wrk: bool) -> list[Load]:
+def pending_orders(database_url: str, count: int, tokens: bool = False) -> list[str]:
+    """``count`` pending sandbox orders of 100 yuan on the demo cards, made in this process
+    (outside any clock) through the same start_recharge the recharge form uses."""
+    from heyon_site import create_app
+    from heyon_site.billing.recharge import start_recharge
+    from heyon_site.cards.numbers import find_card
+    from heyon_site.extensions import db
+
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key", "HEYON_PROVIDERS": ("sandbox",),
+                      "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "RATELIMIT_ENABLED": False})
+    numbers: list[str] = []
+    with app.app_context():
+        cards = [c.id for c in (find_card(number) for number, _ in DEMO_CARDS) if c is not None]
+        for i in range(count):
+            made = start_recharge(db.session, cards[i % len(cards)], 10_000, "sandbox", "en")
+            numbers.append(made.token if tokens else made.order_no)
+            if i % 500 == 499:
+                db.session.commit()
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return numbers
+
+
+def notify_operation(base: str, database_url: str) -> Callable[[int], Operation]:
+    """The provider's signed notification alone, each for an order made beforehand."""
+    per_client = int(os.environ.get("BENCH_NOTIFY_ORDERS", "2500"))
+    log(f"making {per_client * CONNECTIONS} pending orders for the notification row")
+    orders = pending_orders(database_url, per_client * CONNECTIONS)
+
+    def make(i: int) -> Operation:
+        mine = iter(orders[i::CONNECTIONS])
+
+        def operation() -> None:
+            order_no = next(mine, None)
+            if order_no is None:
+                raise RuntimeError("out of pending orders: raise BENCH_NOTIFY_ORDERS")
+            ack = expect(fetch(base, "POST", "/pay/notify/sandbox", notification(order_no, "100.00")), 200, "notify")
+            if ack.body != b"success":
+                raise RuntimeError(f"notify answered {ack.body[:40]!r}")
+
+        return operation
+
+    return make
+
+
+def load_suite(backend: str, base: str, use_wrk: bool, database_url: str) -> list[Load]:
     """Every endpoint of the table, each with the /healthz of its own tool as the yardstick."""
     visitor = open_form(base, "/balance")
     lookups = tuple(balance_body(visitor, card) for card in DEMO_CARDS)
@@ -284,16 +339,21 @@ def load_suite(backend: str, base: str, use_wrk: bool) -> list[Load]:
         rows += [wrk_load(backend, "/healthz", base, "/healthz"),
                  wrk_load(backend, "home /", base, "/"),
                  wrk_load(backend, "recharge form", base, "/recharge"),
+                 wrk_load(backend, "FAQ", base, "/faq"),
+                 wrk_load(backend, "balance form", base, "/balance"),
                  wrk_load(backend, "balance lookup (POST)", base, "/balance", visitor.cookie, lookups)]
     else:
         log(f"[{backend}] wrk is missing: the Python generator loads the pages too")
         rows += [python_load(backend, "home /", get_operation(base, "/"), CONNECTIONS),
-                 python_load(backend, "recharge form", get_operation(base, "/recharge"), CONNECTIONS)]
+                 python_load(backend, "recharge form", get_operation(base, "/recharge"), CONNECTIONS),
+                 python_load(backend, "FAQ", get_operation(base, "/faq"), CONNECTIONS),
+                 python_load(backend, "balance form", get_operation(base, "/balance"), CONNECTIONS)]
         # The balance lookup is a POST with a session: one visitor per client.
         rows.append(python_load(backend, "balance lookup (POST)", lambda i: _lookup(base, i), CONNECTIONS))
     log(f"[{backend}] python: /healthz and order created + credited ({SECONDS:.0f} s each)")
     rows.append(python_load(backend, "/healthz", get_operation(base, "/healthz"), CONNECTIONS))
     rows.append(python_load(backend, "order created + credited", order_operation(base), CONNECTIONS))
+    rows.append(python_load(backend, "notification alone", notify_operation(base, database_url), CONNECTIONS))
     for row in rows:
         yardstick = next(r for r in rows if r.name == "/healthz" and r.tool == row.tool)
         row.vs_healthz = row.rps / yardstick.rps if yardstick.rps else None
@@ -306,6 +366,23 @@ def _lookup(base: str, i: int) -> Operation:
     return lambda: expect(fetch(base, "POST", "/balance", body, {"Cookie": visitor.cookie,
                                                                  "Accept-Encoding": BROWSER_ENCODINGS}),
                           200, "balance lookup")
+
+
+def pin_check_ms() -> float:
+    """CPU per card-PIN check as the site does it now (a keyed HMAC, security/pins.py), median of
+    five rounds of 2,000."""
+    from heyon_site.security.passwords import _hasher
+    from heyon_site.security.pins import check_pin, hash_pin
+
+    key, legacy = b"bench-pin-key", _hasher(1, 8, 1)
+    stored = hash_pin(key, "135790")
+    rounds = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(2000):
+            check_pin(key, stored, "135790", legacy)
+        rounds.append((time.process_time() - t0) / 2000)
+    return statistics.median(rounds) * 1000
 
 
 def argon2_verify_ms() -> float:
@@ -376,6 +453,7 @@ class Lighthouse:
     page: str
     runs: int
     score: float | None = None
+    accessibility: float | None = None
     lcp_ms: float | None = None
     total_bytes: float | None = None
     requests: list[str] = field(default_factory=list)
@@ -415,24 +493,25 @@ def lighthouse(base: str, pages: dict[str, str], runs: int) -> list[Lighthouse]:
         return [Lighthouse(name, 0, skipped=why) for name in pages]
     results = []
     for name, path in pages.items():
-        scores, lcps, totals, requests = [], [], [], []
+        scores, a11y, lcps, totals, requests = [], [], [], [], []
         for i in range(runs):
             log(f"Lighthouse (mobile) {name}: run {i + 1} of {runs}")
             done = subprocess.run(
                 [str(binary), base + path, "--quiet", "--output=json", "--output-path=stdout",
-                 "--only-categories=performance", f"--chrome-flags={CHROME_FLAGS}"],
+                 "--only-categories=performance,accessibility", f"--chrome-flags={CHROME_FLAGS}"],
                 capture_output=True, text=True, timeout=180, env={**os.environ, "CHROME_PATH": chrome}, check=False)
             if done.returncode:
                 raise RuntimeError(f"lighthouse failed:\n{done.stderr[-2000:]}")
             report = json.loads(done.stdout)
             audits = report["audits"]
             scores.append(report["categories"]["performance"]["score"] * 100)
+            a11y.append(report["categories"]["accessibility"]["score"] * 100)
             lcps.append(audits["largest-contentful-paint"]["numericValue"])
             totals.append(audits["total-byte-weight"]["numericValue"])
             requests = [f"{item['url'].replace(base, '')} {item.get('statusCode')} {item.get('transferSize')} B"
                         for item in audits["network-requests"]["details"]["items"]]
-        results.append(Lighthouse(name, runs, statistics.median(scores), statistics.median(lcps),
-                                  statistics.median(totals), requests))
+        results.append(Lighthouse(name, runs, statistics.median(scores), statistics.median(a11y),
+                                  statistics.median(lcps), statistics.median(totals), requests))
     return results
 
 
@@ -444,7 +523,7 @@ def markdown(loads: list[Load], weights: list[Weight], lighthouses: list[Lightho
     setup = (f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, gunicorn {WORKERS} sync workers; "
              f"load from the same machine ({CONNECTIONS} connections, {SECONDS:.0f} s per row after a {WARMUP:.0f} s "
              f"warm-up). Requests send `Accept-Encoding: {BROWSER_ENCODINGS}` as a phone browser does. "
-             f"One argon2id card-password check (the site's settings) costs {argon2_ms:.0f} ms here. "
+             f"One argon2id check (staff passwords; card PINs before the keyed scheme) costs {argon2_ms:.0f} ms here. "
              f"Load average before the run: {LOAD_BEFORE:.2f} (other work on the machine skews every figure).")
     out = [f"# Benchmark, {time.strftime('%Y-%m-%d %H:%M')}", "", setup, "",
            "## Throughput and latency", "",
@@ -459,43 +538,78 @@ def markdown(loads: list[Load], weights: list[Weight], lighthouses: list[Lightho
     out += ["", "## Page weight (bytes as served)", "", "| page | raw | gzip | br |", "|---|---:|---:|---:|"]
     out += [f"| {w.page} | {w.raw} | {w.gzip} | {w.br} |" for w in weights]
     out += ["", "## Lighthouse, mobile (simulated slow 4G, 4x CPU), median of runs", "",
-            "| page | runs | performance | LCP ms | total bytes |", "|---|---:|---:|---:|---:|"]
+            "| page | runs | performance | accessibility | LCP ms | total bytes |", "|---|---:|---:|---:|---:|---:|"]
     for lh in lighthouses:
         if lh.skipped:
-            out.append(f"| {lh.page} | skipped: {lh.skipped} | | | |")
+            out.append(f"| {lh.page} | skipped: {lh.skipped} | | | | |")
         else:
-            out.append(f"| {lh.page} | {lh.runs} | {lh.score:.0f} | {lh.lcp_ms:.0f} | {lh.total_bytes:.0f} |")
+            out.append(f"| {lh.page} | {lh.runs} | {lh.score:.0f} | {lh.accessibility:.0f} | {lh.lcp_ms:.0f} | "
+                       f"{lh.total_bytes:.0f} |")
     for lh in lighthouses:
         if lh.requests:
             out.append(f"\nRequests of {lh.page}: " + "; ".join(lh.requests))
     out += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    out += [f"| {t} | {m} | {'yes' if ok else 'no' if ok is False else 'not measured'} |" for t, m, ok in verdicts]
+    out += [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in verdicts]
     return "\n".join(out) + "\n"
 
 
-def judge(loads: list[Load], lighthouses: list[Lighthouse]) -> list[tuple[str, str, bool | None]]:
-    verdicts: list[tuple[str, str, bool | None]] = []
+def verdict(ok: bool | None) -> str:
+    return "met" if ok else "missed" if ok is False else "not measured"
+
+
+def lighthouse_pages(base: str, database_url: str) -> dict[str, str]:
+    """The customer pages in both languages, an order page, and the blank 1 KB floor."""
+    order = order_token_path(base, database_url)
+    pages = {BLANK: "/bench/blank"}
+    for lang in ("en", "zh"):
+        for name, path in (("home", "/"), ("recharge", "/recharge"), ("balance", "/balance"), ("faq", "/faq"),
+                           ("order", order)):
+            pages[f"{name} ({lang})"] = f"{path}?lang={lang}"
+    return pages
+
+
+def order_token_path(base: str, database_url: str) -> str:
+    """A pending order's page, as the customer sees it while paying."""
+    return "/orders/" + pending_orders(database_url, 1, tokens=True)[0]
+
+
+def judge(loads: list[Load], lighthouses: list[Lighthouse], pin_ms: float) -> list[tuple[str, str, bool | None]]:
+    verdicts: list[tuple[str, str, bool | None]] = [
+        (f"card-PIN check <= {TARGETS['pin_check_ms']:.0f} ms of CPU", f"{pin_ms:.3f} ms",
+         pin_ms <= TARGETS["pin_check_ms"])]
+    floor = next((lh.lcp_ms for lh in lighthouses if lh.page == BLANK and not lh.skipped), None)
     for lh in lighthouses:
         measured = not lh.skipped
-        verdicts.append((f"Lighthouse mobile performance {TARGETS['lighthouse_score']} on {lh.page}",
-                         f"{lh.score:.0f}" if measured else lh.skipped,
-                         lh.score is not None and lh.score >= TARGETS["lighthouse_score"] if measured else None))
-        verdicts.append((f"LCP < {TARGETS['lcp_ms'] / 1000:.1f} s on {lh.page}",
-                         f"{lh.lcp_ms / 1000:.2f} s" if measured and lh.lcp_ms is not None else "-",
-                         lh.lcp_ms is not None and lh.lcp_ms < TARGETS["lcp_ms"] if measured else None))
+        if lh.page == BLANK:
+            continue
+        verdicts.append((f"Lighthouse mobile performance and accessibility {TARGETS['lighthouse_score']} on {lh.page}",
+                         f"{lh.score:.0f} / {lh.accessibility:.0f}" if measured else lh.skipped,
+                         lh.score is not None and lh.accessibility is not None
+                         and min(lh.score, lh.accessibility) >= TARGETS["lighthouse_score"] if measured else None))
+        ratio = lh.lcp_ms / floor if measured and floor and lh.lcp_ms is not None else None
+        verdicts.append((f"LCP <= {TARGETS['lcp_ms'] / 1000:.2f} s or <= {TARGETS['lcp_floor_ratio']}x the blank "
+                         f"page on {lh.page}",
+                         f"{lh.lcp_ms / 1000:.2f} s" + (f", {ratio:.2f}x" if ratio else "")
+                         if measured and lh.lcp_ms is not None else "-",
+                         lh.lcp_ms is not None and (lh.lcp_ms <= TARGETS["lcp_ms"] or (ratio or 99)
+                                                    <= TARGETS["lcp_floor_ratio"]) if measured else None))
     for r in loads:
-        if r.name in ("home /", "recharge form") and r.vs_healthz is not None:
-            verdicts.append((f"{r.backend} {r.name} >= {TARGETS['page_ratio']:.0%} of /healthz",
-                             f"{r.vs_healthz:.0%}", r.vs_healthz >= TARGETS["page_ratio"]))
+        if r.name in PAGE_ROWS and r.vs_healthz is not None:
+            verdicts.append((f"{r.backend} {r.name} >= {TARGETS['page_ratio']:.2f}x /healthz",
+                             f"{r.vs_healthz:.2f}x", r.vs_healthz >= TARGETS["page_ratio"]))
         if r.name == "order created + credited" and r.vs_healthz is not None:
-            verdicts.append((f"{r.backend} credited order >= {TARGETS['order_ratio']:.0%} of /healthz",
-                             f"{r.vs_healthz:.1%}", r.vs_healthz >= TARGETS["order_ratio"]))
+            verdicts.append((f"{r.backend} credited order >= {TARGETS['order_ratio']:.2f}x /healthz",
+                             f"{r.vs_healthz:.3f}x", r.vs_healthz >= TARGETS["order_ratio"]))
+        if r.name == "notification alone" and r.vs_healthz is not None:
+            verdicts.append((f"{r.backend} notification alone >= {TARGETS['notify_ratio']:.2f}x /healthz",
+                             f"{r.vs_healthz:.3f}x", r.vs_healthz >= TARGETS["notify_ratio"]))
     total_errors = sum(r.errors for r in loads)
     verdicts.append(("zero errors under load", str(total_errors), total_errors == 0))
     return verdicts
 
 
 LOAD_BEFORE = os.getloadavg()[0]
+BLANK = "blank 1 KB page"
 
 
 def main() -> int:
@@ -519,19 +633,19 @@ def main() -> int:
         prepare_database(sqlite_url)
         with serving(sqlite_url, logfile) as base:
             weights = page_weights(base)
-            lighthouses = lighthouse(base, {"home": "/", "recharge": "/recharge"}, LIGHTHOUSE_RUNS)
-            loads += load_suite("sqlite", base, use_wrk)
+            lighthouses = lighthouse(base, lighthouse_pages(base, sqlite_url), LIGHTHOUSE_RUNS)
+            loads += load_suite("sqlite", base, use_wrk, sqlite_url)
         server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
         if server:
             with scratch_postgres(server) as pg_url:
                 log("postgresql: scratch database " + pg_url.rsplit("/", 1)[-1])
                 prepare_database(pg_url)
                 with serving(pg_url, logfile) as base:
-                    loads += load_suite("postgresql", base, use_wrk)
+                    loads += load_suite("postgresql", base, use_wrk, pg_url)
         else:
             log("postgresql: skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL, e.g. postgresql:///test)")
-        argon2_ms = argon2_verify_ms()
-        verdicts = judge(loads, lighthouses)
+        argon2_ms, pin_ms = argon2_verify_ms(), pin_check_ms()
+        verdicts = judge(loads, lighthouses, pin_ms)
         report = markdown(loads, weights, lighthouses, argon2_ms, verdicts)
         errors_in_log = [ln for ln in logfile.read_text(errors="replace").splitlines()
                          if "Traceback" in ln or "[ERROR]" in ln]
@@ -540,12 +654,14 @@ def main() -> int:
     (RESULTS / "latest.md").write_text(report)
     (RESULTS / "latest.json").write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": SECONDS, "connections": CONNECTIONS,
-        "workers": WORKERS, "argon2_verify_ms": argon2_ms, "load_average_before": LOAD_BEFORE,
+        "workers": WORKERS, "argon2_verify_ms": argon2_ms, "pin_check_ms": pin_ms, "load_average_before": LOAD_BEFORE,
         "loads": [{**asdict(r), "rps": r.rps} for r in loads], "weights": [asdict(w) for w in weights],
         "lighthouse": [asdict(lh) for lh in lighthouses],
         "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in verdicts]}, indent=2))
     print(report)
     log(f"written: {RESULTS / 'latest.md'} and latest.json")
+    for target, measured, ok in verdicts:
+        print(f"{target}: {measured}: {verdict(ok)}")
     return 0
 
 

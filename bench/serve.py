@@ -6,6 +6,19 @@ would measure the limiter's refusals instead of the pages, so they are switched 
 here. The per-card password throttle stays on: the bench only ever sends right passwords, and a
 success clears the count, so it never engages.
 """
+from flask import Response
+
 from heyon_site import create_app
 
 app = create_app({"RATELIMIT_ENABLED": False})
+
+# The floor Lighthouse's LCP is measured against in the same run: a page of about 1 KB with one
+# line of text, nothing to fetch, no script (issue 13: its simulation scales with the CPU).
+BLANK = ("<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport "
+         'content="width=device-width, initial-scale=1"><title>Blank</title><link rel=icon href="data:,">'
+         "</head><body><main><h1>Recharge your Heyon card</h1><p>" + "A line of text. " * 52 + "</p></main></body></html>")
+
+
+@app.get("/bench/blank")
+def blank() -> Response:
+    return Response(BLANK, mimetype="text/html")
