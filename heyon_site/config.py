@@ -146,31 +146,37 @@ def card_number_digest(key: bytes, number: str) -> str:
     return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
 
 
+def _warn_of_a_derived_key(config: Mapping[str, Any], name: str, why: str) -> bool:
+    """Log ``why`` when a site taking real payments leaves the key ``name`` to be derived from
+    SECRET_KEY; True if it did."""
+    real = any(provider != "sandbox" for provider in config.get("HEYON_PROVIDERS") or ())
+    if real and not setting(config, name, required=False):
+        logging.getLogger(__name__).warning(why)
+        return True
+    return False
+
+
 def warn_of_a_derived_card_key(config: Mapping[str, Any]) -> bool:
     """Say so when a site taking real payments finds its cards by the key derived from SECRET_KEY:
     rotating SECRET_KEY would then make every card unfindable. A warning, not a refusal: setting a
     key of its own on a site whose cards already exist would be the very loss to avoid."""
-    real = any(name != "sandbox" for name in config.get("HEYON_PROVIDERS") or ())
-    if real and not setting(config, "HEYON_CARD_KEY", required=False):
-        logging.getLogger(__name__).warning(
-            "HEYON_CARD_KEY is not set: cards are found by a key derived from SECRET_KEY, so SECRET_KEY "
-            "must never change (README: Card numbers)"
-        )
-        return True
-    return False
+    return _warn_of_a_derived_key(
+        config,
+        "HEYON_CARD_KEY",
+        "HEYON_CARD_KEY is not set: cards are found by a key derived from SECRET_KEY, so SECRET_KEY "
+        "must never change (README: Card numbers)",
+    )
 
 
 def warn_of_a_derived_pin_key(config: Mapping[str, Any]) -> bool:
     """The same for the key card PINs are checked with: derived from SECRET_KEY, it lives wherever
     SECRET_KEY does, and rotating SECRET_KEY would refuse every keyed PIN."""
-    real = any(name != "sandbox" for name in config.get("HEYON_PROVIDERS") or ())
-    if real and not setting(config, "HEYON_PIN_KEY", required=False):
-        logging.getLogger(__name__).warning(
-            "HEYON_PIN_KEY is not set: card PINs are checked with a key derived from SECRET_KEY, so SECRET_KEY "
-            "must never change and must be kept away from the database (README: Card passwords)"
-        )
-        return True
-    return False
+    return _warn_of_a_derived_key(
+        config,
+        "HEYON_PIN_KEY",
+        "HEYON_PIN_KEY is not set: card PINs are checked with a key derived from SECRET_KEY, so SECRET_KEY "
+        "must never change and must be kept away from the database (README: Card passwords)",
+    )
 
 
 def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
