@@ -237,6 +237,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # Failed card logins across all cards (every worker and machine) above which the log
         # raises a card-number spraying alarm, once a minute.
         "HEYON_CARD_SPRAY_LIMIT": env.get("HEYON_CARD_SPRAY_LIMIT", "200 per minute"),
+        # Card-password checks from browsers that never opened that card, across every worker and
+        # machine (the rate-limit storage); past it they wait a second, known browsers never do.
+        "HEYON_PASSWORD_CHECK_BUDGET": env.get("HEYON_PASSWORD_CHECK_BUDGET", "100 per second"),
         "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
         "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
         # How long each process keeps the rendered home page and recharge form (web/page_cache.py);

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
+from limits import parse
 from sqlalchemy import update
 
 from heyon_site.cards.numbers import find_card
@@ -16,13 +18,15 @@ from heyon_site.security.device_cookie import DeviceCookie
 from heyon_site.security.passwords import MAX_PASSWORD_LENGTH, hasher, normalise_password
 from heyon_site.security.pins import check_pin, hash_pin
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class AuthResult:
     """``card_id`` is set only when the number and password match an active card."""
 
     card_id: int | None = None
-    refused: str | None = None  # "credentials" | "throttled" | "locked" | "blocked"
+    refused: str | None = None  # "credentials" | "throttled" | "locked" | "blocked" | "busy"
     retry_after: int = 0  # seconds, when throttled or locked
     subject: str | None = None  # the card's throttle subject, for the device cookie (when ok)
 
@@ -44,6 +48,25 @@ def pin_key() -> bytes:
     """The key PINs are checked with, read once at start-up (``config.card_pin_key``)."""
     key: bytes = current_app.extensions["heyon.pin_key"]
     return key
+
+
+def within_check_budget() -> bool:
+    """One more check from a browser that never opened the card fits the site-wide budget
+    (HEYON_PASSWORD_CHECK_BUDGET, counted in the rate-limit storage shared by every worker).
+
+    A spray of wrong passwords for random cards comes from unknown browsers, each address within
+    its own limits; past the budget those wait, before the throttle's write and the check, so the
+    CPU stays with the customers whose browsers opened their card before: they are never counted.
+    A storage that fails lets the check through (the per-address limits still hold)."""
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX", "")
+    try:
+        within: bool = current_app.extensions["heyon.alarms"].hit(
+            parse(current_app.config["HEYON_PASSWORD_CHECK_BUDGET"]), f"{prefix}-password-checks"
+        )
+    except Exception:  # availability first: the budget is a shield, not a gate
+        log.exception("password-check budget: the counter storage failed")
+        return True
+    return within
 
 
 def hash_card_pin(password: str) -> str:
@@ -68,6 +91,8 @@ def authenticate(
     """
     subject = throttle_key(number)
     bucket = throttle.Bucket(subject, device_cookie.device_for(subject, device, now))
+    if bucket.device is None and not within_check_budget():
+        return AuthResult(refused="busy", retry_after=1)
     key = pin_key()
     legacy = hasher()
     typed = normalise_password(password)[:MAX_PASSWORD_LENGTH]

@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 from heyon_site.cards.auth import AuthResult, authenticate
 from heyon_site.security import device_cookie
 from heyon_site.security.throttle import whole_hours, whole_minutes
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
+from heyon_site.web.limits import checks_secret, ip_limit, secret_unchecked  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 
 def open_card(card_no: str, password: str) -> AuthResult:
@@ -31,6 +31,9 @@ def refusal_message(auth: AuthResult) -> tuple[str, int]:
             "before. Use a phone where you opened it before, or contact support.",
             n=whole_hours(auth.retry_after),
         ), 429
+    if auth.refused == "busy":
+        secret_unchecked()  # nothing was checked: the address's failure budget is not spent
+        return _l("Many cards are being checked right now. Please try again in a few seconds."), 429
     if auth.refused == "blocked":
         return _l("This card cannot be recharged online. Please contact support."), 403
     return _l("The card number or password is wrong. Check both and try again."), 403

@@ -37,8 +37,16 @@ def secret_failed() -> None:
     g.heyon_secret_failed = True
 
 
+def secret_unchecked() -> None:
+    """This request's refusal checked no secret (the site-wide check budget was spent): it does
+    not count against the address's failure budget."""
+    g.heyon_secret_unchecked = True
+
+
 def _failed(response: Response) -> bool:
     # 403: the secret was wrong; 429: refused by a throttle (or by this budget itself).
+    if g.get("heyon_secret_unchecked"):
+        return False
     return response.status_code in (403, 429) or bool(g.get("heyon_secret_failed"))
 
 
