@@ -113,6 +113,14 @@ def setting(config: Mapping[str, Any], name: str, required: bool = True) -> str:
     return str(value)
 
 
+def _own_or_derived_key(config: Mapping[str, Any], name: str, label: bytes) -> bytes:
+    """The key setting ``name`` (or its _FILE), or else one derived from SECRET_KEY for ``label``."""
+    own = setting(config, name, required=False)
+    if own:
+        return own.encode()
+    return hmac.new(str(config["SECRET_KEY"]).encode(), label, hashlib.sha256).digest()
+
+
 def card_number_key(config: Mapping[str, Any]) -> bytes:
     """The HMAC key cards are found by (``cards.number_digest``): HEYON_CARD_KEY (or _FILE), or
     else one derived from SECRET_KEY.
@@ -121,10 +129,7 @@ def card_number_key(config: Mapping[str, Any]) -> bytes:
     another key no card can be found, and the numbers cannot be re-hashed (they are not stored).
     Production sets its own so that SECRET_KEY can be rotated (which ends all sessions) freely.
     """
-    own = setting(config, "HEYON_CARD_KEY", required=False)
-    if own:
-        return own.encode()
-    return hmac.new(str(config["SECRET_KEY"]).encode(), b"heyon card number digest key", hashlib.sha256).digest()
+    return _own_or_derived_key(config, "HEYON_CARD_KEY", b"heyon card number digest key")
 
 
 def card_pin_key(config: Mapping[str, Any]) -> bytes:
@@ -135,10 +140,7 @@ def card_pin_key(config: Mapping[str, Any]) -> bytes:
     Like the card key it must stay the same while keyed PINs exist: with another key every card
     refuses its PIN (the log names both key ids) until the right key is back.
     """
-    own = setting(config, "HEYON_PIN_KEY", required=False)
-    if own:
-        return own.encode()
-    return hmac.new(str(config["SECRET_KEY"]).encode(), b"heyon card pin key", hashlib.sha256).digest()
+    return _own_or_derived_key(config, "HEYON_PIN_KEY", b"heyon card pin key")
 
 
 def card_number_digest(key: bytes, number: str) -> str:

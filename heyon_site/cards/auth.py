@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
-from limits import parse
 from sqlalchemy import update
 
 from heyon_site.cards.numbers import find_card
 from heyon_site.extensions import db
 from heyon_site.models import Card
+from heyon_site.ops import alarms
 from heyon_site.security import device_cookie, throttle
 from heyon_site.security.device_cookie import DeviceCookie
 from heyon_site.security.passwords import MAX_PASSWORD_LENGTH, hasher, normalise_password
@@ -58,15 +58,11 @@ def within_check_budget() -> bool:
     its own limits; past the budget those wait, before the throttle's write and the check, so the
     CPU stays with the customers whose browsers opened their card before: they are never counted.
     A storage that fails lets the check through (the per-address limits still hold)."""
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX", "")
     try:
-        within: bool = current_app.extensions["heyon.alarms"].hit(
-            parse(current_app.config["HEYON_PASSWORD_CHECK_BUDGET"]), f"{prefix}-password-checks"
-        )
+        return alarms.site_wide_hit(current_app.config["HEYON_PASSWORD_CHECK_BUDGET"], "password-checks")
     except Exception:  # availability first: the budget is a shield, not a gate
         log.exception("password-check budget: the counter storage failed")
         return True
-    return within
 
 
 def hash_card_pin(password: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
 
 from heyon_site.cards.auth import AuthResult, authenticate
+from heyon_site.ops import alarms
 from heyon_site.security import device_cookie
 from heyon_site.security.throttle import whole_hours, whole_minutes
 from heyon_site.web.limits import checks_secret, ip_limit, secret_unchecked  # noqa: F401 - ip_limit: the sandbox imports it from here
@@ -17,6 +19,18 @@ def open_card(card_no: str, password: str) -> AuthResult:
     if auth.subject is not None:
         device_cookie.remember(auth.subject)
     return auth
+
+
+def refuse(form: FlaskForm, auth: AuthResult) -> int:
+    """A card that did not open: a wrong number or password counts towards the spray alarm, the
+    form carries the one refusal message; the status to answer with."""
+    if auth.refused == "credentials":
+        alarms.card_login_failed()
+    elif auth.refused == "busy":
+        secret_unchecked()  # nothing was checked: the address's failure budget is not spent
+    message, status = refusal_message(auth)
+    form.form_errors.append(message)
+    return status
 
 
 def refusal_message(auth: AuthResult) -> tuple[str, int]:
@@ -32,7 +46,6 @@ def refusal_message(auth: AuthResult) -> tuple[str, int]:
             n=whole_hours(auth.retry_after),
         ), 429
     if auth.refused == "busy":
-        secret_unchecked()  # nothing was checked: the address's failure budget is not spent
         return _l("Many cards are being checked right now. Please try again in a few seconds."), 429
     if auth.refused == "blocked":
         return _l("This card cannot be recharged online. Please contact support."), 403

@@ -5,10 +5,9 @@ from __future__ import annotations
 from flask import Response, current_app, request
 
 from heyon_site.cards.services import summary
-from heyon_site.customer.auth import open_card, refusal_message
+from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import BalanceForm
-from heyon_site.ops import alarms
 from heyon_site.web.fragments import render
 from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
@@ -26,11 +25,7 @@ def balance_submit() -> Response:
         return no_store(render("customer/balance.html", "balance_lookup", 422, form=form))
     auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
-        if auth.refused == "credentials":
-            alarms.card_login_failed()
-        message, status = refusal_message(auth)
-        form.form_errors.append(message)
-        return no_store(render("customer/balance.html", "balance_lookup", status, form=form))
+        return no_store(render("customer/balance.html", "balance_lookup", refuse(form, auth), form=form))
     # A fresh, empty form below the result: the password is never sent back to the page.
     return no_store(
         render(

@@ -11,13 +11,12 @@ from wtforms.validators import ValidationError
 from heyon_site.billing.promos import PromoCaps, active_promotions, offer_version, quote, quote_token
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.customer import own_orders
-from heyon_site.customer.auth import open_card, refusal_message
+from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp
 from heyon_site.customer.forms import RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
-from heyon_site.ops import alarms
 from heyon_site.payments.checkout import begin_payment, device_of
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
@@ -96,11 +95,7 @@ def recharge_submit() -> Response:
         return recharge_page(form, "recharge_form", 422)
     auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
-        if auth.refused == "credentials":
-            alarms.card_login_failed()
-        message, status = refusal_message(auth)
-        form.form_errors.append(message)
-        return recharge_page(form, "recharge_form", status)
+        return recharge_page(form, "recharge_form", refuse(form, auth))
     provider = get_provider(form.method.data or "") or abort(400)
     card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
     # Quoted again at the moment of the order: the promotion shown earlier may have ended since.

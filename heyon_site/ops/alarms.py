@@ -21,7 +21,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 log = logging.getLogger(__name__)
 _KEY = "heyon-card-failures"
-_ONCE_A_MINUTE = parse("1 per minute")
+_ONCE_A_MINUTE = "1 per minute"
 
 
 def init_app(app: Flask) -> None:
@@ -29,15 +29,21 @@ def init_app(app: Flask) -> None:
     app.extensions["heyon.alarms"] = MovingWindowRateLimiter(storage)
 
 
+def site_wide_hit(limit: str, name: str, *identifiers: str) -> bool:
+    """Count one event in the window ``limit`` of the counter ``name``, shared by every worker and
+    machine (the rate-limit storage); True while still within it. A storage failure raises."""
+    counters: MovingWindowRateLimiter = current_app.extensions["heyon.alarms"]
+    # The site's key prefix keeps its counters apart from other sites sharing one Redis.
+    key = f"{current_app.config.get('RATELIMIT_KEY_PREFIX', '')}-{name}"
+    return counters.hit(parse(limit), key, *identifiers)
+
+
 def card_login_failed() -> bool:
     """Count one failed card login; True when this one crossed into spraying territory and
     the alarm was raised (at most once a minute)."""
-    limiter: MovingWindowRateLimiter = current_app.extensions["heyon.alarms"]
-    limit = parse(current_app.config["HEYON_CARD_SPRAY_LIMIT"])
+    limit: str = current_app.config["HEYON_CARD_SPRAY_LIMIT"]
     try:
-        # The site's key prefix keeps its counter apart from other sites sharing one Redis.
-        key = f"{current_app.config.get('RATELIMIT_KEY_PREFIX', '')}-{_KEY}"
-        if limiter.hit(limit, key) or not limiter.hit(_ONCE_A_MINUTE, key, "alarm"):
+        if site_wide_hit(limit, _KEY) or not site_wide_hit(_ONCE_A_MINUTE, _KEY, "alarm"):
             return False
     except Exception:  # the alarm must never cost a customer their answer; the log says why
         log.exception("card-spray alarm: the counter storage failed")
@@ -45,7 +51,7 @@ def card_login_failed() -> bool:
     log.warning(
         "ALARM card-number spraying: more than %s failed card logins across all cards; "
         "see the per-IP refusals and login_throttles",
-        limit,
+        parse(limit),
     )
     return True
 

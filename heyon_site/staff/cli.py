@@ -14,18 +14,20 @@ from heyon_site.staff import services
 from heyon_site.staff.auth import MIN_PASSWORD_LENGTH, find_staff, hash_password
 
 staff_cli = AppGroup("staff", help="Staff accounts of the back office.")
-
-
-@staff_cli.command("create")
-@click.argument("username")
-@click.option("--role", type=click.Choice(STAFF_ROLES), required=True, help="editor, cashier or admin.")
-@click.option(
+# A new password, asked twice without echo; on the command line only from scripts.
+password_option = click.option(
     "--password",
     prompt=True,
     hide_input=True,
     confirmation_prompt=True,
     help="Prompted (twice) when left out; pass it only from scripts.",
 )
+
+
+@staff_cli.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(STAFF_ROLES), required=True, help="editor, cashier or admin.")
+@password_option
 def staff_create(username: str, role: str, password: str) -> None:
     """Create a staff account."""
     username = username.strip()
@@ -59,13 +61,7 @@ def staff_list() -> None:
 
 @staff_cli.command("password")
 @click.argument("username")
-@click.option(
-    "--password",
-    prompt=True,
-    hide_input=True,
-    confirmation_prompt=True,
-    help="Prompted (twice) when left out; pass it only from scripts.",
-)
+@password_option
 def staff_password(username: str, password: str) -> None:
     """Set a new password (the way back in for a locked-out admin); ends the account's sessions."""
     user = _existing(username)

@@ -4,6 +4,7 @@ under the old argon2id scheme still open and are moved to the keyed form on thei
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -85,10 +86,8 @@ def test_a_database_copied_without_the_key_verifies_no_pin(
     assert stored_hash() == stored
 
 
-def test_the_pin_key_comes_from_the_setting_or_its_file(database: str, tmp_path: object) -> None:
-    from pathlib import Path
-
-    key_file = Path(str(tmp_path)) / "pin.key"
+def test_the_pin_key_comes_from_the_setting_or_its_file(database: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "pin.key"
     key_file.write_text("from-a-file\n", encoding="utf-8")
     with site_for_tests(database, HEYON_PIN_KEY_FILE=str(key_file)) as site:
         assert site.extensions["heyon.pin_key"] == b"from-a-file"
