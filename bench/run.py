@@ -88,6 +88,10 @@ def fetch(base: str, method: str, path: str, body: str | None = None, headers: d
         conn.close()
 
 
+CSRF_TOKEN = re.compile(rb'name="csrf_token" type="hidden" value="([^"]+)"')
+OFFER = re.compile(rb'name="offer" type="hidden" value="([^"]*)"')
+
+
 @dataclass
 class Visitor:
     """A browser session: its session cookie and the CSRF token of the form it loaded."""
@@ -100,10 +104,10 @@ class Visitor:
 def open_form(base: str, path: str) -> Visitor:
     r = fetch(base, "GET", path)
     cookie = r.headers.get("set-cookie", "").split(";")[0]
-    match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', r.body)
+    match = CSRF_TOKEN.search(r.body)
     if r.status != 200 or not cookie or not match:
         raise RuntimeError(f"GET {path}: no session or CSRF token ({r.status})")
-    offer = re.search(rb'name="offer" type="hidden" value="([^"]*)"', r.body)
+    offer = OFFER.search(r.body)
     return Visitor(cookie, match.group(1).decode(), offer.group(1).decode() if offer else "")
 
 

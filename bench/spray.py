@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import RESULTS, DEMO_CARDS, fetch, log, prepare_database, serving  # noqa: E402
+from bench.run import CSRF_TOKEN, DEMO_CARDS, OFFER, RESULTS, fetch, log, prepare_database, serving  # noqa: E402
 
 ADDRESSES = int(os.environ.get("SPRAY_ADDRESSES", "1000"))
 RATE = float(os.environ.get("SPRAY_RATE", "300"))
@@ -39,9 +39,7 @@ REDIS = os.environ.get("SPRAY_REDIS_URL", "redis://127.0.0.1:6379/14")
 THREADS = 48
 TARGETS = {"customer_p95_ms": 2000, "worker_rss_mb": 120}
 CUSTOMER_ADDRESS = "198.51.100.7"
-TOKEN = re.compile(rb'name="csrf_token" type="hidden" value="([^"]+)"')
 FORM_ID = re.compile(rb'name="form_id" type="hidden" value="([^"]+)"')
-OFFER = re.compile(rb'name="offer" type="hidden" value="([^"]*)"')
 
 
 def addresses(n: int) -> list[str]:
@@ -83,7 +81,7 @@ class Browser:
 
 
 def token(page: bytes) -> str:
-    match = TOKEN.search(page)
+    match = CSRF_TOKEN.search(page)
     if not match:
         raise RuntimeError("no CSRF token on the form")
     return match.group(1).decode()
@@ -190,39 +188,20 @@ def run() -> tuple[Spray, Customer, dict[int, float], list[Verdict]]:
         log(f"spray: {ADDRESSES} addresses, {RATE:.0f} requests/s for {SECONDS:.0f} s, 2 workers, limits in Redis")
         prepare_database(url)
         with serving(url, Path(tmp) / "gunicorn.log", extra_env=env, app="wsgi:app") as base:
-            warm = Browser(CUSTOMER_ADDRESS)
-            warm.get(base, "/balance")
-            stop_at: list[float] = []
-            peaks: dict[int, float] = {}
-            found: dict[str, object] = {}
-
-            def start_customer() -> None:
-                while not stop_at:
-                    time.sleep(0.05)
-                found["customer"] = customer(base, stop_at[0])
-
-            def start_memory() -> None:
-                while not stop_at:
-                    time.sleep(0.05)
-                memory(base, stop_at[0], peaks)
-
-            others = [threading.Thread(target=start_customer), threading.Thread(target=start_memory)]
-            for t in others:
-                t.start()
             log("spray: opening the forms of every address")
-            # The spray's own clock starts after its forms are open; the customer starts with it.
-            sprayed: dict[str, Spray] = {}
-
-            def go() -> None:
-                sprayed["spray"] = spray_timed(base, stop_at)
-
-            runner = threading.Thread(target=go)
-            runner.start()
-            runner.join()
-            for t in others:
+            forms = _open_forms(base)
+            # One clock for all three, started once the forms are open.
+            stop = time.monotonic() + SECONDS
+            peaks: dict[int, float] = {}
+            found: dict[str, Customer] = {}
+            watchers = [threading.Thread(target=lambda: found.setdefault("customer", customer(base, stop))),
+                        threading.Thread(target=memory, args=(base, stop, peaks))]
+            for t in watchers:
+                t.start()
+            result = _spray_with(base, forms, stop)
+            for t in watchers:
                 t.join()
-    result, cust = sprayed["spray"], found["customer"]
-    assert isinstance(cust, Customer)
+    cust = found["customer"]
     server_errors = sum(n for k, n in cust.statuses.items() if k.split()[1].startswith("5"))
     spray_not_4xx = sum(n for s, n in result.statuses.items() if not 400 <= s < 500)
     worst = max(peaks.values(), default=0.0)
@@ -239,15 +218,6 @@ def run() -> tuple[Spray, Customer, dict[int, float], list[Verdict]]:
                 0 < worst <= TARGETS["worker_rss_mb"]),
     ]
     return result, cust, peaks, verdicts
-
-
-def spray_timed(base: str, stop_at: list[float]) -> Spray:
-    """Open every address's form, then spray for SECONDS; ``stop_at`` tells the others when the
-    window ends (their clock starts with the spray's, after the forms are open)."""
-    forms = _open_forms(base)
-    stop = time.monotonic() + SECONDS
-    stop_at.append(stop)
-    return _spray_with(base, forms, stop)
 
 
 def _open_forms(base: str) -> tuple[list[Browser], dict[str, str]]:
