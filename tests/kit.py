@@ -198,6 +198,13 @@ def csrf_from(html: str) -> str:
     return match.group(1) or match.group(2)
 
 
+def csrf_secret(token: str) -> str:
+    """The session's secret inside a form token: the token is that secret, the second it was
+    signed in and a signature, so two pages a second apart carry different tokens for one secret."""
+    secret, _, _ = token.rsplit(".", 2)
+    return secret
+
+
 def hidden_value(html: str, name: str) -> str:
     match = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
     assert match, f"no {name} field in the page"

@@ -8,13 +8,20 @@ from heyon_site.cards.services import summary
 from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import BalanceForm
+from heyon_site.web import page_cache
 from heyon_site.web.fragments import render
 from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 
 @bp.get("/balance")
 def balance() -> Response:
-    return no_store(render("customer/balance.html", form=BalanceForm(formdata=None)))
+    # The empty form is the same for every visitor of a language but for the CSRF token.
+    return no_store(
+        page_cache.response(
+            "customer/balance.html",
+            lambda: render("customer/balance.html", form=BalanceForm(formdata=None)).get_data(as_text=True),
+        )
+    )
 
 
 @bp.post("/balance")

@@ -61,11 +61,9 @@ def recharge_page(
 def form_page(template: str) -> Response:
     """Home and the empty recharge form: the same for every visitor of a language but for the
     CSRF token, so they come from the page cache (web/page_cache.py says what may be stale)."""
-    response = page_cache.response(
+    return page_cache.response(
         template, lambda: recharge_page(RechargeForm(formdata=None), template=template).get_data(as_text=True)
     )
-    response.vary.add("HX-Request")  # as render() says for every page
-    return response
 
 
 @bp.get("/")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from heyon_site import sitetime
 from heyon_site.billing.money import yuan_grouped
 from heyon_site.extensions import limiter
 from heyon_site.staff.auth import current_staff
 from heyon_site.staff.forms import LogoutForm
+from heyon_site.web import page_cache
 from heyon_site.web.limits import ip_limit
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -24,6 +25,10 @@ def _private(response: Response) -> Response:
     """Nothing a staff page shows may be cached or indexed."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    if request.method == "POST" and response.status_code < 400:
+        # A promotion or FAQ change shows at once in this process, in the others within
+        # HEYON_PAGE_CACHE_SECONDS (web/page_cache.py).
+        page_cache.forget()
     return response
 
 

@@ -32,13 +32,11 @@ from heyon_site.promos.lifecycle import (
 from heyon_site.staff.auth import actor, current_staff, require_role
 from heyon_site.staff.blueprint import bp
 from heyon_site.staff.forms import ActionForm, ApproveForm, PromotionForm
-from heyon_site.web import page_cache
 from heyon_site.web.fragments import redirect_to, render
 
 
 def _after_promo_change() -> Response:
-    # This process shows the change at once; other processes within HEYON_PAGE_CACHE_SECONDS.
-    page_cache.forget()
+    # The customer pages show the change (staff/blueprint.py forgets the page cache after it).
     return redirect_to(url_for("staff.promo_list"))
 
 

@@ -1,8 +1,9 @@
-"""A short-lived render cache for the two busiest pages, the home page and the recharge form.
+"""A short-lived render cache for the pages every visitor sees alike: the home page, the recharge
+and balance forms and the FAQ.
 
-Rendering them (the form's widgets, the promotions query, the quote) and compressing them was
-nine tenths of what a visit cost, and they are the same for every visitor who reads the same
-language, but for one thing: the visitor's CSRF token. So each page is rendered once with a
+Rendering them (the form's widgets, the promotions query, the quote, the FAQ's entries) and
+compressing them was nine tenths of what a visit cost, and they are the same for every visitor
+who reads the same language, but for one thing: the visitor's CSRF token (the FAQ has none). So each page is rendered once with a
 placeholder where the token goes, kept for ``HEYON_PAGE_CACHE_SECONDS`` in this process, and
 every visitor gets it with their own token put in. The token is Flask-WTF's own, made by
 ``generate_csrf`` for this visitor's session, so the form posts and is checked exactly as before.
@@ -19,8 +20,9 @@ The recharge form also carries a one-time id (one form, one order: a form sent t
 order), which must differ for every visitor too: it has a placeholder of its own, right before
 the token, and each answer gets a new id there.
 
-What may be stale, and for how long: a promotion started, edited or ended shows on these two
-pages up to that many seconds late (at once in the process where staff made the change). Nothing
+What may be stale, and for how long: a promotion or FAQ entry started, edited or ended shows on
+these pages up to that many seconds late (at once in the process where staff made the change:
+every staff change forgets this process's pages). Nothing
 that moves money reads this cache: an order is quoted afresh when it is created, and the order
 page shows what will be credited before paying. Only pages that reflect nothing from the request
 may be cached (no form data, no query values), and the key is the template and the language.
@@ -64,6 +66,7 @@ class Page:
     head_crc: int = 0
     head_size: int = 0
     tail: str = ""
+    token: bool = True  # False: a page with no form to post (the FAQ), the same for everyone
 
 
 def one_time_id() -> str:
@@ -73,12 +76,14 @@ def one_time_id() -> str:
 
 
 def _split(html: str, expires: float) -> Page:
-    if html.count(PLACEHOLDER) != 1 or html.count(FORM_ID_PLACEHOLDER) > 1:
+    token = PLACEHOLDER in html
+    if html.count(PLACEHOLDER) > 1 or html.count(FORM_ID_PLACEHOLDER) > 1:
         return Page(expires, html)
-    at = min(html.index(p) for p in (PLACEHOLDER, FORM_ID_PLACEHOLDER) if p in html)
+    # A page without a token is all head: its tail is empty, and each answer only closes the stream.
+    at = min((html.index(p) for p in (PLACEHOLDER, FORM_ID_PLACEHOLDER) if p in html), default=len(html))
     head, tail = html[:at].encode(), html[at:]
     if len(tail.encode()) > MAX_TAIL:
-        return Page(expires, html)
+        return Page(expires, html, token=token)
     br = brotli.Compressor(quality=11)
     deflate = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw deflate: gzip's header is ours
     return Page(
@@ -91,6 +96,7 @@ def _split(html: str, expires: float) -> Page:
         zlib.crc32(head),
         len(head),
         tail,
+        token,
     )
 
 
@@ -132,7 +138,7 @@ def _cached(template: str, build: Callable[[], str]) -> Page | str:
         finally:
             g.pop(name, None)
             g.pop(_RENDERING, None)
-        if PLACEHOLDER not in html:
+        if PLACEHOLDER not in html and name in html:
             # The token did not come from g (Flask-WTF changed?): this render holds this visitor's
             # own token, right for them and wrong for anyone else, so it is served, never kept.
             current_app.logger.warning("page cache: %s rendered without the token placeholder", template)
@@ -147,10 +153,16 @@ def response(template: str, build: Callable[[], str]) -> Response:
     """The page as a response, with this visitor's CSRF token; compressed from the cache when
     the browser takes brotli or gzip and the page allows it (Flask-Compress leaves an encoded
     response alone)."""
-    page = _cached(template, build)
+    answer = _answer(_cached(template, build))
+    answer.vary.add("HX-Request")  # as render() says for every page: a fragment is never this page
+    return answer
+
+
+def _answer(page: Page | str) -> Response:
     if isinstance(page, str):
         return Response(page.replace(FORM_ID_PLACEHOLDER, secrets.token_urlsafe(18)), mimetype="text/html")
-    token, form_id = generate_csrf(), secrets.token_urlsafe(18)
+    # No token asked for where the page has none: a session (and its cookie) only for a form.
+    token, form_id = generate_csrf() if page.token else "", secrets.token_urlsafe(18)
     encoding = request.accept_encodings.best_match(ENCODINGS) if page.head else None
     if encoding is None:
         return Response(

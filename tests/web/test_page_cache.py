@@ -12,18 +12,19 @@ import zlib
 
 import brotli
 import pytest
-from flask import Flask
+from flask import Flask, session
 from flask.testing import FlaskClient
 
 from heyon_site.web import page_cache
 from heyon_site.customer import recharge as recharge_screen
 
 from tests.kit import new_client
-from tests.kit import CARD, PIN, csrf_from, hidden_value, make_card
+from tests.kit import CARD, PIN, csrf_from, csrf_secret, hidden_value, make_card
 from tests.properties.kit import masked
 from tests.promos.kit import save
 
-PAGES = ("/", "/recharge")
+PAGES = ("/", "/recharge")  # the recharge forms: a token and a one-time form id each
+EVERY_PAGE = (*PAGES, "/balance", "/faq")  # the balance form has a token; the FAQ posts nothing
 LIFETIME = 5
 
 
@@ -61,7 +62,7 @@ def test_each_visitor_gets_the_same_page_with_their_own_token(app: Flask, cached
     again = first.get(path).get_data(as_text=True)
     assert page_cache.PLACEHOLDER not in a + b + again
     assert masked(a.encode()) == masked(b.encode()) == masked(again.encode())
-    assert csrf_from(a) != csrf_from(b)
+    assert csrf_secret(csrf_from(a)) != csrf_secret(csrf_from(b))
     # The one-time form id is new in every answer, never the placeholder (one form, one order).
     ids = [hidden_value(page, "form_id") for page in (a, b, again)]
     assert len(set(ids)) == 3 and page_cache.FORM_ID_PLACEHOLDER not in a + b + again
@@ -70,7 +71,7 @@ def test_each_visitor_gets_the_same_page_with_their_own_token(app: Flask, cached
     assert re.search(r'name="csrf_token" type="hidden" value="[^"]+">\s*</form>', a)
 
 
-@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize("path", EVERY_PAGE)
 def test_the_cached_page_is_the_page_rendered_afresh(app: Flask, cached: list[float], path: str) -> None:
     warm = new_client(app)
     warm.get(path + "?lang=en")  # fills the cache
@@ -80,7 +81,7 @@ def test_the_cached_page_is_the_page_rendered_afresh(app: Flask, cached: list[fl
     assert masked(from_cache) == masked(fresh)
 
 
-@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize("path", EVERY_PAGE)
 @pytest.mark.parametrize(("asked", "expected"), [("gzip", "gzip"), ("br, gzip", "br"), ("gzip, deflate, br, zstd", "br"),
                                                   ("gzip;q=1, br;q=0.5", "gzip"), ("identity", None), ("", None)])
 def test_compressed_from_the_cache_it_decodes_to_the_visitors_page(
@@ -95,7 +96,11 @@ def test_compressed_from_the_cache_it_decodes_to_the_visitors_page(
     app.config["HEYON_PAGE_CACHE_SECONDS"] = 0
     fresh = new_client(app).get(path).get_data()
     assert masked(html.encode()) == masked(fresh) and page_cache.PLACEHOLDER not in html
-    assert csrf_from(html) == csrf_from(visitor.get(path).get_data(as_text=True))  # this visitor's own token
+    if path == "/faq":  # nothing to post: no token, and no session made for one
+        assert "csrf_token" not in html and "X-CSRFToken" not in html and "Set-Cookie" not in r.headers
+    else:  # this visitor's own token: the same secret, signed again (the signature carries the second)
+        assert csrf_secret(csrf_from(html)) == csrf_secret(csrf_from(visitor.get(path).get_data(as_text=True)))
+        assert html.count(csrf_from(html)) == 1
     vary = {v.strip().lower() for v in r.headers["Vary"].split(",")}
     assert {"accept-encoding", "hx-request", "accept-language", "cookie"} <= vary
     if expected == "gzip":  # one gzip member, complete: nothing after its trailer
@@ -118,17 +123,20 @@ def test_the_uncompressed_ends_make_whole_streams(size: int) -> None:
 
 
 def test_a_page_with_the_token_in_two_places_is_compressed_per_answer(app: Flask, cached: list[float]) -> None:
-    """The balance page keeps ``hx-headers``: not for this cache, but the same rule for any page
-    given to it: the text is kept, and Flask-Compress compresses each answer."""
-    from heyon_site.customer.forms import BalanceForm
-    from heyon_site.web.fragments import render
+    """A page that carries the token twice (``hx-headers`` and a field, as the base layout does)
+    cannot be answered from compressed pieces: the text is kept, and Flask-Compress compresses
+    each answer."""
+    from flask_wtf.csrf import generate_csrf
 
-    with app.test_request_context("/balance", headers={"Accept-Encoding": "gzip"}):
-        r = page_cache.response("customer/balance.html",
-                                lambda: render("customer/balance.html", form=BalanceForm(formdata=None)).get_data(as_text=True))
+    def build() -> str:
+        return f"<body data-t='{generate_csrf()}'>{'<p>Text</p>' * 50}<form><input value='{generate_csrf()}'></form>"
+
+    with app.test_request_context("/", headers={"Accept-Encoding": "gzip"}):
+        r = page_cache.response("two-tokens.html", build)
         html = r.get_data(as_text=True)
-        assert "Content-Encoding" not in r.headers and html.count(csrf_from(html)) == 2
-        assert not page_cache._cached("customer/balance.html", lambda: "").head  # kept as text only
+        assert "Content-Encoding" not in r.headers and html.count(generate_csrf()) == 2
+        assert page_cache.PLACEHOLDER not in html
+        assert not page_cache._cached("two-tokens.html", lambda: "").head  # kept as text only
 
 
 def test_a_visitors_token_from_the_cache_posts_and_anothers_does_not(app: Flask, cached: list[float]) -> None:
@@ -177,12 +185,29 @@ def test_a_page_rendered_without_the_placeholder_is_served_but_not_kept(app: Fla
 
     def build() -> str:
         built.append("render")
-        return f"<p>{len(built)}</p>"
+        return f'<form><input name="csrf_token" value="first-visitors-own"></form><p>{len(built)}</p>'
 
     with app.test_request_context("/"):
-        assert page_cache.response("no-token.html", build).get_data(as_text=True) == "<p>1</p>"
+        assert page_cache.response("own-token.html", build).get_data(as_text=True).endswith("<p>1</p>")
     with app.test_request_context("/"):
-        assert page_cache.response("no-token.html", build).get_data(as_text=True) == "<p>2</p>"
+        assert page_cache.response("own-token.html", build).get_data(as_text=True).endswith("<p>2</p>")
+
+
+def test_a_page_without_a_form_is_kept_whole_and_makes_no_session(app: Flask, cached: list[float]) -> None:
+    built: list[str] = []
+
+    def build() -> str:
+        built.append("render")
+        return f"<p>{len(built)}</p>" + "<p>The same for everyone.</p>" * 40
+
+    page = "<p>1</p>" + "<p>The same for everyone.</p>" * 40
+    for encoding, decode in (("br", brotli.decompress), ("gzip", gzip.decompress), ("identity", bytes)):
+        with app.test_request_context("/", headers={"Accept-Encoding": encoding}):
+            r = page_cache.response("no-form.html", build)
+            assert r.headers.get("Content-Encoding", "identity") == encoding
+            assert decode(r.get_data()).decode() == page
+            assert "csrf_token" not in session  # no token asked for, so no session to keep it
+    assert built == ["render"]
 
 
 def test_a_promotion_changed_by_staff_shows_at_once_in_the_same_process(
@@ -200,3 +225,21 @@ def test_a_promotion_changed_by_staff_shows_at_once_in_the_same_process(
     r = staff.post(f"/staff/promotions/{the_promo().id}/end", data={"csrf_token": token(staff)})
     assert r.status_code == 303, r.status_code
     assert "Staff-made bonus" not in client.get("/?lang=en").get_data(as_text=True)
+
+
+def test_an_faq_change_by_staff_shows_at_once_and_a_search_is_never_cached(
+        app: Flask, client: FlaskClient, cached: list[float]) -> None:
+    from tests.staff.kit import signed_in
+    from tests.staff.test_faq import create_faq
+
+    assert "Staff-made question?" not in client.get("/faq?lang=en").get_data(as_text=True)
+    create_faq(signed_in(app, "editor"), question="Staff-made question?")
+    assert "Staff-made question?" in client.get("/faq?lang=en").get_data(as_text=True)
+    # A search, with or without htmx, is this visitor's own: rendered, never kept for others.
+    assert "Staff-made question?" in client.get("/faq?lang=en&q=staff").get_data(as_text=True)
+    assert "Staff-made question?" in new_client(app, htmx=True).get("/faq?lang=en&q=staff").get_data(as_text=True)
+    app.extensions.pop("heyon.page_cache", None)
+    client.get("/faq?lang=en&q=nothing-matches-this")
+    new_client(app, htmx=True).get("/faq?lang=en")  # the results block alone
+    page = new_client(app).get("/faq?lang=en").get_data(as_text=True)  # the first page kept
+    assert "Staff-made question?" in page and page.lstrip().lower().startswith("<!doctype html>")
