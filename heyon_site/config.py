@@ -244,8 +244,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_PASSWORD_CHECK_BUDGET": env.get("HEYON_PASSWORD_CHECK_BUDGET", "100 per second"),
         "HEYON_CHECK_LIMIT": env.get("HEYON_CHECK_LIMIT", "6 per minute;60 per hour"),
         "HEYON_CHECK_INTERVAL_SECONDS": _int(env, "HEYON_CHECK_INTERVAL_SECONDS", 10),
-        # How long each process keeps the rendered home page and recharge form (web/page_cache.py);
-        # a promotion change shows there at most this late. 0: render every time.
+        # How long each process keeps the rendered home page, recharge and balance forms and FAQ
+        # (web/page_cache.py); a promotion or FAQ change shows there at most this late. 0: render
+        # every time.
         "HEYON_PAGE_CACHE_SECONDS": _int(env, "HEYON_PAGE_CACHE_SECONDS", 5),
         "HEYON_PROXY_HOPS": _int(env, "HEYON_PROXY_HOPS", 0),
         "HEYON_STAFF_IDLE_MINUTES": _int(env, "HEYON_STAFF_IDLE_MINUTES", 30),

@@ -3,9 +3,10 @@ and balance forms and the FAQ.
 
 Rendering them (the form's widgets, the promotions query, the quote, the FAQ's entries) and
 compressing them was nine tenths of what a visit cost, and they are the same for every visitor
-who reads the same language, but for one thing: the visitor's CSRF token (the FAQ has none). So each page is rendered once with a
-placeholder where the token goes, kept for ``HEYON_PAGE_CACHE_SECONDS`` in this process, and
-every visitor gets it with their own token put in. The token is Flask-WTF's own, made by
+who reads the same language, but for one thing: the visitor's CSRF token (the FAQ has none). So
+each page is rendered once with a placeholder where the token goes, kept for
+``HEYON_PAGE_CACHE_SECONDS`` in this process, and every visitor gets it with their own token put
+in. The token is Flask-WTF's own, made by
 ``generate_csrf`` for this visitor's session, so the form posts and is checked exactly as before.
 
 The page is kept compressed too. The token is the last field of the form, so everything before
