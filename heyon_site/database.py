@@ -10,6 +10,7 @@ uses conditional updates and ``ON CONFLICT`` so that is enough there.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 import uuid
@@ -21,6 +22,7 @@ from sqlalchemy import CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from heyon_site.extensions import Base, db
 
@@ -108,6 +110,27 @@ def insert(s: DbSession, model: type[Base]) -> UpsertInsert:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database {dialect}")
+
+
+def insert_unless_there(s: DbSession, model: type[Base], conflict: tuple[str, ...]) -> ReturningInsert[Any]:
+    """``INSERT ... ON CONFLICT (conflict) DO NOTHING RETURNING id``, values given when executed
+    (``s.execute(stmt, {...})``); None comes back for a row that was there. Built once per
+    database kind and kept: the statements of crediting run on every payment, and building one
+    (and its cache key) cost more than running it."""
+    return _insert_unless_there(s.get_bind().dialect.name, model, conflict)
+
+
+@functools.cache
+def _insert_unless_there(dialect: str, model: type[Base], conflict: tuple[str, ...]) -> ReturningInsert[Any]:
+    table = cast(Table, model.__table__)
+    stmt: UpsertInsert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:
+        raise RuntimeError(f"unsupported database {dialect}")
+    return stmt.on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id)
 
 
 @contextmanager

@@ -195,7 +195,7 @@ class ProviderCallback(Model):
     """Every callback received, with what became of it. A verified one is kept whole, and
     stored before its event is applied; of a refused one (not provably from the provider, or not
     of its form) only the first bytes, the digest and the size, so that nobody can fill the
-    database by posting junk (billing.recharge.record_callback)."""
+    database by posting junk (payments.callbacks.record_callback)."""
 
     __tablename__ = "provider_callbacks"
 

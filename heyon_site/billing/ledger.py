@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.sql.expression import Exists
 
 from heyon_site.billing.promos import PromoCaps
-from heyon_site.database import DbSession, insert
+from heyon_site.database import DbSession, insert_unless_there
 from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
 
 
@@ -21,17 +22,23 @@ def credit(s: DbSession, card_id: int, amount_fen: int, kind: str, key: str, ord
     """
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen == 0:
         raise ValueError(f"a credit is a non-zero int of fen, not {amount_fen!r}")
-    stmt = (
-        insert(s, LedgerEntry)
-        .values(card_id=card_id, order_id=order_id, kind=kind, amount_fen=amount_fen, key=key, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(LedgerEntry.id)
-    )
-    if s.execute(stmt).scalar_one_or_none() is None:
+    entry = {"card_id": card_id, "order_id": order_id, "kind": kind, "amount_fen": amount_fen, "key": key}
+    added = s.execute(insert_unless_there(s, LedgerEntry, ("key",)), {**entry, "created_at": utcnow()})
+    if added.scalar_one_or_none() is None:
         return False
     # Relative update: concurrent credits to one card cannot overwrite each other.
-    s.execute(update(Card).where(Card.id == card_id).values(balance_fen=Card.balance_fen + amount_fen))
+    s.execute(_RAISE_BALANCE, {"card": card_id, "amount": amount_fen})
     return True
+
+
+# On the table, not the class (the ORM's bookkeeping is for objects loaded here, and there are
+# none), and built once: it runs on every credit.
+_CARDS = cast(Table, Card.__table__)
+_RAISE_BALANCE = (
+    update(_CARDS)
+    .where(_CARDS.c.id == bindparam("card"))
+    .values(balance_fen=_CARDS.c.balance_fen + bindparam("amount"))
+)
 
 
 def balance_of(s: DbSession, card_id: int) -> int:

@@ -35,7 +35,7 @@ def refusal_limit() -> str:
 def _keep(name: str, body: bytes, outcome: str = "received", detail: str = "", keep: int = MAX_STORED_BODY) -> int:
     """Record the callback in a write transaction of its own, committed; its id."""
     return in_write_transaction(
-        lambda: record_callback(name, body, request.content_type, request.remote_addr, outcome, detail, keep).id
+        lambda: record_callback(name, body, request.content_type, request.remote_addr, outcome, detail, keep=keep)
     )
 
 
@@ -66,7 +66,9 @@ def notify(name: str) -> Response:
         callback_id = _keep_refused(name, body, outcome, str(exc))
         current_app.logger.warning("%s callback %s refused: %s", name, callback_id, outcome)
         return _answer(provider.reject())
-    # Kept, and committed, before the event is applied: a crash from here on loses nothing.
+
+    # Kept, and committed, before the event is applied: a crash from here on loses nothing, and a
+    # callback that brings a worker down is still on record to be looked at.
     callback_id = _keep(name, body)
 
     def settle(e: ProviderEvent = event) -> str:
