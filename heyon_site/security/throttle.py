@@ -218,11 +218,21 @@ def check(
     verify: Callable[[], T | None],
     on_success: Callable[[T], None] | None = None,
     now: datetime | None = None,
+    *,
+    quick: bool = False,
 ) -> Checked[T]:
     """The one throttled check of a secret: count the attempt, then ``verify`` (which returns
     something for a right secret, None for a wrong one, and does the same work either way), then
-    clear the bucket and run ``on_success`` in one write transaction."""
+    clear the bucket and run ``on_success``.
+
+    A slow ``verify`` (argon2, tens of milliseconds) runs between two write transactions, so that
+    no write lock is held while it works (on SQLite that lock is the whole database's). A
+    ``quick`` one (a keyed card PIN: microseconds) runs inside a single write transaction with
+    the counting and the clearing: the same steps under the same lock, one commit instead of two.
+    """
     now = now or utcnow()
+    if quick:
+        return in_write_transaction(lambda: _check_at_once(bucket, policy, verify, on_success, now))
     refusal = in_write_transaction(lambda: reserve(bucket, policy, now))
     if refusal is not None:
         return Checked(refusal=refusal)
@@ -237,6 +247,25 @@ def check(
             on_success(value)
 
     in_write_transaction(success)
+    return Checked(value=value)
+
+
+def _check_at_once(
+    bucket: Bucket,
+    policy: Policy,
+    verify: Callable[[], T | None],
+    on_success: Callable[[T], None] | None,
+    now: datetime,
+) -> Checked[T]:
+    refusal = reserve(bucket, policy, now)
+    if refusal is not None:
+        return Checked(refusal=refusal)
+    value = verify()
+    if value is None:
+        return Checked()
+    succeeded(bucket, policy, now)
+    if on_success is not None:
+        on_success(value)
     return Checked(value=value)
 
 

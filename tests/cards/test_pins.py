@@ -108,3 +108,39 @@ def test_a_site_taking_payments_is_told_to_keep_its_own_pin_key(
 ) -> None:
     assert warn_of_a_derived_pin_key({"SECRET_KEY": "s", **settings}) is warned
     assert ("HEYON_PIN_KEY is not set" in caplog.text) is warned
+
+
+def test_parallel_wrong_guesses_each_use_an_attempt_up(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyed PIN is checked inside the throttle's one write transaction: guesses sent at once
+    are counted one after the other under its lock, and no more are checked than one by one."""
+    import threading
+
+    from heyon_site.cards import auth
+
+    make_card()
+    db.session.commit()
+    free = app.config["HEYON_CARD_FREE_ATTEMPTS"]
+    checked: list[str] = []
+    real = pins.check_pin
+
+    def counting(*args: object) -> pins.PinCheck:
+        checked.append("check")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth, "check_pin", counting)
+    start, answers = threading.Barrier(12), []
+
+    def guess(n: int) -> None:
+        with app.app_context():
+            start.wait()
+            answers.append(authenticate(CARD, f"{n:06d}").refused)
+            db.session.remove()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(100, 112)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 12 and None not in answers
+    assert len(checked) == free + 1  # the one past the free tries sets the wait for all the rest
+    assert answers.count("credentials") == free + 1 and answers.count("throttled") == 12 - free - 1
