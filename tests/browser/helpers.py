@@ -152,8 +152,17 @@ class Recorder:
         assert not found, "\n".join(found)
 
 
-def mark(page: Page) -> str:
-    """Tag the current document; ``same_document`` then tells whether htmx swapped in place."""
+def htmx_ready(page: Page) -> None:
+    """Wait for htmx: the page asks for it half a second after its first paint (static/js/load.js),
+    and until it has arrived the page is plain HTML, as for a person who taps that quickly."""
+    page.wait_for_function("() => window.htmx !== undefined", timeout=10_000)
+
+
+def mark(page: Page, htmx: bool = True) -> str:
+    """Tag the current document; ``same_document`` then tells whether htmx swapped in place.
+    With ``htmx`` (the default), once htmx is there to do the swapping."""
+    if htmx:
+        htmx_ready(page)
     return str(page.evaluate("window.__heyonMark = String(Math.random())"))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests import kit
 from tests.browser.helpers import CARDS, OPENING_FEN, Site, known
-from tests.browser.helpers import Recorder, expect, mark, new_context, same_document
+from tests.browser.helpers import Recorder, expect, htmx_ready, mark, new_context, same_document
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Route
@@ -36,6 +36,7 @@ def test_recharge_receipt_balance_faq(browser: Browser, site: Site, js: bool) ->
         page.get_by_label("Card number", exact=True).fill(card)
         page.get_by_label("Card password", exact=True).fill(kit.PIN)
         if js:
+            htmx_ready(page)
             page.locator("label", has_text=re.compile(r"^¥200(?!\d)")).click()
             expect(page.locator("#quote")).to_contain_text("Pay 200.00, receive 210.00")
         else:
@@ -100,6 +101,8 @@ def test_the_highlighted_amount_is_the_amount_charged(browser: Browser, site: Si
     rec = Recorder(page, f"amount-choice-{mode}")
     try:
         page.goto(site.at("/recharge", "en"))
+        if js:
+            htmx_ready(page)
         page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
         page.get_by_label("Card password", exact=True).fill(kit.PIN)
         # The running promotion (10.00 from 100) is on the buttons it applies to, script or not.
@@ -144,7 +147,9 @@ def test_every_form_works_while_htmx_never_arrives(browser: Browser, site: Site)
     page = context.new_page()
     rec = Recorder(page, "htmx-blocked")
     try:
-        page.goto(site.at("/recharge", "en"))
+        # The form is used only once the page has asked for htmx and been refused it.
+        with page.expect_event("requestfailed", lambda request: "/static/js/htmx-" in request.url):
+            page.goto(site.at("/recharge", "en"))
         page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
         page.get_by_label("Card password", exact=True).fill(kit.PIN)
         page.locator("label", has_text=re.compile(r"^¥50(?!\d)")).click()
@@ -153,10 +158,11 @@ def test_every_form_works_while_htmx_never_arrives(browser: Browser, site: Site)
         expect(page.locator(".amount")).to_have_text("¥50.00")
         rec.shot("gateway without htmx")
 
-        page.goto(site.at("/balance", "en"))
+        with page.expect_event("requestfailed", lambda request: "/static/js/htmx-" in request.url):
+            page.goto(site.at("/balance", "en"))
         page.get_by_label("Card number", exact=True).fill(CARDS["amount-choice"])
         page.get_by_label("Card password", exact=True).fill(kit.PIN)
-        tag = mark(page)
+        tag = mark(page, htmx=False)
         page.get_by_role("button", name="Check balance").click()
         expect(page.locator("#balance")).to_have_text(re.compile(r"^¥\d+\.\d\d$"))
         assert not same_document(page, tag), "without htmx the lookup is a plain form post"
