@@ -103,7 +103,10 @@ def rowcount(result: Result[Any]) -> int:
 
 def insert(s: DbSession, model: type[Base]) -> UpsertInsert:
     """A dialect-specific INSERT for the database of ``s`` that supports ``on_conflict_do_nothing`` / ``_do_update``."""
-    dialect = s.get_bind().dialect.name
+    return _dialect_insert(s.get_bind().dialect.name, model)
+
+
+def _dialect_insert(dialect: str, model: type[Base]) -> UpsertInsert:
     table = cast(Table, model.__table__)  # every model is declared with a Table
     if dialect == "postgresql":
         return postgresql.insert(table)
@@ -123,14 +126,7 @@ def insert_unless_there(s: DbSession, model: type[Base], conflict: tuple[str, ..
 @functools.cache
 def _insert_unless_there(dialect: str, model: type[Base], conflict: tuple[str, ...]) -> ReturningInsert[Any]:
     table = cast(Table, model.__table__)
-    stmt: UpsertInsert
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:
-        raise RuntimeError(f"unsupported database {dialect}")
-    return stmt.on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id)
+    return _dialect_insert(dialect, model).on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id)
 
 
 @contextmanager

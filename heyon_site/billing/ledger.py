@@ -22,8 +22,15 @@ def credit(s: DbSession, card_id: int, amount_fen: int, kind: str, key: str, ord
     """
     if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen == 0:
         raise ValueError(f"a credit is a non-zero int of fen, not {amount_fen!r}")
-    entry = {"card_id": card_id, "order_id": order_id, "kind": kind, "amount_fen": amount_fen, "key": key}
-    added = s.execute(insert_unless_there(s, LedgerEntry, ("key",)), {**entry, "created_at": utcnow()})
+    entry = {
+        "card_id": card_id,
+        "order_id": order_id,
+        "kind": kind,
+        "amount_fen": amount_fen,
+        "key": key,
+        "created_at": utcnow(),
+    }
+    added = s.execute(insert_unless_there(s, LedgerEntry, ("key",)), entry)
     if added.scalar_one_or_none() is None:
         return False
     # Relative update: concurrent credits to one card cannot overwrite each other.

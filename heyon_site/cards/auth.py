@@ -96,16 +96,17 @@ def authenticate(
     # Read once, before the check: a keyed PIN (or no card: the dummy is keyed too) is checked in
     # microseconds, inside the throttle's one write transaction; a PIN still under argon2 outside
     # it (throttle.check says why).
+    # Plain values, not the object: a commit before the check would expire it and reload it.
     card = find_card(number)
-    read = (card.id, card.status, card.password_hash) if card is not None else None  # plain values: no reload
-    quick = read is None or is_keyed(read[2])
+    found = (card.id, card.status) if card is not None else None
+    stored = card.password_hash if card is not None else None
+    quick = stored is None or is_keyed(stored)
 
     def verify() -> tuple[int, str, str | None] | None:
-        result = check_pin(key, read[2] if read else None, typed, legacy)
-        if read is None or not result.ok:
+        result = check_pin(key, stored, typed, legacy)
+        if found is None or not result.ok:
             return None
-        card_id, status, stored = read
-        return card_id, status, stored if result.upgrade else None
+        return *found, stored if result.upgrade else None
 
     def upgrade(found: tuple[int, str, str | None]) -> None:
         card_id, _, old_hash = found

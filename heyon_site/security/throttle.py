@@ -240,13 +240,7 @@ def check(
     db.session.rollback()  # verify's reads end here, before the write transaction
     if value is None:
         return Checked()
-
-    def success() -> None:
-        succeeded(bucket, policy, now)
-        if on_success is not None:
-            on_success(value)
-
-    in_write_transaction(success)
+    in_write_transaction(lambda: _right_secret(bucket, policy, now, value, on_success))
     return Checked(value=value)
 
 
@@ -263,10 +257,17 @@ def _check_at_once(
     value = verify()
     if value is None:
         return Checked()
+    _right_secret(bucket, policy, now, value, on_success)
+    return Checked(value=value)
+
+
+def _right_secret(
+    bucket: Bucket, policy: Policy, now: datetime, value: T, on_success: Callable[[T], None] | None
+) -> None:
+    """Inside the write transaction: clear the bucket, then what the caller does on success."""
     succeeded(bucket, policy, now)
     if on_success is not None:
         on_success(value)
-    return Checked(value=value)
 
 
 # ------------------------------------------------------------------ what the staff pages show

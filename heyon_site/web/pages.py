@@ -28,6 +28,9 @@ YEAR = 365 * 24 * 3600
 # paint on a 3G phone (150 to 400 ms), and the first visit is most visits here. The CSP allows
 # exactly that text by its hash; any other inline style is still refused.
 INLINE_CSS = "css/site.css"
+# The htmx loader comes inline too, for the same reason (issue 13: as a file it was a request
+# before the first paint); the CSP allows exactly its text, and no other inline script.
+INLINE_JS = "js/load.js"
 
 
 @health.get("/healthz")
@@ -59,31 +62,30 @@ def static_url(filename: str) -> str:
     return url_for("static", filename=filename, v=_digest(str(Path(folder) / filename)))
 
 
-@lru_cache(maxsize=4)
-def _inline_css(static_folder: str) -> tuple[Markup, str]:
-    """The stylesheet's text, and the whole CSP, which allows exactly that text by its hash."""
-    text = (Path(static_folder) / INLINE_CSS).read_text(encoding="utf-8")
-    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-    js = _loader(static_folder)
-    script = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
-    return Markup(text), CSP_TEMPLATE.format(inline=f"'sha256-{digest}'", script=f"'sha256-{script}'")  # noqa: S704
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
 @lru_cache(maxsize=4)
-def _loader(static_folder: str) -> str:
-    return (Path(static_folder) / "js/load.js").read_text(encoding="utf-8")
-
-
-def inline_loader() -> Markup:
-    return Markup(_loader(current_app.static_folder or ""))  # noqa: S704 (our own file)
+def _inline(static_folder: str) -> tuple[Markup, Markup, str]:
+    """The stylesheet's and the htmx loader's text, and the whole CSP, which allows exactly those
+    two texts by their hashes."""
+    css = (Path(static_folder) / INLINE_CSS).read_text(encoding="utf-8")
+    js = (Path(static_folder) / INLINE_JS).read_text(encoding="utf-8")
+    policy = CSP_TEMPLATE.format(inline=_csp_hash(css), script=_csp_hash(js))
+    return Markup(css), Markup(js), policy  # noqa: S704 (our own files)
 
 
 def inline_css() -> Markup:
-    return _inline_css(current_app.static_folder or "")[0]
+    return _inline(current_app.static_folder or "")[0]
+
+
+def inline_loader() -> Markup:
+    return _inline(current_app.static_folder or "")[1]
 
 
 def csp() -> str:
-    return _inline_css(current_app.static_folder or "")[1]
+    return _inline(current_app.static_folder or "")[2]
 
 
 def _headers(response: Response) -> Response:
