@@ -11,6 +11,7 @@ uses conditional updates and ``ON CONFLICT`` so that is enough there.
 from __future__ import annotations
 
 import functools
+import hashlib
 import sqlite3
 import time
 import uuid
@@ -66,6 +67,17 @@ def begin_write() -> None:
     if db.session().in_transaction():
         db.session.commit()
     db.session.connection(execution_options={_WRITE: True})
+
+
+def serialise_on(name: str) -> None:
+    """Inside a write transaction: wait for, then hold until it ends, the one lock called
+    ``name``, so transactions about the same thing run one after another even when no row of it
+    exists yet to lock. SQLite needs nothing: ``BEGIN IMMEDIATE`` already holds the one write
+    lock. PostgreSQL takes a transaction-scoped advisory lock on 64 bits of the name's hash."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(name.encode()).digest()
+    db.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)})
 
 
 def _transient(exc: OperationalError) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 
 from heyon_site.cards.auth import AuthResult, authenticate
 from heyon_site.ops import alarms
 from heyon_site.security import device_cookie
 from heyon_site.security.throttle import whole_hours, whole_minutes
+from heyon_site.web.forms import Form
 from heyon_site.web.limits import checks_secret, ip_limit, secret_unchecked  # noqa: F401 - ip_limit: the sandbox imports it from here
 
 
@@ -21,7 +21,7 @@ def open_card(card_no: str, password: str) -> AuthResult:
     return auth
 
 
-def refuse(form: FlaskForm, auth: AuthResult) -> int:
+def refuse(form: Form, auth: AuthResult) -> int:
     """A card that did not open: a wrong number or password counts towards the spray alarm, the
     form carries the one refusal message; the status to answer with."""
     if auth.refused == "credentials":

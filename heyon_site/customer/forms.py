@@ -7,7 +7,6 @@ from typing import Any, cast
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
@@ -17,6 +16,7 @@ from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
 from heyon_site.cards.numbers import CardNumberError, normalise_card_number
 from heyon_site.providers import enabled
 from heyon_site.web import page_cache
+from heyon_site.web.forms import Form
 
 PROVIDER_LABELS = {
     "alipay": _l("Alipay"),
@@ -26,7 +26,7 @@ PROVIDER_LABELS = {
 }
 
 
-class CardForm(FlaskForm):
+class CardForm(Form):
     """Card number and password, shared by every form that opens a card."""
 
     card_number = StringField(
@@ -154,9 +154,9 @@ class RechargeForm(CardForm):
         return self.amount.data != OTHER or plain or self.quoted.data == quote_token(terms)
 
 
-class CheckPaymentForm(FlaskForm):
+class CheckPaymentForm(Form):
     """Only the CSRF token: "check payment now" asks the provider, so it is a POST."""
 
 
-class ConfirmTermsForm(FlaskForm):
+class ConfirmTermsForm(Form):
     """Only the CSRF token: accepting an order's changed terms starts the payment, so a POST."""

@@ -14,7 +14,6 @@ import secrets
 import time
 
 from flask import Blueprint, Response, abort, current_app, request, url_for
-from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms.validators import AnyOf
 
@@ -27,6 +26,7 @@ from heyon_site.models import RechargeOrder, SandboxPayment
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.sandbox.notifier import notify_url, send_in_background
+from heyon_site.web.forms import Form
 from heyon_site.web.fragments import redirect_to, render
 from heyon_site.web.limits import ip_limit
 
@@ -37,7 +37,7 @@ limiter.shared_limit(ip_limit, scope="sandbox-gateway")(bp)
 OUTCOMES = ("pay", "fail", "silent")
 
 
-class GatewayForm(FlaskForm):
+class GatewayForm(Form):
     outcome = HiddenField(validators=[AnyOf(OUTCOMES)])
 
 

@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 from flask import current_app
 from sqlalchemy import delete, select
 
-from heyon_site.database import in_write_transaction, insert, rowcount
+from heyon_site.database import in_write_transaction, insert, rowcount, serialise_on
 from heyon_site.extensions import db
 from heyon_site.models import LoginThrottle, utcnow
 
@@ -251,6 +251,21 @@ def _check_at_once(
     on_success: Callable[[T], None] | None,
     now: datetime,
 ) -> Checked[T]:
+    # Every check of this subject waits here for the one before it, so that even with no row
+    # yet (nothing to lock) parallel guesses are checked one after another and each sees the
+    # failures counted before it.
+    serialise_on(f"throttle:{bucket.subject}")
+    keys = [bucket.key] if bucket.device is None else [bucket.key, _allowance_key(bucket.subject)]
+    if db.session.execute(select(LoginThrottle.key).where(LoginThrottle.key.in_(keys)).limit(1)).first() is None:
+        # No failures behind this bucket (the usual case): a right secret writes nothing, a wrong
+        # one is counted as it would have been before the check.
+        value = verify()
+        if value is None:
+            reserve(bucket, policy, now)  # a fresh bucket and allowance: never a refusal
+            return Checked()
+        if on_success is not None:
+            on_success(value)
+        return Checked(value=value)
     refusal = reserve(bucket, policy, now)
     if refusal is not None:
         return Checked(refusal=refusal)

@@ -6,7 +6,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -29,9 +28,10 @@ from heyon_site.models import ORDER_STATES, PROMO_KINDS, STAFF_ROLES
 from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from heyon_site.staff.inputs import SiteDates, site_time_field
 from heyon_site.staff.services import Settings
+from heyon_site.web.forms import Form
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     username = StringField(
         _l("Username"),
         [InputRequired(_l("Enter your username.")), Length(max=64)],
@@ -44,7 +44,7 @@ class LoginForm(FlaskForm):
     )
 
 
-class OrderSearchForm(FlaskForm):
+class OrderSearchForm(Form):
     """A GET form: searching changes nothing, so it needs no CSRF token and can be bookmarked."""
 
     class Meta:
@@ -68,21 +68,21 @@ class OrderSearchForm(FlaskForm):
     )
 
 
-class ReceiptForm(FlaskForm):
+class ReceiptForm(Form):
     paper = SelectField(
         _l("Paper"), choices=[SelectChoice(p, p.upper() if p == "a4" else f"{p} mm") for p in PAPERS], default="80"
     )
 
 
-class LogoutForm(FlaskForm):
+class LogoutForm(Form):
     """Only the CSRF token: logout is a POST so another site cannot sign staff out."""
 
 
-class ActionForm(FlaskForm):
+class ActionForm(Form):
     """Only the CSRF token: publish, unpublish, move, end, reset are POSTs with no fields."""
 
 
-class CodeForm(FlaskForm):
+class CodeForm(Form):
     code = StringField(
         _l("6-digit code from the authenticator app"),
         [InputRequired(_l("Enter the code.")), Length(max=16)],
@@ -119,7 +119,7 @@ def _repeat() -> PasswordField:
     )
 
 
-class SetPasswordForm(FlaskForm):
+class SetPasswordForm(Form):
     """An admin sets another account's password (it ends that account's sessions)."""
 
     new_password = _new_password(_l("New password"))
@@ -140,7 +140,7 @@ def _role() -> SelectField:
     return SelectField(_l("Role"), choices=[SelectChoice(r, r) for r in STAFF_ROLES], default="cashier")
 
 
-class AccountSettingsForm(FlaskForm):
+class AccountSettingsForm(Form):
     role = _role()
     active = BooleanField(_l("Can sign in"), default=True)
     totp_required = BooleanField(_l("Require a second factor (authenticator code)"))
@@ -182,7 +182,7 @@ def _too_long() -> Any:
     return _l("Too long.")
 
 
-class FaqForm(FlaskForm):
+class FaqForm(Form):
     locale = SelectField(
         _l("Language"), choices=[SelectChoice(c, label) for c, label in FAQ_LOCALES], default="zh_Hans"
     )
@@ -222,7 +222,7 @@ class FaqForm(FlaskForm):
         )
 
 
-class PromotionForm(FlaskForm):
+class PromotionForm(Form):
     title_zh = StringField(
         _l("Chinese title"),
         [DataRequired(_l("Required.")), Length(max=MAX_TITLE, message=_too_long())],
@@ -293,7 +293,7 @@ class PromotionForm(FlaskForm):
         )
 
 
-class ApproveForm(FlaskForm):
+class ApproveForm(Form):
     """The approve button names the terms the admin was shown (``approval_digest``)."""
 
     terms = HiddenField()

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from heyon_site.cards.auth import authenticate
 from heyon_site.cards.numbers import number_digest
 from heyon_site.config import warn_of_a_derived_pin_key
 from heyon_site.extensions import db
-from heyon_site.models import Card
+from heyon_site.models import Card, LoginThrottle
 from heyon_site.security import pins
 from heyon_site.security.passwords import hasher
 
@@ -144,3 +144,24 @@ def test_parallel_wrong_guesses_each_use_an_attempt_up(app: Flask, monkeypatch: 
     assert len(answers) == 12 and None not in answers
     assert len(checked) == free + 1  # the one past the free tries sets the wait for all the rest
     assert answers.count("credentials") == free + 1 and answers.count("throttled") == 12 - free - 1
+
+
+def test_a_right_pin_with_no_failures_behind_it_writes_no_throttle_row(app: Flask) -> None:
+    """The usual sign-in (a keyed PIN, nothing counted against the card) reads the throttle and
+    writes nothing to it; a wrong one is counted as before."""
+    make_card()
+    db.session.commit()
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert authenticate(CARD, PIN).ok
+        assert not [s for s in statements if "login_throttles" in s and not s.lstrip().startswith("SELECT")]
+        assert authenticate(CARD, "000000").refused == "credentials"
+        assert any(s.lstrip().startswith("INSERT INTO login_throttles") for s in statements)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert db.session.query(LoginThrottle).count() == 1
