@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 from flask import Response, abort, current_app, request, url_for
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
@@ -96,14 +99,16 @@ def recharge_submit() -> Response:
         return recharge_page(form, "recharge_form", refuse(form, auth))
     provider = get_provider(form.method.data or "") or abort(400)
     card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
-    # Quoted again at the moment of the order: the promotion shown earlier may have ended since.
-    now = utcnow()
-    running = active_promotions(db.session, now)
     caps = PromoCaps.from_config(current_app.config)
-    terms = quote(amount_fen, running, now, caps=caps)
-    seen = form.saw(terms, offer_version(running, caps))
-    order = in_write_transaction(
-        lambda: start_recharge(
+
+    def make_order() -> Started:
+        # Quoted again at the moment of the order, in its transaction: the promotion shown
+        # earlier may have ended since.
+        now = utcnow()
+        running = active_promotions(db.session, now)
+        terms = quote(amount_fen, running, now, caps=caps)
+        seen = form.saw(terms, offer_version(running, caps))
+        made = start_recharge(
             db.session,
             card_id,
             amount_fen,
@@ -113,7 +118,9 @@ def recharge_submit() -> Response:
             form_id=form_id,
             needs_confirmation=not seen,
         )
-    )
+        return Started.of(made)
+
+    order = in_write_transaction(make_order)
     own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page
     if order.needs_confirmation:
         return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
@@ -129,7 +136,42 @@ METHOD_UNAVAILABLE = _l(
 )
 
 
-def to_checkout(order: RechargeOrder) -> Response:
+class CheckoutOrder(Protocol):
+    """What sending a customer on to pay reads of an order."""
+
+    @property
+    def order_no(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def pay_fen(self) -> int: ...
+    @property
+    def pay_qr(self) -> str | None: ...
+    @property
+    def pay_url(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Started:
+    """A new (or repeated) order as its transaction left it: read before the commit, so nothing
+    after it loads the row again."""
+
+    order_no: str
+    token: str
+    provider: str
+    pay_fen: int
+    pay_qr: str | None
+    pay_url: str | None
+    needs_confirmation: bool
+
+    @classmethod
+    def of(cls, o: RechargeOrder) -> Started:
+        return cls(o.order_no, o.token, o.provider, o.pay_fen, o.pay_qr, o.pay_url, o.needs_confirmation)
+
+
+def to_checkout(order: CheckoutOrder) -> Response:
     """Send the customer on to pay: where a checkout was begun already (the same form sent
     again), the same one; else a new one with the provider. Raises ProviderUnavailable, and the
     order then stays pending and expires unpaid."""
