@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run lint test bench bench-scale soak translations clean
+.PHONY: run lint test bench bench-scale soak translations translations-hant clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,18 @@ soak: $(VENV)/.runtime
 	$(BIN)/python bench/soak.py
 
 # After changing user-visible text: extract it, merge into the catalog, translate, compile.
+# Only zh_Hans is merged: zh_Hant is made from it (translations-hant) before the compile.
 translations: $(VENV)/.dev
 	$(BIN)/pybabel extract -F babel.cfg -k _l --omit-header --no-location -o translations/messages.pot .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel update -i translations/messages.pot -d translations -l zh_Hans --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/python -m heyon_site.web.hant_catalog
 	$(BIN)/pybabel compile -d translations
+
+# Traditional Chinese, written again from zh_Hans through OpenCC and the reviewed wording in
+# heyon_site/web/hant_overrides.txt (.po and .mo; a second run changes nothing). Run it after
+# adding zh_Hans entries; README "Traditional Chinese".
+translations-hant: $(VENV)/.runtime
+	$(BIN)/python -m heyon_site.web.hant_catalog
 
 clean:
 	rm -rf $(VENV) instance/heyon.db*

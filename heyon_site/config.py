@@ -62,6 +62,18 @@ def promo_cap(name: str, raw: object) -> int:
     return int(text)
 
 
+RECEIPT_PAPERS = ("58", "80", "a4")  # billing.receipts.PAPERS, which a test holds to this
+
+
+def receipt_paper(raw: str | None) -> str:
+    """The paper a staff reprint starts with (the shop's printer): 58, 80 or a4; anything else
+    stops start-up."""
+    paper = (raw or "80").strip().lower()
+    if paper not in RECEIPT_PAPERS:
+        raise ValueError(f"HEYON_RECEIPT_PAPER must be one of {', '.join(RECEIPT_PAPERS)}, not {raw!r}")
+    return paper
+
+
 def check_promo_caps(config: Mapping[str, Any]) -> dict[str, int]:
     """The two caps as ints, for settings given by a test or a caller rather than the environment."""
     return {name: promo_cap(name, config.get(name)) for name in PROMO_CAPS}
@@ -218,6 +230,9 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_SUPPORT_PHONE": env.get("HEYON_SUPPORT_PHONE", "400-000-0000"),
         "HEYON_SUPPORT_EMAIL": env.get("HEYON_SUPPORT_EMAIL", "support@heyon.example"),
         "HEYON_SUPPORT_HOURS": env.get("HEYON_SUPPORT_HOURS", "09:00-21:00"),
+        # The receipt paper staff reprints start with, and a receipt link without one: the shop's
+        # printer (58 or 80 mm thermal roll, or A4).
+        "HEYON_RECEIPT_PAPER": receipt_paper(env.get("HEYON_RECEIPT_PAPER")),
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         # Keys in a shared Redis start with it, so one Redis can serve other sites too.

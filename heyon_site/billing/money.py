@@ -47,7 +47,7 @@ def yuan(fen: int) -> str:
 
 
 def yuan_grouped(fen: int) -> str:
-    """``123456789 -> "1,234,567.89"`` for staff tables."""
+    """``123456789 -> "1,234,567.89"``: staff tables, and the ``money`` filter customers read."""
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
     return f"{sign}{whole:,}.{cents:02d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -27,6 +28,15 @@ class Receipt:
     created_local: str
     finalized_local: str
     timezone: str
+    promo: dict[str, str] | None = None  # the promotion's titles (title_zh, title_en), as promised
+
+
+def promo_titles(snapshot_json: str | None) -> dict[str, str] | None:
+    """The titles of the promotion an order was made under, from its snapshot (billing.promos)."""
+    if not snapshot_json:
+        return None
+    data = json.loads(snapshot_json)
+    return {"title_zh": str(data.get("title_zh", "")), "title_en": str(data.get("title_en", ""))}
 
 
 def build(order: RechargeOrder, tz: ZoneInfo) -> Receipt:
@@ -43,6 +53,7 @@ def build(order: RechargeOrder, tz: ZoneInfo) -> Receipt:
         created_local=sitetime.shown(order.created_at, tz),
         finalized_local=sitetime.shown(order.finalized_at, tz),
         timezone=tz.key,
+        promo=promo_titles(order.promo_snapshot) if order.bonus_fen or order.pay_fen != order.amount_fen else None,
     )
 
 

@@ -7,6 +7,7 @@ from flask_babel import get_locale
 
 from heyon_site.customer.blueprint import bp
 from heyon_site.faq import services as faq_entries
+from heyon_site.faq import traditional as faq_readers
 from heyon_site.web import page_cache
 from heyon_site.web.fragments import is_htmx, render
 
@@ -18,7 +19,7 @@ def faq() -> Response:
 
     def page() -> Response:
         return render(
-            "customer/faq.html", "faq_results", q=query, sections=faq_entries.sections(str(get_locale()), query)
+            "customer/faq.html", "faq_results", q=query, sections=faq_readers.sections(str(get_locale()), query)
         )
 
     if query or is_htmx():

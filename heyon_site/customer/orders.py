@@ -7,7 +7,6 @@ from datetime import timedelta
 from flask import Response, abort, current_app, request, url_for
 from markupsafe import Markup
 
-from heyon_site import sitetime
 from heyon_site.billing import receipts
 from heyon_site.billing.recharge import accept_terms, find_by_token
 from heyon_site.customer.blueprint import bp, no_store
@@ -110,20 +109,3 @@ def order_check(token: str) -> Response:
     if is_htmx():
         return _order_page(found)
     return redirect_to(url_for("customer.order", token=token))
-
-
-@bp.get("/orders/<token>/receipt")
-def receipt(token: str) -> Response:
-    found = find_by_token(db.session, token) or abort(404)
-    paper = request.args.get("paper", "80")
-    if paper not in receipts.PAPERS:
-        paper = "80"
-    return no_store(
-        render(
-            "receipts/receipt.html",
-            receipt=receipts.build(found, sitetime.zone(current_app.config)),
-            paper=paper,
-            papers=receipts.PAPERS,
-            qr=receipts.qr_svg(url_for("customer.receipt", token=token, _external=True)),
-        )
-    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import session
 
 SESSION_KEY = "orders"
+CARD_KEY = "card"
 # The newest ones: a customer makes a few orders at a time, and the cookie stays small.
 KEEP = 20
 
@@ -21,3 +22,15 @@ def remember(order_no: str) -> None:
 
 def made_here(order_no: str) -> bool:
     return order_no in session.get(SESSION_KEY, [])
+
+
+def remember_card(number: str) -> None:
+    """The card number of this browser's last recharge, for "recharge again" on the order page
+    (the site keeps only a keyed digest of card numbers, so it cannot fill it in otherwise). It
+    stays in this browser's own cookie; the password is never kept."""
+    session[CARD_KEY] = number
+
+
+def last_card() -> str | None:
+    number = session.get(CARD_KEY)
+    return number if isinstance(number, str) else None

@@ -15,7 +15,7 @@ from heyon_site.billing.promos import PromoCaps, active_promotions, offer_versio
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.customer import own_orders
 from heyon_site.customer.auth import open_card, refuse
-from heyon_site.customer.blueprint import bp
+from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
@@ -31,7 +31,11 @@ QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
 
 
 def recharge_page(
-    form: RechargeForm, block: str | None = None, status: int = 200, template: str = "customer/recharge.html"
+    form: RechargeForm,
+    block: str | None = None,
+    status: int = 200,
+    template: str = "customer/recharge.html",
+    again: bool = False,
 ) -> Response:
     """A page with the recharge form and the running promotions. Each preset's button carries
     what it costs and earns, computed here so that a phone without JavaScript sees it; the quote
@@ -58,6 +62,7 @@ def recharge_page(
         quote=offer,
         quoted=quote_token(offer) if offer else "",
         amount_problem=problem,
+        again=again,
     )
 
 
@@ -76,7 +81,14 @@ def home() -> Response:
 
 @bp.get("/recharge")
 def recharge() -> Response:
-    return form_page("customer/recharge.html")
+    number = own_orders.last_card() if request.args.get("again") else None
+    if number is None:
+        return form_page("customer/recharge.html")
+    # "Recharge again" from an order page: the card number this browser used, the password to
+    # type again. Per visitor, so never from the page cache.
+    form = RechargeForm(formdata=None)
+    form.card_number.data = number
+    return no_store(recharge_page(form, again=True))
 
 
 @bp.get("/recharge/quote")
@@ -122,6 +134,7 @@ def recharge_submit() -> Response:
 
     order = in_write_transaction(make_order)
     own_orders.remember(order.order_no)  # the sandbox gateway sends only this browser on to its page
+    own_orders.remember_card(form.card_no)
     if order.needs_confirmation:
         return redirect_to(url_for("customer.order", token=order.token))  # the new terms, and "pay"
     try:

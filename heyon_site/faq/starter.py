@@ -1,4 +1,8 @@
-"""The starter FAQ that `flask faq seed` adds to an empty site, in both languages.
+"""The starter FAQ that `flask faq seed` adds to an empty site, in Chinese and English.
+
+Traditional Chinese readers are shown the zh_Hans entries converted (faq/traditional.py), as
+they are shown every entry staff write later: there are no zh_Hant rows to seed or to keep in
+step.
 
 This is data, not interface text: staff edit the rows afterwards, so it is not in the message
 catalog. Answers are Markdown (rendered through ``content.render_markdown``). Keep the two

@@ -62,7 +62,16 @@ def _order_shown(order_no: str) -> RechargeOrder:
 @bp.get("/<order_no>")
 def gateway(order_no: str) -> Response:
     order = _order_shown(order_no)
-    response = render("sandbox/gateway.html", order=order, sign=_sandbox().gateway_sign(order_no))
+    # Back from the order page after paying shows what happened, not the buttons again (the page
+    # is never cached, so Back asks for it anew); a hosted page takes one payment per order.
+    done = db.session.query(SandboxPayment).filter_by(order_no=order_no).one_or_none()
+    response = render(
+        "sandbox/gateway.html",
+        order=order,
+        sign=_sandbox().gateway_sign(order_no),
+        paid=None if done is None else done.status != "TRADE_CLOSED",
+        own=own_orders.made_here(order_no),
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

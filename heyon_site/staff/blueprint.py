@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from heyon_site import sitetime
 from heyon_site.billing.money import yuan_grouped
 from heyon_site.extensions import limiter
+from heyon_site.staff import words
 from heyon_site.staff.auth import current_staff
 from heyon_site.staff.forms import LogoutForm
 from heyon_site.web import page_cache
@@ -38,8 +39,33 @@ def datetime_local(moment: datetime | None) -> str:
     return sitetime.shown(moment, sitetime.zone(current_app.config))
 
 
+# The navigation's sections, each named by the endpoint its link goes to, and the screens that
+# belong to it (endpoint prefixes, first match wins): the link of the page's section is marked.
+SECTIONS = (
+    ("staff.dashboard", ("staff.dashboard",)),
+    ("staff.orders", ("staff.order", "staff.print_receipt")),
+    ("staff.faq_list", ("staff.faq_",)),
+    ("staff.promo_list", ("staff.promo_",)),
+    ("staff.audit_log", ("staff.audit",)),
+    ("staff.account", ("staff.account_password", "staff.totp_")),
+    ("staff.accounts", ("staff.accounts", "staff.account_")),
+    ("staff.account", ("staff.account",)),
+)
+
+
+def current_section() -> str | None:
+    endpoint = request.endpoint or ""
+    return next((link for link, owned in SECTIONS if endpoint.startswith(owned)), None)
+
+
 @bp.context_processor
 def _staff_context() -> dict[str, object]:
     # formdata=None: the form must not read the request. This also runs for error pages, where the
     # body may be too large (413) or not a form at all, and reading it would fail again.
-    return {"staff": current_staff(), "logout_form": LogoutForm(formdata=None)}
+    # ``words``: the codes the database keeps (statuses, kinds, roles, outcomes) as the reader's words.
+    return {
+        "staff": current_staff(),
+        "logout_form": LogoutForm(formdata=None),
+        "words": words,
+        "section": current_section(),
+    }

@@ -25,6 +25,7 @@ from heyon_site.billing.promos import MAX_TITLE, NewPromotion
 from heyon_site.billing.receipts import PAPERS
 from heyon_site.faq.editing import EntryFields
 from heyon_site.models import ORDER_STATES, PROMO_KINDS, STAFF_ROLES
+from heyon_site.staff import words
 from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from heyon_site.staff.inputs import SiteDates, site_time_field
 from heyon_site.staff.services import Settings
@@ -64,7 +65,9 @@ class OrderSearchForm(Form):
     date_from = DateField(_l("From"), [Optional(), SiteDates()])
     date_to = DateField(_l("To"), [Optional(), SiteDates()])
     status = SelectField(
-        _l("Status"), choices=[SelectChoice("", "—"), *[SelectChoice(s, s) for s in ORDER_STATES]], default=""
+        _l("Status"),
+        choices=[SelectChoice("", "—"), *[SelectChoice(s, words.ORDER_STATUS[s]) for s in ORDER_STATES]],
+        default="",
     )
 
 
@@ -137,7 +140,7 @@ class ChangePasswordForm(SetPasswordForm):
 
 
 def _role() -> SelectField:
-    return SelectField(_l("Role"), choices=[SelectChoice(r, r) for r in STAFF_ROLES], default="cashier")
+    return SelectField(_l("Role"), choices=[SelectChoice(r, words.ROLE[r]) for r in STAFF_ROLES], default="cashier")
 
 
 class AccountSettingsForm(Form):
@@ -235,12 +238,16 @@ class PromotionForm(Form):
         filters=[_strip],
         render_kw={"maxlength": str(MAX_TITLE)},
     )
-    kind = SelectField(_l("Kind"), choices=[SelectChoice(k, k) for k in PROMO_KINDS], default=PROMO_KINDS[0])
+    kind = SelectField(
+        _l("Kind"), choices=[SelectChoice(k, words.PROMO_KIND[k]) for k in PROMO_KINDS], default=PROMO_KINDS[0]
+    )
     threshold = StringField(
         _l("From amount (yuan)"), default="0", render_kw={"maxlength": "12", "inputmode": "decimal"}
     )
-    value = StringField(_l("Bonus (yuan, fixed_bonus)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
-    percent = StringField(_l("Percent (percent_bonus, discount)"), render_kw={"maxlength": "8", "inputmode": "decimal"})
+    value = StringField(_l("Bonus (yuan, fixed bonus)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
+    percent = StringField(
+        _l("Percent (percentage bonus or discount)"), render_kw={"maxlength": "8", "inputmode": "decimal"}
+    )
     cap = StringField(_l("At most (yuan)"), render_kw={"maxlength": "12", "inputmode": "decimal"})
     # Within the years the site converts to UTC (inputs.EARLIEST to LATEST), so terms() cannot overflow.
     starts = site_time_field(_l("Starts"))

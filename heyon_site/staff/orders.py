@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, abort, current_app, request, url_for
 
 from heyon_site import sitetime
+from heyon_site.customer.receipt import receipt_response
 from heyon_site.database import in_write_transaction
 from heyon_site.ops.audit import record
 from heyon_site.staff import queries
@@ -36,16 +37,29 @@ def orders() -> Response:
 @require_role("cashier")
 def order(order_no: str) -> Response:
     detail = queries.order_detail(order_no) or abort(404)
-    return render("staff/order.html", detail=detail, receipt_form=ReceiptForm(formdata=None))
+    return render("staff/order.html", detail=detail, receipt_form=receipt_form())
 
 
 @bp.post("/orders/<order_no>/receipt")
 @require_role("cashier")
 def print_receipt(order_no: str) -> Response:
-    detail = queries.order_detail(order_no) or abort(404)
+    queries.order_detail(order_no) or abort(404)
     form = ReceiptForm(formdata=request.form)
     if not form.validate():
         abort(400)
     paper, who = form.paper.data, actor()
     in_write_transaction(lambda: record(who, "receipt.print", f"order {order_no}", after=f"paper={paper}"))
-    return redirect_to(url_for("customer.receipt", token=detail.order.token, paper=paper))
+    return redirect_to(url_for("staff.reprint", order_no=order_no, paper=paper))
+
+
+def receipt_form() -> ReceiptForm:
+    """The reprint form, set to the shop's paper (HEYON_RECEIPT_PAPER)."""
+    return ReceiptForm(formdata=None, paper=current_app.config["HEYON_RECEIPT_PAPER"])
+
+
+@bp.get("/orders/<order_no>/receipt")
+@require_role("cashier")
+def reprint(order_no: str) -> Response:
+    """The customer's receipt as staff print it for the counter: marked as a reprint."""
+    detail = queries.order_detail(order_no) or abort(404)
+    return receipt_response(detail.order, request.args.get("paper", ""), reprint=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -41,12 +42,69 @@ def search_orders(
     return list(db.session.scalars(q).unique())
 
 
+# Callbacks whose outcome says no event was recorded for them (refused, already on record, not
+# ours): the event list is never searched for theirs.
+NO_EVENT = frozenset({"bad_signature", "malformed", "duplicate", "unknown_order", "received"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of an order's provider timeline: a callback received, with the verified event it
+    brought if any, or an event found by asking the provider (``callback`` None)."""
+
+    at: datetime
+    callback: ProviderCallback | None
+    event: PaymentEvent | None
+
+    @property
+    def outcome(self) -> str:
+        if self.callback is not None:
+            return self.callback.outcome
+        return self.event.outcome if self.event is not None else ""
+
+
+def timeline(callbacks: Sequence[ProviderCallback], events: Sequence[PaymentEvent]) -> list[Step]:
+    """The callbacks in the order received, each with its event, and the events no callback brought.
+
+    No column links a callback to its event, but a callback is stored (and committed) before its
+    event is applied, in the same request: its event is the first of its provider's recorded at or
+    after it and before the next callback. An event outside every such window came from asking
+    the provider (reconciliation, or the customer's "check now").
+    """
+    ordered = sorted(callbacks, key=lambda c: (c.received_at, c.id))
+    free = sorted(events, key=lambda e: (e.created_at, e.id))
+    steps: list[Step] = []
+    for i, c in enumerate(ordered):
+        until = ordered[i + 1].received_at if i + 1 < len(ordered) else None
+        mine = None
+        if c.outcome not in NO_EVENT:
+            mine = next(
+                (
+                    e
+                    for e in free
+                    if e.provider == c.provider
+                    and e.created_at >= c.received_at
+                    and (until is None or e.created_at < until)
+                ),
+                None,
+            )
+        if mine is not None:
+            free.remove(mine)
+        steps.append(Step(c.received_at, c, mine))
+    steps.extend(Step(e.created_at, None, e) for e in free)
+    return sorted(steps, key=lambda s: s.at)
+
+
 @dataclass(frozen=True)
 class OrderDetail:
     order: RechargeOrder
     events: list[PaymentEvent]
     callbacks: list[ProviderCallback]
     entries: list[LedgerEntry]
+
+    @property
+    def timeline(self) -> list[Step]:
+        return timeline(self.callbacks, self.events)
 
 
 def order_detail(order_no: str) -> OrderDetail | None:

@@ -14,7 +14,9 @@ from wtforms.i18n import messages_path
 
 @lru_cache(maxsize=8)
 def _wtforms_catalog(locale: str) -> support.NullTranslations:
-    return support.Translations.load(messages_path(), [locale], domain="wtforms")
+    # WTForms names its Traditional Chinese zh_TW: asked for zh_Hant, gettext falls back to its
+    # Simplified zh.
+    return support.Translations.load(messages_path(), ["zh_TW" if locale == "zh_Hant" else locale], domain="wtforms")
 
 
 class Form(FlaskForm):

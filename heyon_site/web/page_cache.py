@@ -26,7 +26,9 @@ these pages up to that many seconds late (at once in the process where staff mad
 every staff change forgets this process's pages). Nothing
 that moves money reads this cache: an order is quoted afresh when it is created, and the order
 page shows what will be credited before paying. Only pages that reflect nothing from the request
-may be cached (no form data, no query values), and the key is the template and the language.
+may be cached (no form data, no query values), and the key is the template and the language:
+Babel's locale name, so zh_Hans, zh_Hant and en pages are kept apart, and every answer varies on
+Accept-Language and Cookie, which choose it (web/i18n.py).
 """
 
 from __future__ import annotations
@@ -70,10 +72,16 @@ class Page:
     token: bool = True  # False: a page with no form to post (the FAQ), the same for everyone
 
 
+def rendering() -> bool:
+    """True while a page for the cache is rendered: what it shows, every visitor of its language
+    sees (the language switch's links then keep no query parameter)."""
+    return bool(g.get(_RENDERING))
+
+
 def one_time_id() -> str:
     """A new one-time id for a form; while a page for the cache is rendered, the placeholder
     that each visitor's own id replaces."""
-    return FORM_ID_PLACEHOLDER if g.get(_RENDERING) else secrets.token_urlsafe(18)
+    return FORM_ID_PLACEHOLDER if rendering() else secrets.token_urlsafe(18)
 
 
 def _split(html: str, expires: float) -> Page:

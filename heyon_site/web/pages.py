@@ -8,12 +8,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, request, url_for
+from flask_babel import get_locale
 from markupsafe import Markup
 from sqlalchemy import text
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.security import safe_join
 
-from heyon_site.billing.money import yuan
+from heyon_site.billing.money import yuan, yuan_grouped
 from heyon_site.extensions import db
 
 health = Blueprint("health", __name__)
@@ -163,6 +164,11 @@ def _forms_only() -> None:
         abort(400)
 
 
+def colon() -> str:
+    """What follows a label: a full-width colon in Chinese (客服：), a colon and a space in English."""
+    return "：" if get_locale().language == "zh" else ": "
+
+
 def init_app(app: Flask) -> None:
     # Before any blueprint is registered: a rule takes its converter when it is added.
     app.url_map.converters["int"] = RowIdConverter
@@ -172,7 +178,11 @@ def init_app(app: Flask) -> None:
     app.after_request(_cache_static)
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = YEAR  # static URLs carry their digest
     app.jinja_env.filters["yuan"] = yuan
+    # What customers read: "¥1,780.50" in every language (issue 14), the way carriers print it.
+    app.jinja_env.filters["money"] = lambda fen: "¥" + yuan_grouped(fen)
+    app.jinja_env.filters["grouped"] = yuan_grouped  # for a message that says "¥%(amount)s" itself
     app.jinja_env.globals.update(
+        colon=colon,
         static_url=static_url,
         inline_css=inline_css,
         inline_loader=inline_loader,

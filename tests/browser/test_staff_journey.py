@@ -77,18 +77,29 @@ def print_receipts(page: Page, site: Site, rec: Recorder) -> None:
     rec.shot("order")
     page.get_by_label("Paper").select_option("80")
     page.get_by_role("button", name="Print receipt").click()
-    expect(page).to_have_url(re.compile(r"/orders/[\w-]+/receipt\?paper=80$"))
+    expect(page).to_have_url(re.compile(rf"/staff/orders/{site.credited_order_no}/receipt\?paper=80$"))
     receipt_url = page.url.split("?")[0]
     page.emulate_media(media="print")
     for paper, width in PAPERS.items():
         if paper != "80":
             page.goto(f"{receipt_url}?paper={paper}")
-        expect(page.get_by_role("main")).to_contain_text(site.credited_order_no)
+        main = page.get_by_role("main")
+        expect(main).to_contain_text(site.credited_order_no)
+        expect(main).to_contain_text("REPRINT")  # a staff copy says it is one
+        expect(main).to_contain_text("Browser test bonus")  # the promotion's title, with its bonus
         rec.shot(f"receipt print {paper}")
         pdf_path = rec.path(f"receipt {paper}", ".pdf")
         pdf = page.pdf(path=pdf_path, prefer_css_page_size=True, format="A4", print_background=True)
         got_width, _ = pdf_page_size(pdf)
         assert abs(got_width - width) < 2, f"{paper}: PDF page {got_width / MM:.1f} mm wide, see {pdf_path}"
+        pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
+        assert pages == 1, f"{paper}: the receipt printed on {pages} pages, see {pdf_path}"
+        # Nothing cut at the sides; and the 58 mm slip with a bonus stays short (paper is money).
+        sheet = page.evaluate("(() => { const m = document.querySelector('main.sheet');"
+                              " return [m.scrollWidth - m.clientWidth, m.getBoundingClientRect().height]; })()")
+        assert sheet[0] <= 0, f"{paper}: {sheet[0]} px cut at the side, see {pdf_path}"
+        if paper == "58":
+            assert sheet[1] / 96 * 25.4 <= 250, f"58 mm receipt {sheet[1] / 96 * 25.4:.0f} mm long, see {pdf_path}"
     page.emulate_media(media="screen")
 
 

@@ -13,7 +13,7 @@ from heyon_site.models import LoginThrottle
 from tests.kit import CARD, PIN, csrf_from, make_card, new_client, site_for_tests
 
 BUSY_EN = "Many cards are being checked right now. Please try again in a few seconds."
-BUSY_ZH = "现在查询卡片的人很多，请过几秒再试。"
+BUSY_ZH = "当前查询人数较多，请几秒后再试。"
 
 
 def lookup(client: FlaskClient, number: str, password: str, lang: str = "en") -> tuple[int, str]:

@@ -19,7 +19,7 @@ def lookup(client: FlaskClient, number: str = CARD, password: str = PIN, lang: s
 
 
 def shown_balance(html: str) -> str:
-    match = re.search(r'<span id="balance">¥([\d.]+)</span>', html)
+    match = re.search(r'<span id="balance">¥([\d,.]+)</span>', html)
     assert match, html[:800]
     return match.group(1)
 
@@ -90,3 +90,17 @@ def test_a_get_never_reveals_a_balance(app: Flask, client: FlaskClient) -> None:
     make_card(balance_fen=500)
     r = client.get(f"/balance?card_number={CARD}&password={PIN}")
     assert r.status_code == 200 and 'id="balance"' not in r.get_data(as_text=True)
+
+
+def test_figures_are_grouped_and_recharges_dated_in_both_languages(app: Flask, client: FlaskClient) -> None:
+    """¥1,780.50 as carriers print it, and each recent recharge with its date and time (site time)."""
+    from heyon_site import sitetime
+    from tests.kit import order
+
+    make_card(balance_fen=178050)
+    at = order(start_order(client, amount="50")).created_at
+    local = sitetime.shown(at, sitetime.zone(app.config))[:16]  # "YYYY-MM-DD HH:MM"
+    for lang, label in (("en", "Balance: "), ("zh", "余额：")):
+        html = lookup(client, lang=lang).get_data(as_text=True)
+        assert shown_balance(html) == "1,780.50" and f'{label}<span id="balance">' in html
+        assert local in html and "¥50.00" in html

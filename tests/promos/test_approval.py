@@ -196,7 +196,7 @@ def test_a_change_waits_and_the_live_terms_stay_until_another_admin_approves(app
     assert made.bonus_fen == 1000
 
     page = admin.get("/staff/promotions?lang=en").get_data(as_text=True)
-    assert "Changes awaiting approval" in page and "fixed_bonus 20.00, from 100.00" in page and "Get 20 more" in page
+    assert "Changes awaiting approval" in page and "¥20.00 bonus, from ¥100.00" in page and "Get 20 more" in page
     edit = changer.get(f"/staff/promotions/{pid}/edit?lang=en").get_data(as_text=True)
     assert 'value="20.00"' in edit and "The form shows the changes awaiting approval." in edit
 

@@ -114,7 +114,7 @@ def test_an_order_keeps_its_bonus_whatever_happens_to_the_promotion(app: Flask, 
     assert re.search(r"<dt>Bonus</dt><dd>¥10\.00</dd>", page) and "¥110.00 has been added" in page
     receipt = client.get(f"/orders/{kept.token}/receipt").get_data(as_text=True)
     assert re.search(r"<dt>Bonus</dt><dd>¥10\.00</dd>", receipt)
-    assert re.search(r"<dt>Total credited</dt><dd>¥110\.00</dd>", receipt)
+    assert re.search(r"<dt class=\"total\">Total credited</dt><dd class=\"total\">¥110\.00</dd>", receipt)
 
 
 def test_the_order_is_quoted_when_it_is_made_and_changed_terms_wait_for_the_customer(app: Flask, client: FlaskClient) -> None:
@@ -287,7 +287,9 @@ def test_a_refused_form_keeps_the_quote_and_does_not_repeat_the_amount_error(app
     assert wrong_password.status_code == 403 and quote_line(wrong_password).startswith("Pay 100.00, receive 110.00")
     bad_amount = hx.post("/recharge", data=recharge_form(hx, amount="other", custom_amount="abc"))
     body = bad_amount.get_data(as_text=True)
-    assert bad_amount.status_code == 422 and body.count(NOT_AN_AMOUNT) == 1 and quote_line(bad_amount) == ""
+    # Once in the summary at the top (a link to the field), once at the field; never in the quote line.
+    assert bad_amount.status_code == 422 and body.count(NOT_AN_AMOUNT) == 2 and quote_line(bad_amount) == ""
+    assert f'<a href="#custom_amount">{NOT_AN_AMOUNT}</a>' in body
 
 
 def hostile_cases() -> list[Any]:

@@ -28,7 +28,7 @@ from werkzeug.test import TestResponse
 from heyon_site import create_app
 from heyon_site.config import SandboxBesideRealMoney, from_environment, refuse_sandbox_beside_real_providers
 from heyon_site.extensions import db
-from heyon_site.models import SandboxPayment
+from heyon_site.models import RechargeOrder, SandboxPayment
 from heyon_site.providers import get as get_provider
 from heyon_site.sandbox.notifier import deliver_with_retries
 
@@ -137,13 +137,14 @@ def outbox_of(app: Flask) -> Iterator[list[tuple[str, dict[str, str]]]]:
     yield sent
 
 
-def pay_from(client: FlaskClient, order_no: str, host: str, outcome: str = "pay") -> TestResponse:
-    """Open the signed gateway page and press a button, every request naming ``host``."""
+def pay_from(client: FlaskClient, order_no: str, host: str, outcome: str = "pay", token: str | None = None) -> TestResponse:
+    """Open the signed gateway page and press a button, every request naming ``host``; with
+    ``token``, press it on a copy of the page opened before (a second tab)."""
     base = f"http://{host}"
     page = client.get(gateway_path(order_no), base_url=base)
     assert page.status_code == 200, page.status_code
     return client.post(gateway_path(order_no), base_url=base,
-                       data={"csrf_token": csrf_from(page.get_data(as_text=True)), "outcome": outcome})
+                       data={"csrf_token": token or csrf_from(page.get_data(as_text=True)), "outcome": outcome})
 
 
 @pytest.mark.parametrize(("settings", "sent_to"), [
@@ -159,8 +160,9 @@ def test_a_pay_with_a_hostile_host_header_notifies_the_configured_address_only(
     with gateway_app(database, **settings) as app, outbox_of(app) as sent:
         order_no = provider_order("sandbox")
         client = new_client(app)
+        tab = csrf_from(client.get(gateway_path(order_no), base_url="http://127.0.0.1:9").get_data(as_text=True))  # a second tab, open before paying
         assert pay_from(client, order_no, "attacker.example").status_code < 400
-        assert pay_from(client, order_no, "127.0.0.1:9", "fail").status_code < 400  # a second press, another Host
+        assert pay_from(client, order_no, "127.0.0.1:9", "fail", tab).status_code < 400  # its press, another Host
         assert [url for url, _ in sent] == [sent_to, sent_to]
         assert {fields["out_trade_no"] for _, fields in sent} == {order_no}
 
@@ -299,15 +301,16 @@ def test_only_the_browser_that_made_the_order_is_sent_to_its_page(app: Flask, cl
     assert token not in body and "/orders/" not in body
     assert done.headers["Cache-Control"] == "no-store"
     assert deliver_outbox(app, client) == ["success"] and balance() == 500 + 10000  # the payment itself counts
-    # The browser that made the order is sent on to it.
-    mine = client.post(gateway_path(order_no), data={"csrf_token": csrf_from(client.get(gateway_path(order_no))
-                                                                               .get_data(as_text=True)), "outcome": "pay"})
+    # The browser that made the order is led to it: the page, paid, links to it; a press sends it on.
+    assert f'href="/orders/{token}"' in client.get(gateway_path(order_no)).get_data(as_text=True)
+    mine = client.post(gateway_path(order_no), data={"csrf_token": csrf_from(client.get("/recharge").get_data(as_text=True)),
+                                                     "outcome": "pay"})
     assert mine.status_code == 303 and mine.headers["Location"].endswith(f"/orders/{token}")
 
 
 def test_the_neutral_page_is_in_both_languages(app: Flask) -> None:
-    order_no = provider_order("sandbox")
-    for lang, heading in (("en", "Payment done"), ("zh", "支付完成")):
+    for n, (lang, heading) in enumerate((("en", "Payment done"), ("zh", "支付完成"))):
+        order_no = provider_order("sandbox", card=f"860000000000{n}999")
         c = new_client(app)
         page = c.get(gateway_path(order_no) + f"&lang={lang}")
         done = c.post(gateway_path(order_no), data={"csrf_token": csrf_from(page.get_data(as_text=True)), "outcome": "pay"})
@@ -330,3 +333,25 @@ def test_the_gateway_is_limited_per_address(database: str) -> None:
         other = new_client(app)
         other.environ_base["REMOTE_ADDR"] = "203.0.113.9"
         assert other.get(gateway_path(order_no)).status_code == 200
+
+
+def test_back_on_the_gateway_after_paying_says_so_and_leads_to_the_order(database: str) -> None:
+    """Back from the order page must not offer to pay again as if nothing happened: the page
+    says the order is paid, and the browser that made the order gets the way to it; before
+    paying, the page has a way back."""
+    with gateway_app(database) as app, outbox_of(app):
+        make_card()
+        db.session.commit()
+        client = new_client(app)
+        order_no = start_order(client)
+        token = db.session.scalars(select(RechargeOrder.token).where(RechargeOrder.order_no == order_no)).one()
+        before = client.get(gateway_path(order_no) + "&lang=en").get_data(as_text=True)
+        assert f'href="/orders/{token}">Back to the order without paying' in before and 'value="pay"' in before
+        assert pay_from(client, order_no, "localhost").status_code < 400
+        again = client.get(gateway_path(order_no) + "&lang=en")
+        body = again.get_data(as_text=True)
+        assert again.status_code == 200 and again.headers["Cache-Control"] == "no-store"
+        assert "This order is paid." in body and 'value="pay"' not in body
+        assert f'href="/orders/{token}">See the order' in body
+        stranger = new_client(app).get(gateway_path(order_no) + "&lang=en").get_data(as_text=True)
+        assert "This order is paid." in stranger and token not in stranger  # the signed link alone tells no token

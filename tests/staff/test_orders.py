@@ -62,21 +62,28 @@ def test_order_detail_shows_events_callbacks_and_ledger_escaped(app: Flask) -> N
     body = r.get_data(as_text=True)
     assert r.status_code == 200
     assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
-    assert "bad_signature" in body and "credited" in body
+    # The callbacks in words, each raw body folded away (escaped) under it.
+    assert "signature refused" in body and "payment succeeded, ¥100.00" in body and "Credited the card" in body
+    assert "bad_signature" not in body
     assert "order:" in body and "recharge" in body  # the ledger entry's key
     assert CARD not in body and "**** 1234" in body
     assert signed_in(app, "cashier").get("/staff/orders/0000").status_code == 404
 
 
-def test_reprint_is_audited_and_opens_the_customer_receipt(app: Flask) -> None:
+def test_reprint_is_audited_and_opens_the_receipt_marked_as_a_reprint(app: Flask) -> None:
     make_card()
     order_no = _credited_order(app, new_client(app))
     client = signed_in(app, "cashier")
     page = client.get(f"/staff/orders/{order_no}").get_data(as_text=True)
+    assert '<option selected value="80">' in page  # the shop's paper: HEYON_RECEIPT_PAPER, 80 mm unless set
     r = client.post(f"/staff/orders/{order_no}/receipt", data={"csrf_token": csrf_from(page), "paper": "58"})
     assert r.status_code == 303
-    token = order(order_no).token
-    assert r.headers["Location"].endswith(f"/orders/{token}/receipt?paper=58")
+    assert r.headers["Location"].endswith(f"/staff/orders/{order_no}/receipt?paper=58")
+    reprint = client.get(r.headers["Location"] + "&lang=en").get_data(as_text=True)
+    assert "REPRINT" in reprint and order_no in reprint and 'class="paper-58"' in reprint
+    own = new_client(app).get(f"/orders/{order(order_no).token}/receipt?lang=en").get_data(as_text=True)
+    assert order_no in own and "REPRINT" not in own  # the customer's own copy is no reprint
+    assert new_client(app).get(r.headers["Location"]).status_code in (302, 303)  # staff only: to sign-in
     [row] = audit_rows("receipt.print")
     assert (row.username, row.target, row.after_summary) == ("cashier-user", f"order {order_no}", "paper=58")
     assert client.post(f"/staff/orders/{order_no}/receipt",

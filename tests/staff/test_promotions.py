@@ -43,7 +43,9 @@ def test_promotions_create_edit_publish_end_with_audit(app: Flask) -> None:
     assert (p.kind, p.percent_bp, p.value_fen, p.cap_fen, p.threshold_fen, p.published) == ("percent_bonus", 250, 0, 2000, 10000, False)
     assert abs((p.starts_at - (utcnow() - timedelta(days=1))).total_seconds()) < 120  # site time became UTC
     listing = client.get("/staff/promotions?lang=en").get_data(as_text=True)
-    assert "percent_bonus 2.50% up to 20.00" in listing and starts.replace("T", " ") in listing
+    # The terms in words (the audit log keeps them in codes, below).
+    assert "2.50% bonus, at most ¥20.00, from ¥100.00" in listing and starts.replace("T", " ") in listing
+    assert "percent_bonus" not in listing
 
     edit = client.get(f"/staff/promotions/{p.id}/edit?lang=en").get_data(as_text=True)
     assert 'value="2.50"' in edit and f'value="{starts}"' in edit
