@@ -11,16 +11,18 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from heyon_site.billing.promos import PromoCaps, active_promotions, offer_version, quote, quote_token
+from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, offer_version, quote, quote_token
 from heyon_site.billing.recharge import start_recharge
+from heyon_site.cards.numbers import CardNumberError, normalise_card_number
 from heyon_site.customer import own_orders
 from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp, no_store
-from heyon_site.customer.forms import RechargeForm
+from heyon_site.customer.forms import PROVIDER_LABELS, RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.payments.checkout import begin_payment, device_of
+from heyon_site.providers import enabled
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.web import page_cache
@@ -98,6 +100,42 @@ def recharge_quote() -> Response:
     # Only the amount fields: nothing about the card is read from a URL, or echoed into the page.
     asked = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k in QUOTE_FIELDS])
     return recharge_page(RechargeForm(formdata=asked), "quote")
+
+
+@bp.post("/recharge/summary")
+def recharge_summary() -> Response:
+    """What the form's choices come to before paying (htmx only, as they change): the card's
+    ending as typed, what is paid and received, the method. A POST, so the card number never
+    travels in a URL; the password is never sent (hx-params), and nothing is looked up or
+    written: the card is checked only when the form is sent."""
+    if not is_htmx():
+        return redirect_to(url_for("customer.recharge"))
+    return render("customer/recharge.html", "summary", summary=summary_of(RechargeForm(formdata=request.form)))
+
+
+@dataclass(frozen=True)
+class Summary:
+    last4: str | None
+    terms: Quote | None
+    method: str | None
+
+
+def summary_of(form: RechargeForm) -> Summary | None:
+    """The parts of the summary the form's fields make out; None when none does."""
+    try:
+        last4: str | None = normalise_card_number(form.card_number.data or "")[-4:]
+    except CardNumberError:
+        last4 = None
+    try:
+        amount_fen = form.chosen_amount()
+    except ValidationError:
+        terms = None
+    else:
+        now, caps = utcnow(), PromoCaps.from_config(current_app.config)
+        terms = quote(amount_fen, active_promotions(db.session, now), now, caps=caps)
+    chosen = form.method.data or ""
+    method = str(PROVIDER_LABELS[chosen]) if chosen in enabled() and chosen in PROVIDER_LABELS else None
+    return Summary(last4, terms, method) if last4 or terms or method else None
 
 
 @bp.post("/recharge")

@@ -110,3 +110,28 @@ def test_a_refused_form_focuses_its_summary_in_view_and_keeps_what_was_right(
         assert not rec.errors, "\n".join(rec.errors)
     finally:
         context.close()
+
+
+def test_the_summary_before_paying_follows_the_choices_and_never_carries_the_password(browser: Browser, site: Site) -> None:
+    context = new_context(browser, js=True)
+    page = context.new_page()
+    rec = Recorder(page, "summary-js")
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.post_data or "") if r.url.endswith("/recharge/summary") else None)
+    try:
+        page.goto(site.at("/recharge", "en"))
+        htmx_ready(page)
+        page.get_by_label("Card number", exact=True).fill(CARDS["pages"])
+        page.get_by_label("Card password", exact=True).fill(kit.PIN)
+        page.locator("label", has_text=re.compile(r"^¥200(?!\d)")).click()
+        summary = page.locator("#summary")
+        expect(summary).to_contain_text(f"card ending {CARDS['pages'][-4:]}")
+        expect(summary).to_contain_text("you pay ¥200.00, you receive ¥210.00")  # the running promotion's bonus
+        expect(summary).to_contain_text("Sandbox (test payment)")
+        page.locator("label", has_text=re.compile(r"^¥50(?!\d)")).click()
+        expect(summary).to_contain_text("you pay ¥50.00, you receive ¥50.00")
+        rec.shot("summary")
+        assert posted and not [body for body in posted if "password" in body or kit.PIN in body], posted
+        assert not rec.errors, "\n".join(rec.errors)
+    finally:
+        context.close()

@@ -79,7 +79,7 @@ def sign_in(page: Page, site: Site) -> None:
     expect(page).to_have_url(re.compile(r"/staff/$"))
 
 
-@pytest.mark.parametrize("lang", ["zh", "en"])
+@pytest.mark.parametrize("lang", ["zh", "en", "zh-Hant"])
 def test_staff_pages_fit_phone_tablet_and_desktop(browser: Browser, site: Site, lang: str) -> None:
     context = browser.new_context(viewport={"width": WIDTHS[0], "height": 700}, locale="zh-CN")
     context.set_default_timeout(TIMEOUT_MS)

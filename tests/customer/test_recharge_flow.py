@@ -194,3 +194,26 @@ def test_concurrent_repeats_of_one_form_make_one_order(app: Flask, database: str
             targets = set(pool.map(send, range(3)))
     assert len(targets) == 1
     assert orders_made() == 1
+
+
+def test_the_summary_before_paying_names_card_ending_terms_and_method(app: Flask, client: FlaskClient) -> None:
+    """Filled by htmx as the choices change: a POST (the card number never in a URL) that looks
+    nothing up, writes nothing, and is answered without the password."""
+    from tests.kit import csrf_from, new_client
+
+    hx = new_client(app, htmx=True)
+    token = csrf_from(hx.get("/recharge?lang=en").get_data(as_text=True))
+    fields = {"csrf_token": token, "card_number": "8600 0000 0000 1234", "amount": "100", "method": "sandbox"}
+    r = hx.post("/recharge/summary", data=fields)
+    body = r.get_data(as_text=True)
+    assert r.status_code == 200 and body.lstrip().startswith('<p id="summary"') and "<html" not in body
+    assert "card ending 1234" in body and "you pay ¥100.00, you receive ¥100.00" in body and "Sandbox (test payment)" in body
+    partial = hx.post("/recharge/summary", data={**fields, "card_number": "12", "amount": "other", "custom_amount": "x"})
+    assert "card ending" not in partial.get_data(as_text=True) and "Sandbox" in partial.get_data(as_text=True)
+    empty = hx.post("/recharge/summary", data={"csrf_token": token})
+    assert re.fullmatch(r'\s*<p id="summary" class="summary" aria-live="polite"></p>\s*', empty.get_data(as_text=True))
+    assert hx.post("/recharge/summary", data={**fields, "csrf_token": ""}).status_code == 400  # CSRF, like any form
+    assert client.post("/recharge/summary", data={**fields, "csrf_token": csrf_from(client.get("/recharge").get_data(as_text=True))}
+                       ).status_code == 303  # not htmx: back to the form
+    page = client.get("/recharge").get_data(as_text=True)
+    assert 'hx-params="card_number,amount,custom_amount,method,csrf_token"' in page  # never the password

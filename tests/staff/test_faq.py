@@ -104,6 +104,10 @@ def test_invalid_faq_is_refused_with_messages(app: Flask) -> None:
                                                  **faq_fields(question="  ", category="x" * 81, locale="fr", position="-1")})
     body = r.get_data(as_text=True)
     assert r.status_code == 422 and "Required." in body and "Too long." in body and "Out of range." in body
+    # One summary at the top of the form, focused when it arrives, each problem a link to its field.
+    summary = re.search(r'<div class="alert" role="alert" tabindex="-1" autofocus id="faq-errors">(.*?)</div>', body, re.S)
+    assert summary and body.index('id="faq-errors"') < body.index('name="question"')
+    assert '<a href="#question">Required.</a>' in summary.group(1) and '<a href="#position">' in summary.group(1)
     assert db.session.scalar(select(FaqEntry.id)) is None and audit_rows("faq.create") == []
     fid = create_faq(client)
     r = client.post(f"/staff/faq/{fid}?lang=en", data={"csrf_token": token(client), **faq_fields(answer_md="a" * 10_001)},
