@@ -230,10 +230,13 @@ def _check_sense(t: NewPromotion) -> None:
             raise PromotionError(message, n=MAX_TITLE)
     if t.kind not in PROMO_KINDS:
         raise PromotionError(N_("The kind is one of %(kinds)s."), kinds=", ".join(PROMO_KINDS))
+    # Each kind named in words: these messages reach the staff form as well as the command line.
     if t.kind == "fixed_bonus" and (not t.value_fen or t.percent_bp is not None or t.cap_fen is not None):
-        raise PromotionError(N_("A fixed_bonus needs a bonus above 0, and takes no percent and no cap."))
+        raise PromotionError(N_("A fixed bonus needs a bonus above 0, and takes no percent and no cap."))
     if t.kind != "fixed_bonus" and (t.value_fen is not None or not t.percent_bp or t.percent_bp > BASIS):
-        raise PromotionError(N_("A %(kind)s needs a percent above 0 and at most 100, and takes no bonus."), kind=t.kind)
+        if t.kind == "discount":
+            raise PromotionError(N_("A discount needs a percent above 0 and at most 100, and takes no bonus."))
+        raise PromotionError(N_("A percentage bonus needs a percent above 0 and at most 100, and takes no bonus."))
     if t.cap_fen is not None and t.cap_fen <= 0:
         raise PromotionError(N_("A cap must be above 0."))
     if t.threshold_fen < 0:

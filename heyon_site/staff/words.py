@@ -11,7 +11,7 @@ value is still readable, and the test names the table to extend.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
@@ -164,9 +164,25 @@ def _word(table: Mapping[str, object], code: str | None) -> str | Markup:
     return str(found) if found is not None else Markup("<code>%s</code>") % code
 
 
-def order_status(code: str) -> str | Markup:
-    return _word(ORDER_STATUS, code)
+def _reader(table: Mapping[str, object]) -> Callable[[str | None], str | Markup]:
+    """The words of one table's codes, as a function the pages call (``words.role(code)``)."""
 
+    def read(code: str | None) -> str | Markup:
+        return _word(table, code)
+
+    return read
+
+
+# What the pages call: ``words.role(code)`` and the like.
+order_status = _reader(ORDER_STATUS)
+status_reason = _reader(STATUS_REASON)
+role = _reader(ROLE)
+promo_kind = _reader(PROMO_KIND)
+promo_state = _reader(PROMO_STATE)
+ledger_kind = _reader(LEDGER_KIND)
+outcome = _reader(OUTCOME)
+provider = _reader(PROVIDER_LABELS)  # by the name customers see on the recharge form
+audit_action = _reader(AUDIT_ACTION)
 
 # How an order's status badge looks: done, waiting, needs a person, over.
 STATUS_TONE = {"credited": "ok", "pending": "warn", "review": "bad", "failed": "", "expired": ""}
@@ -174,39 +190,6 @@ STATUS_TONE = {"credited": "ok", "pending": "warn", "review": "bad", "failed": "
 
 def status_tone(code: str) -> str:
     return STATUS_TONE.get(code, "")
-
-
-def status_reason(code: str | None) -> str | Markup:
-    return _word(STATUS_REASON, code)
-
-
-def role(code: str) -> str | Markup:
-    return _word(ROLE, code)
-
-
-def promo_kind(code: str) -> str | Markup:
-    return _word(PROMO_KIND, code)
-
-
-def promo_state(code: str) -> str | Markup:
-    return _word(PROMO_STATE, code)
-
-
-def ledger_kind(code: str) -> str | Markup:
-    return _word(LEDGER_KIND, code)
-
-
-def outcome(code: str) -> str | Markup:
-    return _word(OUTCOME, code)
-
-
-def provider(code: str) -> str | Markup:
-    """A payment provider by the name customers see on the recharge form."""
-    return _word(PROVIDER_LABELS, code)
-
-
-def audit_action(code: str) -> str | Markup:
-    return _word(AUDIT_ACTION, code)
 
 
 # An audit row's target is "<what> <which>": "promotion 5", "staff dave", "order 2024...".
@@ -231,8 +214,7 @@ def event_said(event: PaymentEvent) -> str | Markup:
     return str(said) % {"amount": yuan(event.amount_fen)} if said is not None else _word({}, event.kind)
 
 
-def callback_said(code: str) -> str | Markup:
-    return _word(CALLBACK_SAID, code)
+callback_said = _reader(CALLBACK_SAID)
 
 
 def terms(t: Terms) -> str:

@@ -80,11 +80,11 @@ def sign_in(page: Page, site: Site) -> None:
 
 
 @pytest.mark.parametrize("lang", ["zh", "en", "zh-Hant"])
-def test_staff_pages_fit_phone_tablet_and_desktop(browser: Browser, site: Site, lang: str) -> None:
-    context = browser.new_context(viewport={"width": WIDTHS[0], "height": 700}, locale="zh-CN")
+def test_staff_pages_fit_phone_tablet_and_desktop(browser: Browser, site: Site, lang: str, js: bool) -> None:
+    context = browser.new_context(viewport={"width": WIDTHS[0], "height": 700}, locale="zh-CN", java_script_enabled=js)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    rec = Recorder(page, f"staff-layout-{lang}")
+    rec = Recorder(page, f"staff-layout-{lang}-{'js' if js else 'nojs'}")
     problems: list[str] = []
     measured: dict[tuple[str, int], dict[str, Any]] = {}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

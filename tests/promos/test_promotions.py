@@ -375,7 +375,7 @@ NO_TITLE = ["--title-zh", " ", "--title-en", "x"]
 
 
 REFUSED = {
-    "fixed-without-value": (["--kind", "fixed_bonus"], "A fixed_bonus needs a bonus above 0"),
+    "fixed-without-value": (["--kind", "fixed_bonus"], "A fixed bonus needs a bonus above 0"),
     "fixed-with-percent": (["--kind", "fixed_bonus", "--value", "5", "--percent", "5"], "takes no percent and no cap"),
     "fixed-with-cap": (["--kind", "fixed_bonus", "--value", "5", "--cap", "5"], "takes no percent and no cap"),
     "percent-with-value": (["--kind", "percent_bonus", "--percent", "5", "--value", "5"], "takes no bonus"),
