@@ -69,7 +69,8 @@ def assert_summary_focused_in_view(page: Page, summary: str) -> None:
     top, bottom, height = page.evaluate(
         "(s) => { const r = document.querySelector(s).getBoundingClientRect(); return [r.top, r.bottom, window.innerHeight]; }",
         summary)
-    assert 0 <= top and bottom <= height, f"the summary is at {top}..{bottom}, the viewport 0..{height}"
+    # Focus scrolls it to the viewport's edge, where a zoomed phone puts it a fraction of a pixel out.
+    assert -1 <= top and bottom <= height + 1, f"the summary is at {top}..{bottom}, the viewport 0..{height}"
 
 
 @pytest.mark.parametrize("width", (320, 1280))
