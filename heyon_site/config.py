@@ -62,7 +62,7 @@ def promo_cap(name: str, raw: object) -> int:
     return int(text)
 
 
-RECEIPT_PAPERS = ("58", "80", "a4")  # billing.receipts.PAPERS, which a test holds to this
+RECEIPT_PAPERS = ("58", "80", "a4")  # billing.receipts.PAPERS (tests/customer/test_order_pages.py holds them equal)
 
 
 def receipt_paper(raw: str | None) -> str:

@@ -11,18 +11,25 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from heyon_site.billing.promos import PromoCaps, Quote, active_promotions, offer_version, quote, quote_token
+from heyon_site.billing.promos import (
+    PromoCaps,
+    Quote,
+    active_promotions,
+    current_quote,
+    offer_version,
+    quote,
+    quote_token,
+)
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.cards.numbers import CardNumberError, normalise_card_number
 from heyon_site.customer import own_orders
 from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp, no_store
-from heyon_site.customer.forms import PROVIDER_LABELS, RechargeForm
+from heyon_site.customer.forms import RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
 from heyon_site.payments.checkout import begin_payment, device_of
-from heyon_site.providers import enabled
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.web import page_cache
@@ -127,14 +134,13 @@ def summary_of(form: RechargeForm) -> Summary | None:
     except CardNumberError:
         last4 = None
     try:
-        amount_fen = form.chosen_amount()
+        terms: Quote | None = current_quote(
+            db.session, form.chosen_amount(), caps=PromoCaps.from_config(current_app.config)
+        )
     except ValidationError:
         terms = None
-    else:
-        now, caps = utcnow(), PromoCaps.from_config(current_app.config)
-        terms = quote(amount_fen, active_promotions(db.session, now), now, caps=caps)
-    chosen = form.method.data or ""
-    method = str(PROVIDER_LABELS[chosen]) if chosen in enabled() and chosen in PROVIDER_LABELS else None
+    # The chosen one of the enabled methods, by the label its button shows.
+    method = next((str(label) for _, label, chosen, *_ in form.method.iter_choices() if chosen), None)
     return Summary(last4, terms, method) if last4 or terms or method else None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Response, abort, current_app, request, url_for
 
 from heyon_site import sitetime
+from heyon_site.billing.recharge import find_order
 from heyon_site.customer.receipt import receipt_response
 from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
 from heyon_site.ops.audit import record
 from heyon_site.staff import queries
 from heyon_site.staff.auth import actor, require_role
@@ -43,7 +45,7 @@ def order(order_no: str) -> Response:
 @bp.post("/orders/<order_no>/receipt")
 @require_role("cashier")
 def print_receipt(order_no: str) -> Response:
-    queries.order_detail(order_no) or abort(404)
+    find_order(db.session, order_no) or abort(404)
     form = ReceiptForm(formdata=request.form)
     if not form.validate():
         abort(400)
@@ -61,5 +63,4 @@ def receipt_form() -> ReceiptForm:
 @require_role("cashier")
 def reprint(order_no: str) -> Response:
     """The customer's receipt as staff print it for the counter: marked as a reprint."""
-    detail = queries.order_detail(order_no) or abort(404)
-    return receipt_response(detail.order, request.args.get("paper", ""), reprint=True)
+    return receipt_response(find_order(db.session, order_no) or abort(404), request.args.get("paper", ""), reprint=True)

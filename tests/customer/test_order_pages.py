@@ -118,8 +118,10 @@ def test_the_receipt_names_method_promotion_and_support_and_offers_a_print_butto
 
 
 def test_a_receipt_link_without_a_paper_takes_the_shops_paper(app: Flask, client: FlaskClient) -> None:
-    from heyon_site.config import receipt_paper
+    from heyon_site.billing.receipts import PAPERS
+    from heyon_site.config import RECEIPT_PAPERS, receipt_paper
 
+    assert RECEIPT_PAPERS == PAPERS  # the setting's papers are the receipt's (config cannot import billing's)
     assert receipt_paper(None) == "80" and receipt_paper(" A4 ") == "a4"
     with pytest.raises(ValueError, match="HEYON_RECEIPT_PAPER"):
         receipt_paper("letter")
