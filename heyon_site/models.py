@@ -123,6 +123,12 @@ class RechargeOrder(Model):
     provider_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     pay_url: Mapped[str | None] = mapped_column(Text, default=None)
     pay_qr: Mapped[str | None] = mapped_column(Text, default=None)
+    # A payment sheet opened inside the provider's app (WeChat JSAPI): its signed parameters, as
+    # JSON, shown on the order page for WeChat's bridge to open.
+    pay_jsapi: Mapped[str | None] = mapped_column(Text, default=None)
+    # The digest of the one WeChat sign-in (OAuth ``state``) this order is waiting for; cleared
+    # when it comes back, so a state is good once and only for this order.
+    oauth_state: Mapped[str | None] = mapped_column(String(64), default=None)
     # Reconciliation: when the provider was last asked about this order (bounds how often the
     # customer's "check payment now" and cron ask).
     checked_at: Mapped[datetime | None] = mapped_column(default=None)

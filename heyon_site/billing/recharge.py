@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from heyon_site.billing.events import ProviderEvent
@@ -152,6 +152,56 @@ def accept_terms(s: DbSession, order_id: int) -> bool:
         update(RechargeOrder)
         .where(RechargeOrder.id == order_id, RechargeOrder.status == "pending")
         .values(needs_confirmation=False)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
+def _not_begun() -> tuple[ColumnElement[bool], ...]:
+    """An order still pending, whose terms are accepted and with which no provider has been
+    asked for anything: nothing can have been paid for it anywhere yet."""
+    return (
+        RechargeOrder.status == "pending",
+        RechargeOrder.needs_confirmation.is_(False),
+        RechargeOrder.pay_url.is_(None),
+        RechargeOrder.pay_qr.is_(None),
+        RechargeOrder.pay_jsapi.is_(None),
+        RechargeOrder.provider_ref.is_(None),
+    )
+
+
+def await_sign_in(s: DbSession, order_id: int, state_digest: str) -> bool:
+    """The order waits for this WeChat sign-in (the digest of its single-use ``state``); a newer
+    one replaces it. False once the order can no longer be begun."""
+    result = s.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, *_not_begun())
+        .values(oauth_state=state_digest)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
+def end_sign_in(s: DbSession, order_id: int, state_digest: str) -> bool:
+    """The sign-in the order waited for came back: True once for its ``state``, and only while
+    nothing else has begun the payment; a replay, or a state of another order, is False."""
+    result = s.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, RechargeOrder.oauth_state == state_digest, *_not_begun())
+        .values(oauth_state=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
+def switch_method(s: DbSession, order_id: int, provider: str) -> bool:
+    """Pay the order another way (the chosen one cannot pay where the customer is, or its sign-in
+    failed): only while no provider has been asked for anything, so the order can never be paid
+    twice. Amount and terms stay those the customer accepted."""
+    result = s.execute(
+        update(RechargeOrder)
+        .where(RechargeOrder.id == order_id, *_not_begun())
+        .values(provider=provider, oauth_state=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     return rowcount(result) == 1

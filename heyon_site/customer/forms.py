@@ -160,3 +160,25 @@ class CheckPaymentForm(Form):
 
 class ConfirmTermsForm(Form):
     """Only the CSRF token: accepting an order's changed terms starts the payment, so a POST."""
+
+
+class ContinuePaymentForm(Form):
+    """Only the CSRF token: going on to pay an order with which no provider was asked yet (it was
+    opened where its method could not pay, or the provider did not answer), so a POST."""
+
+
+class OtherMethodForm(Form):
+    """Pay an order another way, among the methods that work where the customer is now."""
+
+    method = RadioField(_l("Payment method"), [InputRequired(_l("Choose a payment method."))], validate_choice=False)
+
+    def __init__(self, formdata: Any, methods: list[str], **kwargs: Any) -> None:
+        super().__init__(formdata=formdata, **kwargs)
+        self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in methods]
+        if formdata is None and methods:
+            self.method.data = methods[0]
+
+    def validate_method(self, field: RadioField) -> None:
+        choices = cast(list[tuple[str, str]], self.method.choices or [])
+        if field.data not in dict(choices):
+            raise ValidationError(_l("Choose a payment method."))

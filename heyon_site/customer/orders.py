@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from flask import Response, abort, current_app, request, url_for
 from markupsafe import Markup
 
 from heyon_site.billing import receipts
-from heyon_site.billing.recharge import accept_terms, find_by_token
+from heyon_site.billing.recharge import accept_terms, find_by_token, switch_method
 from heyon_site.customer.blueprint import bp, no_store
-from heyon_site.customer.forms import PROVIDER_LABELS, CheckPaymentForm, ConfirmTermsForm
+from heyon_site.customer.forms import (
+    PROVIDER_LABELS,
+    CheckPaymentForm,
+    ConfirmTermsForm,
+    ContinuePaymentForm,
+    OtherMethodForm,
+)
 from heyon_site.customer.recharge import METHOD_UNAVAILABLE, to_checkout
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db, limiter
 from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.payments.context import Context, blocked_here, context_of
 from heyon_site.payments.reconcile import candidate, check_one
+from heyon_site.providers import enabled as enabled_providers
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.base import ProviderUnavailable
 from heyon_site.web.fragments import is_htmx, redirect_to, render
@@ -24,13 +33,15 @@ from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_lim
 
 @bp.get("/orders/<token>")
 def order(token: str) -> Response:
-    return _order_page(find_by_token(db.session, token) or abort(404))
+    return order_page(find_by_token(db.session, token) or abort(404))
 
 
-def _order_page(found: RechargeOrder, status: int = 200, problem: object = None) -> Response:
+def order_page(found: RechargeOrder, status: int = 200, problem: object = None) -> Response:
     waited = utcnow() - found.created_at
+    context = context_of(request.user_agent.string)
+    pending = found.status == "pending"
     qr = None
-    if found.status == "pending" and found.pay_qr:
+    if pending and found.pay_qr:
         # A long web address (a signed Alipay link is about 1,000 characters) becomes a short one
         # of ours that redirects to it: a small QR code a cheap camera reads. An app scheme
         # (weixin://) must be scanned as it is. segno escapes the payload into its own SVG.
@@ -40,6 +51,9 @@ def _order_page(found: RechargeOrder, status: int = 200, problem: object = None)
             else found.pay_qr
         )
         qr = Markup(receipts.qr_svg(payload))
+    begun = bool(found.pay_url or found.pay_qr or found.pay_jsapi or found.provider_ref)
+    waiting = pending and not found.needs_confirmation
+    others = other_methods(found, context) if waiting and not begun else []
     return no_store(
         render(
             "customer/order.html",
@@ -48,13 +62,63 @@ def _order_page(found: RechargeOrder, status: int = 200, problem: object = None)
             order=found,
             qr=qr,
             problem=problem,
+            context=context,
+            begun=begun,
+            blocked=waiting and not begun and blocked_here(found.provider, context),
+            # WeChat's pay sheet opens only inside WeChat; elsewhere the page says where it began.
+            sheet=json.loads(found.pay_jsapi) if pending and found.pay_jsapi and context == "wechat" else None,
             check_form=CheckPaymentForm(formdata=None),
             confirm_form=ConfirmTermsForm(formdata=None),
+            continue_form=ContinuePaymentForm(formdata=None),
+            other_form=OtherMethodForm(formdata=None, methods=others) if others else None,
             method=PROVIDER_LABELS.get(found.provider, found.provider),
-            overdue=found.status == "pending"
-            and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
+            overdue=pending and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
         )
     )
+
+
+def other_methods(found: RechargeOrder, context: Context) -> list[str]:
+    """The enabled methods, other than the order's, that can pay it where the customer is."""
+    return [
+        name
+        for name, provider in enabled_providers().items()
+        if name != found.provider and not blocked_here(name, context) and provider.min_fen <= found.pay_fen
+    ]
+
+
+@bp.post("/orders/<token>/checkout")
+@limiter.limit(ip_limit)
+def order_checkout(token: str) -> Response:
+    """Go on to pay an order with which no provider was asked yet: opened now where its method
+    can pay (the browser, after WeChat), or after the provider did not answer."""
+    found = find_by_token(db.session, token) or abort(404)
+    if not ContinuePaymentForm(formdata=request.form).validate():
+        abort(400)
+    if found.status != "pending" or found.needs_confirmation:
+        return redirect_to(url_for("customer.order", token=token))
+    try:
+        return to_checkout(found)
+    except ProviderUnavailable:
+        return order_page(found, status=503, problem=METHOD_UNAVAILABLE)
+
+
+@bp.post("/orders/<token>/method")
+@limiter.limit(ip_limit)
+def order_method(token: str) -> Response:
+    """Pay the order another way, while no provider has been asked for anything about it."""
+    found = find_by_token(db.session, token) or abort(404)
+    form = OtherMethodForm(formdata=request.form, methods=other_methods(found, context_of(request.user_agent.string)))
+    if not form.validate():
+        return order_page(found, status=422, problem=form.method.errors[0] if form.method.errors else None)
+    order_id, method = found.id, form.method.data or ""
+    if not in_write_transaction(lambda: switch_method(db.session, order_id, method)):
+        return redirect_to(url_for("customer.order", token=token))  # begun, paid or expired meanwhile
+    db.session.expire_all()
+    found = find_by_token(db.session, token) or abort(404)
+    try:
+        return to_checkout(found)
+    except ProviderUnavailable:
+        return order_page(found, status=503, problem=METHOD_UNAVAILABLE)
 
 
 @bp.get("/orders/<token>/pay")
@@ -83,7 +147,7 @@ def order_start(token: str) -> Response:
     try:
         return to_checkout(found)
     except ProviderUnavailable:
-        return _order_page(found, status=503, problem=METHOD_UNAVAILABLE)
+        return order_page(found, status=503, problem=METHOD_UNAVAILABLE)
 
 
 def check_limit() -> str:
@@ -107,5 +171,5 @@ def order_check(token: str) -> Response:
         db.session.expire_all()
         found = find_by_token(db.session, token) or abort(404)
     if is_htmx():
-        return _order_page(found)
+        return order_page(found)
     return redirect_to(url_for("customer.order", token=token))

@@ -34,3 +34,9 @@ def remember_card(number: str) -> None:
 def last_card() -> str | None:
     number = session.get(CARD_KEY)
     return number if isinstance(number, str) else None
+
+
+def made_orders() -> list[str]:
+    """This browser's order numbers, oldest first."""
+    mine = session.get(SESSION_KEY, [])
+    return [n for n in mine if isinstance(n, str)] if isinstance(mine, list) else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,15 +23,18 @@ from heyon_site.billing.promos import (
 )
 from heyon_site.billing.recharge import start_recharge
 from heyon_site.cards.numbers import CardNumberError, normalise_card_number
-from heyon_site.customer import own_orders
+from heyon_site.customer import own_orders, wechat_sign_in
 from heyon_site.customer.auth import open_card, refuse
 from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
-from heyon_site.payments.checkout import begin_payment, device_of
+from heyon_site.payments.checkout import begin_payment
+from heyon_site.payments.context import Context, blocked_here, context_of, device_for
+from heyon_site.providers import enabled as enabled_providers
 from heyon_site.providers import get as get_provider
+from heyon_site.providers import wechat_oauth
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.web import page_cache
 from heyon_site.web.fragments import is_htmx, redirect_to, render
@@ -66,6 +70,7 @@ def recharge_page(
         block,
         status,
         form=form,
+        method_notes=method_notes(context_of(request.user_agent.string)),
         promotions=running,
         deals=deals,
         quote=offer,
@@ -75,11 +80,31 @@ def recharge_page(
     )
 
 
+#: What a method does where it cannot pay as usual, said beside it on the form.
+CONTEXT_NOTES = {
+    ("alipay", "wechat"): _l("In WeChat: we show you how to open it in your browser"),
+    ("wechat", "alipay"): _l("In Alipay: we show you how to open it in WeChat or a browser"),
+}
+NATIVE_IN_WECHAT = _l("In WeChat: a code to scan with another phone, or open this page in a browser")
+
+
+def method_notes(context: Context) -> dict[str, object]:
+    notes: dict[str, object] = {
+        name: CONTEXT_NOTES[(name, context)] for name in enabled_providers() if blocked_here(name, context)
+    }
+    if context == "wechat" and "wechat" in enabled_providers() and wechat_oauth() is None:
+        notes["wechat"] = NATIVE_IN_WECHAT
+    return notes
+
+
 def form_page(template: str) -> Response:
-    """Home and the empty recharge form: the same for every visitor of a language but for the
-    CSRF token, so they come from the page cache (web/page_cache.py says what may be stale)."""
+    """Home and the empty recharge form: the same for every visitor of a language (and of a place:
+    WeChat's browser, Alipay's app, any other) but for the CSRF token, so they come from the page
+    cache (web/page_cache.py says what may be stale)."""
     return page_cache.response(
-        template, lambda: recharge_page(RechargeForm(formdata=None), template=template).get_data(as_text=True)
+        template,
+        lambda: recharge_page(RechargeForm(formdata=None), template=template).get_data(as_text=True),
+        variant=context_of(request.user_agent.string),
     )
 
 
@@ -197,6 +222,8 @@ class CheckoutOrder(Protocol):
     """What sending a customer on to pay reads of an order."""
 
     @property
+    def id(self) -> int: ...
+    @property
     def order_no(self) -> str: ...
     @property
     def token(self) -> str: ...
@@ -208,6 +235,8 @@ class CheckoutOrder(Protocol):
     def pay_qr(self) -> str | None: ...
     @property
     def pay_url(self) -> str | None: ...
+    @property
+    def pay_jsapi(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -215,28 +244,46 @@ class Started:
     """A new (or repeated) order as its transaction left it: read before the commit, so nothing
     after it loads the row again."""
 
+    id: int
     order_no: str
     token: str
     provider: str
     pay_fen: int
     pay_qr: str | None
     pay_url: str | None
+    pay_jsapi: str | None
     needs_confirmation: bool
 
     @classmethod
     def of(cls, o: RechargeOrder) -> Started:
-        return cls(o.order_no, o.token, o.provider, o.pay_fen, o.pay_qr, o.pay_url, o.needs_confirmation)
+        return cls(
+            o.id, o.order_no, o.token, o.provider, o.pay_fen, o.pay_qr, o.pay_url, o.pay_jsapi, o.needs_confirmation
+        )
 
 
-def to_checkout(order: CheckoutOrder) -> Response:
+def to_checkout(order: CheckoutOrder, openid: str | None = None) -> Response:
     """Send the customer on to pay: where a checkout was begun already (the same form sent
-    again), the same one; else a new one with the provider. Raises ProviderUnavailable, and the
-    order then stays pending and expires unpaid."""
-    if order.pay_qr:
-        return redirect_to(url_for("customer.order", token=order.token))  # the QR code is shown there
+    again), the same one; else a new one with the provider, as where the customer is allows
+    (payments/context.py). Raises ProviderUnavailable, and the order then stays pending, payable
+    another way, and expires unpaid."""
+    back = url_for("customer.order", token=order.token)
+    if order.pay_qr or order.pay_jsapi:
+        return redirect_to(back)  # the QR code, or WeChat's pay sheet, is opened there
     if order.pay_url:
         return redirect_to(order.pay_url)
+    context = context_of(request.user_agent.string)
+    if blocked_here(order.provider, context):
+        return redirect_to(back)  # it says where this method can pay, and offers the others
     provider = get_provider(order.provider) or abort(409)
+    device = device_for(context)
+    if order.provider == "wechat" and context == "wechat":
+        oauth = wechat_oauth()
+        if oauth is None:
+            device = "desktop"  # no official account: the Native QR code, with what to do about it
+        else:
+            openid = openid or wechat_sign_in.remembered_openid(oauth.appid)
+            if openid is None:
+                return _sign_in(order, oauth.authorize_url)
     # WeChat compares the H5 payer's address with the one that opens its page; behind a proxy
     # ProxyFix (HEYON_PROXY_HOPS) puts the client's address here.
     ref = OrderRef(
@@ -245,12 +292,22 @@ def to_checkout(order: CheckoutOrder) -> Response:
         "Heyon card recharge",
         url_for("customer.order", token=order.token, _external=True),
         request.remote_addr,
+        payer_openid=openid,
     )
     try:
-        checkout = begin_payment(provider, ref, device_of(request.user_agent.string))
+        checkout = begin_payment(provider, ref, device)
     except ProviderUnavailable:
         current_app.logger.warning("%s checkout for order %s failed: provider unavailable", provider.name, ref.order_no)
         raise
-    if checkout.qr_payload or not checkout.redirect_url:
-        return redirect_to(url_for("customer.order", token=order.token))
+    if checkout.qr_payload or checkout.jsapi or not checkout.redirect_url:
+        return redirect_to(back)
     return redirect_to(checkout.redirect_url)
+
+
+def _sign_in(order: CheckoutOrder, authorize_url: Callable[[str, str], str]) -> Response:
+    """WeChat's silent sign-in first (the openid JSAPI needs); it comes back to
+    customer.wechat_signed_in with the state, and on to the pay sheet."""
+    state = wechat_sign_in.new_state(order.id, order.order_no)
+    if state is None:
+        return redirect_to(url_for("customer.order", token=order.token))
+    return redirect_to(authorize_url(url_for("customer.wechat_signed_in", _external=True), state))

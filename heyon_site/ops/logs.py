@@ -41,8 +41,9 @@ access_log = logging.getLogger("heyon_site.access")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Held at WARNING whatever HEYON_LOG_LEVEL says. sqlalchemy.engine writes statements and table
 # rows (card numbers, password hashes) at INFO and DEBUG; alembic announces its plugins at INFO
-# in every worker that imports it.
-QUIET_LOGGERS = ("sqlalchemy.engine", "alembic.runtime.plugins")
+# in every worker that imports it; urllib3 writes every request line at DEBUG, and WeChat's
+# sign-in API takes the official account's secret in its query string.
+QUIET_LOGGERS = ("sqlalchemy.engine", "alembic.runtime.plugins", "urllib3.connectionpool")
 
 
 def current_request_id() -> str | None:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import update
 
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder
+from heyon_site.payments.context import context_of, device_for
 from heyon_site.providers.base import Checkout, Device, OrderRef, Provider
-
-# Words in a User-Agent that mean a phone or tablet browser (including in-app browsers).
-_MOBILE_HINTS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "micromessenger", "alipayclient")
 
 
 def device_of(user_agent: str) -> Device:
-    """A phone gets the provider's mobile page; a computer gets a QR code for the phone. No
-    User-Agent at all is taken for a phone, since most of our customers are on one."""
-    ua = user_agent.lower()
-    if not ua or any(hint in ua for hint in _MOBILE_HINTS):
-        return "mobile"
-    return "desktop"
+    """A phone gets the provider's mobile page; a computer gets a QR code for the phone."""
+    return device_for(context_of(user_agent))
 
 
 def begin_payment(provider: Provider, ref: OrderRef, device: Device) -> Checkout:
@@ -31,7 +27,12 @@ def begin_payment(provider: Provider, ref: OrderRef, device: Device) -> Checkout
         db.session.execute(
             update(RechargeOrder)
             .where(RechargeOrder.order_no == ref.order_no)
-            .values(pay_url=checkout.redirect_url, pay_qr=checkout.qr_payload, provider_ref=checkout.provider_ref)
+            .values(
+                pay_url=checkout.redirect_url,
+                pay_qr=checkout.qr_payload,
+                provider_ref=checkout.provider_ref,
+                pay_jsapi=json.dumps(checkout.jsapi, separators=(",", ":")) if checkout.jsapi else None,
+            )
         )
 
     in_write_transaction(keep)

@@ -17,6 +17,7 @@ from heyon_site.providers.base import Provider
 from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.providers.stripe_checkout import StripeCheckoutProvider
 from heyon_site.providers.wechat import WechatPayProvider
+from heyon_site.providers.wechat_oauth import WechatOAuth
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,19 @@ def init_app(app: Flask) -> None:
         except (KeyError, ValueError) as exc:
             log.warning("payment provider %r is not offered: %s", name, exc)
     app.extensions["heyon.providers"] = enabled
+    app.extensions["heyon.wechat_oauth"] = _wechat_oauth(app.config, enabled)
+
+
+def _wechat_oauth(config: Mapping[str, Any], enabled: Mapping[str, Provider]) -> WechatOAuth | None:
+    """WeChat Pay inside WeChat (JSAPI) needs the official account's sign-in; without it WeChat's
+    browser is offered the Native QR code, with what to do about it."""
+    if "wechat" not in enabled or not (config.get("HEYON_WECHAT_MP_APPID") or config.get("HEYON_WECHAT_MP_SECRET")):
+        return None
+    try:
+        return WechatOAuth(config)
+    except (KeyError, ValueError) as exc:
+        log.warning("WeChat Pay inside WeChat (JSAPI) is not offered: %s", exc)
+        return None
 
 
 def enabled() -> dict[str, Provider]:
@@ -49,3 +63,9 @@ def enabled() -> dict[str, Provider]:
 
 def get(name: str) -> Provider | None:
     return enabled().get(name)
+
+
+def wechat_oauth() -> WechatOAuth | None:
+    """The official account's sign-in, when WeChat Pay can pay inside WeChat (JSAPI)."""
+    oauth: WechatOAuth | None = current_app.extensions.get("heyon.wechat_oauth")
+    return oauth

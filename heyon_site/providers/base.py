@@ -44,6 +44,9 @@ class Checkout:
     qr_payload: str | None = None
     #: The provider's own id for this payment, kept on the order for ``query`` and ``close``.
     provider_ref: str | None = None
+    #: Parameters for a payment sheet the page opens in the provider's own app browser (WeChat's
+    #: ``getBrandWCPayRequest``: appId, timeStamp, nonceStr, package, signType, paySign).
+    jsapi: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class OrderRef:
     return_url: str
     #: The payer's address, for providers that compare it with who opens their page (WeChat H5).
     payer_ip: str | None = None
+    #: Who pays, as the provider's app knows them (a WeChat openid, read from WeChat's OAuth by
+    #: the site, never from the browser): with it, WeChat Pay makes a JSAPI order.
+    payer_openid: str | None = None
 
 
 @dataclass(frozen=True)

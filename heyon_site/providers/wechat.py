@@ -1,7 +1,11 @@
 """WeChat Pay API v3 (direct merchant), written on ``cryptography`` and ``requests``.
 
 Checkout calls the API: a computer gets a Native order (``code_url``, shown as a QR code for the
-phone's WeChat to scan), a phone browser an H5 order (``h5_url``, WeChat's mobile page).
+phone's WeChat to scan), a phone browser an H5 order (``h5_url``, WeChat's mobile page), and
+WeChat's own browser a JSAPI order for the payer's openid (``prepay_id``, whose pay sheet the page
+opens with ``getBrandWCPayRequest``; the parameters are signed here with the merchant key). A
+JSAPI order is made under the official account's appid (``HEYON_WECHAT_MP_APPID``, the one the
+openid belongs to), so notifications and queries may carry either appid.
 ``query`` and ``close`` ask by our order number (``out_trade_no``).
 
 Every request we send is signed with the merchant private key (``WECHATPAY2-SHA256-RSA2048``
@@ -81,6 +85,7 @@ _TIMESTAMP = re.compile(r"\d{1,12}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REFUND_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREPAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class WaitingForPayment(MalformedCallback):
@@ -163,6 +168,10 @@ class WechatPayProvider:
         if not self._api_base.startswith(("https://", "http://")):
             raise MissingSetting("HEYON_WECHAT_API_BASE is not an http(s) URL")
         self._notify_url = setting(config, "HEYON_WECHAT_NOTIFY_URL", required=False).strip()
+        # The official account (or mini program) bound to the merchant, for JSAPI orders; may be
+        # the same appid as HEYON_WECHAT_APPID.
+        self.mp_appid = setting(config, "HEYON_WECHAT_MP_APPID", required=False).strip()
+        self._appids = frozenset({self._appid, self.mp_appid} - {""})
         self._clock = clock or (lambda: datetime.now(UTC))
 
     # ------------------------------------------------------------------ WeChat's signatures
@@ -261,7 +270,7 @@ class WechatPayProvider:
 
     def checkout(self, order: OrderRef, device: Device) -> Checkout:
         payload: dict[str, Any] = {
-            "appid": self._appid,
+            "appid": self.mp_appid if order.payer_openid else self._appid,
             "mchid": self._mchid,
             # WeChat takes at most 127 bytes of UTF-8; a cut character is dropped, not garbled.
             "description": order.subject.encode()[:127].decode("utf-8", "ignore"),
@@ -270,6 +279,8 @@ class WechatPayProvider:
             "notify_url": self._notify_url or url_for("payments.notify", name=self.name, _external=True),
             "amount": {"total": order.pay_fen, "currency": "CNY"},
         }
+        if order.payer_openid:
+            return self._jsapi(payload, order.payer_openid)
         if device == "desktop":
             what = "native order"
             answer = self._call("POST", "/v3/pay/transactions/native", payload)
@@ -286,6 +297,31 @@ class WechatPayProvider:
         # WeChat's documented way back: its page sends the browser to redirect_url when done.
         joiner = "&" if "?" in h5_url else "?"
         return Checkout(redirect_url=f"{h5_url}{joiner}redirect_url={quote(order.return_url, safe='')}")
+
+    def _jsapi(self, payload: dict[str, Any], openid: str) -> Checkout:
+        what = "jsapi order"
+        if not self.mp_appid:
+            raise ProviderUnavailable(f"{what}: HEYON_WECHAT_MP_APPID is not set")
+        payload["payer"] = {"openid": openid}
+        answer = self._call("POST", "/v3/pay/transactions/jsapi", payload)
+        prepay_id = self._json(answer, what).get("prepay_id") if answer.status_code == 200 else None
+        if not isinstance(prepay_id, str) or not _PREPAY_ID.fullmatch(prepay_id):
+            raise self._failure(answer, what)
+        return Checkout(jsapi=self.pay_sheet(prepay_id))
+
+    def pay_sheet(self, prepay_id: str) -> dict[str, str]:
+        """``getBrandWCPayRequest``'s parameters: paySign is RSA-SHA256 with the merchant key over
+        ``appId\ntimeStamp\nnonceStr\npackage\n`` (WeChat Pay's JSAPI "调起支付" rule)."""
+        sheet = {
+            "appId": self.mp_appid,
+            "timeStamp": str(int(self._clock().timestamp())),
+            "nonceStr": secrets.token_hex(16),
+            "package": f"prepay_id={prepay_id}",
+            "signType": "RSA",
+        }
+        message = "".join(f"{sheet[k]}\n" for k in ("appId", "timeStamp", "nonceStr", "package")).encode()
+        sheet["paySign"] = rsa_signature.sign(self._private_key, message)
+        return sheet
 
     # ------------------------------------------------------------------ notifications
 
@@ -327,7 +363,7 @@ class WechatPayProvider:
             return self._refund(transaction, str(event_type))
         # Authentic, but about another app or merchant (a shared key, or our settings are wrong):
         # "malformed", so that "bad_signature" keeps meaning "not from WeChat Pay".
-        if transaction.get("appid") != self._appid:
+        if transaction.get("appid") not in self._appids:
             raise MalformedCallback("appid is not ours")
         if transaction.get("mchid") != self._mchid:
             raise MalformedCallback("mchid is not ours")
@@ -415,11 +451,10 @@ class WechatPayProvider:
         if answer.status_code != 200:
             raise self._failure(answer, what)
         transaction = self._json(answer, what)
-        if (transaction.get("appid"), transaction.get("mchid"), transaction.get("out_trade_no")) != (
-            self._appid,
-            self._mchid,
-            order_no,
-        ):
+        if transaction.get("appid") not in self._appids or (
+            transaction.get("mchid"),
+            transaction.get("out_trade_no"),
+        ) != (self._mchid, order_no):
             raise ProviderUnavailable(f"{what}: the answer is about another order or merchant")
         try:
             return self._event(transaction)

@@ -14,6 +14,7 @@ import secrets
 import time
 
 from flask import Blueprint, Response, abort, current_app, request, url_for
+from flask_babel import lazy_gettext as _l
 from wtforms import HiddenField
 from wtforms.validators import AnyOf
 
@@ -23,6 +24,7 @@ from heyon_site.customer import own_orders
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db, limiter
 from heyon_site.models import RechargeOrder, SandboxPayment
+from heyon_site.payments.context import Context, context_of
 from heyon_site.providers import get as get_provider
 from heyon_site.providers.sandbox import SandboxProvider
 from heyon_site.sandbox.notifier import notify_url, send_in_background
@@ -35,6 +37,18 @@ bp = Blueprint("sandbox", __name__, url_prefix="/pay/sandbox")
 limiter.shared_limit(ip_limit, scope="sandbox-gateway")(bp)
 
 OUTCOMES = ("pay", "fail", "silent")
+
+#: What a real provider would have done where this page was opened (payments/context.py), so the
+#: sandbox shows each context's checkout: (WeChat Pay, Alipay).
+REAL_CHECKOUTS: dict[Context, tuple[object, object]] = {
+    "wechat": (
+        _l("WeChat's own pay sheet (JSAPI), after a silent WeChat sign-in"),
+        _l("a page saying to open this page in the browser"),
+    ),
+    "alipay": (_l("a page saying to open this page in WeChat or a browser"), _l("Alipay's mobile page (wap pay)")),
+    "mobile": (_l("WeChat's mobile page (H5)"), _l("Alipay's mobile page (wap pay)")),
+    "desktop": (_l("a QR code to scan with WeChat (Native)"), _l("Alipay's page, with its QR code")),
+}
 
 
 class GatewayForm(Form):
@@ -65,9 +79,12 @@ def gateway(order_no: str) -> Response:
     # Back from the order page after paying shows what happened, not the buttons again (the page
     # is never cached, so Back asks for it anew); a hosted page takes one payment per order.
     done = db.session.query(SandboxPayment).filter_by(order_no=order_no).one_or_none()
+    context = context_of(request.user_agent.string)
     response = render(
         "sandbox/gateway.html",
         order=order,
+        context=context,
+        real=REAL_CHECKOUTS[context],
         sign=_sandbox().gateway_sign(order_no),
         paid=None if done is None else done.status != "TRADE_CLOSED",
         own=own_orders.made_here(order_no),

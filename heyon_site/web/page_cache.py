@@ -128,14 +128,15 @@ def gzip_tail(data: bytes, head_crc: int, head_size: int) -> bytes:
     return bytes(out + struct.pack("<II", zlib.crc32(data, head_crc), (head_size + len(data)) & 0xFFFFFFFF))
 
 
-def _cached(template: str, build: Callable[[], str]) -> Page | str:
-    """The page of ``template`` in the visitor's language, or (when it cannot be kept) the HTML
-    rendered for this visitor alone."""
+def _cached(template: str, build: Callable[[], str], variant: str = "") -> Page | str:
+    """The page of ``template`` in the visitor's language (and ``variant``: where the visitor is,
+    when the page says what works there), or (when it cannot be kept) the HTML rendered for this
+    visitor alone."""
     ttl = current_app.config.get("HEYON_PAGE_CACHE_SECONDS", 0)
     if ttl <= 0:
         return build()
-    pages: dict[tuple[str, str], Page] = current_app.extensions.setdefault("heyon.page_cache", {})
-    key, now = (template, str(get_locale())), time.monotonic()
+    pages: dict[tuple[str, str, str], Page] = current_app.extensions.setdefault("heyon.page_cache", {})
+    key, now = (template, str(get_locale()), variant), time.monotonic()
     hit = pages.get(key)
     if hit is None or hit.expires <= now:
         name = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
@@ -158,11 +159,11 @@ def _cached(template: str, build: Callable[[], str]) -> Page | str:
     return hit
 
 
-def response(template: str, build: Callable[[], str]) -> Response:
+def response(template: str, build: Callable[[], str], variant: str = "") -> Response:
     """The page as a response, with this visitor's CSRF token; compressed from the cache when
     the browser takes brotli or gzip and the page allows it (Flask-Compress leaves an encoded
     response alone)."""
-    answer = _answer(_cached(template, build))
+    answer = _answer(_cached(template, build, variant))
     answer.vary.add("HX-Request")  # as render() says for every page: a fragment is never this page
     return answer
 

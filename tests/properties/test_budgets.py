@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +22,20 @@ import brotli
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from heyon_site import create_app
 from heyon_site.database import in_write_transaction
+from heyon_site.extensions import db
+from heyon_site.models import RechargeOrder
 from heyon_site.faq.services import seed
 from heyon_site.faq.starter import STARTER
 
-from tests.kit import ROOT, new_client
+from tests.kit import ROOT, TEST_CONFIG, held, new_client, recharge_form
 from tests.kit import CARD, PIN, csrf_from, make_card, notification, order, start_order
+from tests.provider_kits.wechat import KIT as WECHAT_KIT
+from tests.provider_kits.wechat import MP_APPID, jsapi_config
 from tests.properties.kit import masked
 
 BUDGET = 14 * 1024  # HTML + CSS, gzip: what fits in the first round trip (initial TCP window)
@@ -37,6 +44,12 @@ HTMX = "js/htmx-2.0.11.min.js"  # the one library a page may load (pinned; its S
 LOADER = "js/load.js"  # the one script of a page, inline: it fetches htmx after the first paint
 PRINT = "js/print.js"  # the receipt's print button, the one script file a page names (the receipt)
 LOADER_BUDGET = 1024  # bytes of first-party script besides htmx
+# WeChat's pay sheet opener: excepted from the budget, named only by a JSAPI order's page opened
+# inside WeChat (where WeChat's own bridge runs it), never by a page anyone else gets.
+WECHAT = "js/wechat.js"
+WECHAT_UA = ("Mozilla/5.0 (Linux; Android 10; V2002A) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 "
+             "Chrome/86.0.4240.99 XWEB/4313 MMWEBSDK/20220805 Mobile Safari/537.36 MicroMessenger/8.0.27.2220(0x28001B37) "
+             "WeChat/arm64 NetType/4G Language/zh_CN")
 # ?lang= -> <html lang>; zh is the default, asked for by no parameter (and so first: the others
 # are remembered in a cookie)
 LANGS = {"zh": "zh-Hans", "en": "en", "zh-Hant": "zh-Hant"}
@@ -349,7 +362,8 @@ def test_every_customer_page_has_a_budget() -> None:
 
     app = create_app({"TESTING": True, "SECRET_KEY": "x", "DATABASE_URL": "sqlite://"})
     covered = {"/", "/recharge", "/faq", "/balance", "/orders/<token>", "/orders/<token>/receipt",
-               "/recharge/quote"}  # the quote is the recharge page with an amount chosen
+               "/recharge/quote",  # the quote is the recharge page with an amount chosen
+               "/wechat/signed-in"}  # test_the_wechat_pages_fit_and_name_only_their_script
     redirects = {"/orders/<token>/pay"}  # no page of their own
     customer = {rule.rule for rule in app.url_map.iter_rules()
                 if rule.endpoint.startswith("customer.") and "GET" in (rule.methods or set())}
@@ -360,6 +374,40 @@ def test_first_party_script_stays_under_one_kilobyte() -> None:
     """Besides the vendored htmx, the only scripts are its loader and the receipt's print
     button: at most 1 KB together as stored."""
     scripts = sorted(p.relative_to(ROOT / "static").as_posix() for p in (ROOT / "static" / "js").glob("*.js"))
-    assert scripts == sorted([HTMX, LOADER, PRINT]), scripts
+    assert scripts == sorted([HTMX, LOADER, PRINT, WECHAT]), scripts
     size = sum(len((ROOT / "static" / name).read_bytes()) for name in (LOADER, PRINT))
     assert size <= LOADER_BUDGET, f"{LOADER} and {PRINT} are {size} bytes together"
+
+
+def test_the_wechat_pages_fit_and_name_only_their_script(database: str) -> None:
+    """Inside WeChat a JSAPI order's page names one script more, WeChat's pay sheet opener (the
+    brief excepts it from the 1 KB: it runs only there); anywhere else the same page names none.
+    The page a refused WeChat sign-in ends on fits the budget like every other."""
+    config = {**TEST_CONFIG, "DATABASE_URL": database, "HEYON_PROVIDERS": ("wechat",),
+              **WECHAT_KIT.config("http://127.0.0.1:9"), **jsapi_config("http://127.0.0.1:9")}
+    with held(create_app(config)) as app:
+        make_card()
+        buyer = new_client(app)
+        buyer.environ_base["HTTP_USER_AGENT"] = WECHAT_UA
+        made = buyer.post("/recharge", data=recharge_form(buyer, method="wechat"))
+        assert made.status_code == 303 and "/connect/oauth2/authorize?" in made.headers["Location"]
+        found = db.session.scalars(select(RechargeOrder)).one()
+        # What a JSAPI order leaves on the order (its parameters are signed by WeChat Pay's code;
+        # here only their size matters: a paySign of RSA 2048 is 344 characters of base64).
+        found.pay_jsapi = json.dumps({"appId": MP_APPID, "timeStamp": "1796328840", "nonceStr": "a" * 32,
+                                      "package": "prepay_id=wx" + "0" * 32, "signType": "RSA", "paySign": "A" * 344})
+        db.session.commit()
+        css_gz = len(gzip.compress((ROOT / "static" / "css" / "site.css").read_bytes(), 9))
+        for ua, expected in ((WECHAT_UA, [WECHAT]), ("Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", [])):
+            r = new_client(app).get(f"/orders/{found.token}", headers={"User-Agent": ua, "Accept-Encoding": "gzip"})
+            html = gzip.decompress(r.get_data()).decode()
+            assert r.status_code == 200 and len(r.get_data()) + css_gz <= BUDGET, len(r.get_data())
+            assert [static_file(src) for src, _ in loads_of(html).scripts] == expected, ua
+            assert ('id="wechat-jsapi"' in html) == bool(expected), ua
+        refused = new_client(app).get("/wechat/signed-in?state=forged&code=x",
+                                      headers={"User-Agent": WECHAT_UA, "Accept-Encoding": "gzip"})
+        # An error answer goes uncompressed (Flask-Compress compresses 200s); measured as it would be.
+        body = refused.get_data()
+        assert refused.status_code == 400 and len(gzip.compress(body, 9)) + css_gz <= BUDGET
+        assert "Nothing was paid" in new_client(app).get("/wechat/signed-in?state=forged&lang=en").get_data(as_text=True)
+        assert not loads_of(body.decode()).scripts

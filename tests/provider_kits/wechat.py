@@ -35,6 +35,9 @@ MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 PLATFORM_SERIAL = "PUB_KEY_ID_0119000000012025010100000000000001"
 OTHER_SERIAL = "PUB_KEY_ID_0119000000012025010100000000000002"
 FOREIGN_APPID = "wx9999999999999999"
+#: The official account bound to the merchant, whose users' openids JSAPI orders are paid by.
+MP_APPID = "wx00000000000000a2"
+MP_SECRET = "0123456789abcdef0123456789abcdef"
 FOREIGN_MCHID = "1999999999"
 SCHEME = "WECHATPAY2-SHA256-RSA2048"
 ORDER_PATH = re.compile(r"/v3/pay/transactions/out-trade-no/([^/]+)(/close)?")
@@ -100,7 +103,8 @@ class _Routes(dict[tuple[str, str], Handler]):
 
     def __init__(self, fake: WechatFakeApi) -> None:
         super().__init__({("POST", "/v3/pay/transactions/native"): functools.partial(_create, fake, "native"),
-                          ("POST", "/v3/pay/transactions/h5"): functools.partial(_create, fake, "h5")})
+                          ("POST", "/v3/pay/transactions/h5"): functools.partial(_create, fake, "h5"),
+                          ("POST", "/v3/pay/transactions/jsapi"): functools.partial(_create, fake, "jsapi")})
         self.fake = fake
 
     def get(self, key: tuple[str, str], default: Handler | None = None) -> Handler | None:  # type: ignore[override]
@@ -127,6 +131,8 @@ class WechatFakeApi(FakeApi):
     refused: list[str] = field(default_factory=list)
     delay: float = 0.0
     answer_appid: str = APPID
+    #: JSAPI orders made: prepay_id -> out_trade_no (what a pay sheet's package must name).
+    prepay_ids: dict[str, str] = field(default_factory=dict)
 
 
 def _answer(fake: WechatFakeApi, payload: Mapping[str, Any] | None, status: int = 200, signed: bool = True) -> Response:
@@ -175,8 +181,11 @@ def _create(fake: WechatFakeApi, kind: str, request: Request) -> Response:
     if not _authorized(fake, request):
         return _answer(fake, SIGN_ERROR, 401, signed=False)
     body = json.loads(request.get_data())
-    if body.get("appid") != APPID or body.get("mchid") != MCHID:
+    # A JSAPI order is made under the official account the payer's openid belongs to.
+    if body.get("appid") != (MP_APPID if kind == "jsapi" else APPID) or body.get("mchid") != MCHID:
         return _answer(fake, {"code": "PARAM_ERROR", "message": "appid和mch_id不匹配"}, 400)
+    if kind == "jsapi" and not (isinstance(body.get("payer"), dict) and body["payer"].get("openid")):
+        return _answer(fake, {"code": "PARAM_ERROR", "message": "缺少参数payer.openid"}, 400)
     order_no = body["out_trade_no"]
     existing = fake.trades.get(order_no)
     if existing is not None and existing.state != "NOTPAY":
@@ -186,6 +195,9 @@ def _create(fake: WechatFakeApi, kind: str, request: Request) -> Response:
     prepay = "wx" + secrets.token_hex(16)
     if kind == "native":
         return _answer(fake, {"code_url": f"weixin://wxpay/bizpayurl?pr={secrets.token_urlsafe(6)}"})
+    if kind == "jsapi":
+        fake.prepay_ids[prepay] = order_no
+        return _answer(fake, {"prepay_id": prepay})
     return _answer(fake, {"h5_url": f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay}"
                                     f"&package={secrets.randbelow(10**10)}"})
 
@@ -230,6 +242,94 @@ def transaction(order_no: str, amount_fen: int, txn_id: str | None, state: str =
         found.update({"transaction_id": txn_id, "trade_type": "NATIVE", "bank_type": "OTHERS",
                       "success_time": rfc3339(datetime.now(UTC)), "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}})
     return found
+
+
+def pay_sheet_verifies(sheet: Mapping[str, str]) -> bool:
+    """What WeChat's client checks before it shows the pay sheet: paySign is RSA-SHA256 with the
+    merchant's key over ``appId\ntimeStamp\nnonceStr\npackage\n``."""
+    message = "".join(f"{sheet[k]}\n" for k in ("appId", "timeStamp", "nonceStr", "package")).encode()
+    return sheet.get("signType") == "RSA" and verifies(keys().merchant, message, sheet.get("paySign", ""))
+
+
+# ------------------------------------------------------------------ WeChat's web sign-in
+
+
+@dataclass
+class Grant:
+    openid: str
+    issued: float
+    used: bool = False
+
+
+@dataclass(eq=False)
+class WechatOAuthFake(FakeApi):
+    """WeChat's web sign-in (``open.weixin.qq.com`` and ``api.weixin.qq.com`` in one server):
+    ``/connect/oauth2/authorize`` sends the browser back to ``redirect_uri`` with a one-time code
+    (5 minutes, as WeChat's) and the state; ``/sns/oauth2/access_token`` trades a code for the
+    openid when the appid and secret are the official account's. ``openid`` is the WeChat user
+    who is signing in; ``give_code=False`` plays a return without a code."""
+
+    openid: str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+    give_code: bool = True
+    grants: dict[str, Grant] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+    def code_for(self, openid: str | None = None) -> str:
+        code = secrets.token_hex(16)
+        self.grants[code] = Grant(openid or self.openid, time.time())
+        return code
+
+
+def _authorize(fake: WechatOAuthFake, request: Request) -> Response:
+    args = request.args
+    if (args.get("appid"), args.get("response_type"), args.get("scope")) != (MP_APPID, "code", "snsapi_base"):
+        fake.refused.append("authorize: appid, response_type or scope")
+        return Response("redirect_uri 参数错误", status=200, content_type="text/plain; charset=utf-8")
+    state = args.get("state", "")
+    if not re.fullmatch(r"[A-Za-z0-9]{0,128}", state):  # WeChat's rule for state
+        fake.refused.append("authorize: state")
+        return Response("state 参数错误", status=200, content_type="text/plain; charset=utf-8")
+    back = args.get("redirect_uri", "")
+    joiner = "&" if "?" in back else "?"
+    query = (f"code={fake.code_for()}&" if fake.give_code else "") + f"state={state}"
+    return Response(status=302, headers={"Location": f"{back}{joiner}{query}"})
+
+
+def _access_token(fake: WechatOAuthFake, request: Request) -> Response:
+    args = request.args
+
+    def error(code: int, message: str) -> Response:
+        fake.refused.append(f"access_token: {code}")
+        return Response(json.dumps({"errcode": code, "errmsg": message}), content_type="application/json")
+
+    if args.get("appid") != MP_APPID:
+        return error(40013, "invalid appid")
+    if args.get("secret") != MP_SECRET:
+        return error(40125, "invalid appsecret")
+    if args.get("grant_type") != "authorization_code":
+        return error(40002, "invalid grant_type")
+    grant = fake.grants.get(args.get("code", ""))
+    if grant is not None and grant.used:
+        return error(40163, "code been used")
+    if grant is None or time.time() - grant.issued > 300:
+        return error(40029, "invalid code")
+    grant.used = True
+    return Response(json.dumps({"access_token": secrets.token_hex(32), "expires_in": 7200,
+                                "refresh_token": secrets.token_hex(32), "openid": grant.openid,
+                                "scope": "snsapi_base"}), content_type="application/json")
+
+
+def oauth_fake() -> WechatOAuthFake:
+    fake = WechatOAuthFake(routes={})
+    fake.routes = {("GET", "/connect/oauth2/authorize"): functools.partial(_authorize, fake),
+                   ("GET", "/sns/oauth2/access_token"): functools.partial(_access_token, fake)}
+    return fake
+
+
+def jsapi_config(oauth_base_url: str) -> dict[str, str]:
+    """The settings that turn on WeChat Pay inside WeChat, signing in at ``oauth_base_url``."""
+    return {"HEYON_WECHAT_MP_APPID": MP_APPID, "HEYON_WECHAT_MP_SECRET": MP_SECRET,
+            "HEYON_WECHAT_OPEN_BASE": oauth_base_url, "HEYON_WECHAT_OAUTH_BASE": oauth_base_url}
 
 
 # ------------------------------------------------------------------ the kit
@@ -339,3 +439,15 @@ def new_refund_id() -> str:
 
 
 KIT = WechatKit()
+
+
+def jsapi_notification(order_no: str, amount_fen: int, txn_id: str,
+                       openid: str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o") -> tuple[bytes, dict[str, str]]:
+    """WeChat Pay's notification of a JSAPI payment, genuinely signed: the transaction names the
+    official account's appid (MP_APPID), under which the order was made, and the payer's openid."""
+    plain = transaction(order_no, amount_fen, txn_id, "SUCCESS", appid=MP_APPID)
+    plain.update(trade_type="JSAPI", payer={"openid": openid})
+    notice = {"id": str(uuid.uuid4()), "create_time": rfc3339(datetime.now(UTC)), "resource_type": "encrypt-resource",
+              "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功", "resource": encrypt(plain, keys().api_v3)}
+    body = json.dumps(notice, ensure_ascii=False).encode()
+    return body, {"Content-Type": "application/json", **signed_headers(body)}

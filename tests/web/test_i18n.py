@@ -222,7 +222,7 @@ def test_the_page_cache_keeps_each_language_apart(app: Flask) -> None:
                 if path in ("/", "/recharge"):
                     assert language_of(r) == lang
     keys = {key for key in app.extensions["heyon.page_cache"]}
-    assert {locale for _template, locale in keys} == {"zh_Hans", "zh_Hant", "en"}
+    assert {locale for _template, locale, _where in keys} == {"zh_Hans", "zh_Hant", "en"}
 
 
 @pytest.mark.parametrize("path", ["/", "/recharge", "/faq", "/no-such-page"])
