@@ -101,11 +101,13 @@ def form_page(template: str) -> Response:
     """Home and the empty recharge form: the same for every visitor of a language (and of a place:
     WeChat's browser, Alipay's app, any other) but for the CSRF token, so they come from the page
     cache (web/page_cache.py says what may be stale)."""
-    return page_cache.response(
+    answer = page_cache.response(
         template,
         lambda: recharge_page(RechargeForm(formdata=None), template=template).get_data(as_text=True),
         variant=context_of(request.user_agent.string),
     )
+    answer.vary.add("User-Agent")  # what each method does here depends on the browser it is
+    return answer
 
 
 @bp.get("/")
@@ -307,6 +309,9 @@ def to_checkout(order: CheckoutOrder, openid: str | None = None) -> Response:
 def _sign_in(order: CheckoutOrder, authorize_url: Callable[[str, str], str]) -> Response:
     """WeChat's silent sign-in first (the openid JSAPI needs); it comes back to
     customer.wechat_signed_in with the state, and on to the pay sheet."""
+    # The state is good only in the browser that started it: this one, which may not be the
+    # one that made the order (made in Alipay's app, opened in WeChat to pay).
+    own_orders.remember(order.order_no)
     state = wechat_sign_in.new_state(order.id, order.order_no)
     if state is None:
         return redirect_to(url_for("customer.order", token=order.token))

@@ -47,7 +47,9 @@ def init_app(app: Flask) -> None:
 def _wechat_oauth(config: Mapping[str, Any], enabled: Mapping[str, Provider]) -> WechatOAuth | None:
     """WeChat Pay inside WeChat (JSAPI) needs the official account's sign-in; without it WeChat's
     browser is offered the Native QR code, with what to do about it."""
-    if "wechat" not in enabled or not (config.get("HEYON_WECHAT_MP_APPID") or config.get("HEYON_WECHAT_MP_SECRET")):
+    # Given as a value or as a file (NAME_FILE): either asks for JSAPI; WechatOAuth says what is missing.
+    asked = any(config.get(n) or config.get(n + "_FILE") for n in ("HEYON_WECHAT_MP_APPID", "HEYON_WECHAT_MP_SECRET"))
+    if "wechat" not in enabled or not asked:
         return None
     try:
         return WechatOAuth(config)

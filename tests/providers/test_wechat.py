@@ -33,8 +33,9 @@ from heyon_site.models import PaymentEvent, ProviderCallback, RechargeOrder
 from heyon_site.payments.reconcile import candidate, check_one
 from heyon_site.providers import get as get_provider
 from heyon_site.providers import wechat
-from heyon_site.providers.base import InvalidSignature, OrderRef, ProviderUnavailable
+from heyon_site.providers.base import InvalidSignature, MalformedCallback, OrderRef, ProviderUnavailable
 from heyon_site.providers.wechat import WaitingForPayment, WechatPayProvider
+from heyon_site.providers.wechat_oauth import CodeRefused, WechatOAuth
 
 from tests import kit
 from tests.kit import TEST_CONFIG, held
@@ -43,9 +44,16 @@ from tests.provider_kits.wechat import (
     APPID,
     KIT,
     MCHID,
+    MP_APPID,
+    MP_SECRET,
     PLATFORM_SERIAL,
     WechatFakeApi,
+    WechatOAuthFake,
+    jsapi_config,
+    jsapi_notification,
     keys,
+    oauth_fake,
+    pay_sheet_verifies,
     private_pem,
     public_pem,
     signed_headers,
@@ -655,3 +663,162 @@ def test_a_platform_certificate_instead_of_a_public_key(app: Flask, order_no: st
     with pytest.raises(InvalidSignature):
         provider.parse_callback(body, signed_headers(body, serial=PLATFORM_SERIAL))
 
+
+
+# ------------------------------------------------------------------ JSAPI: paying inside WeChat
+
+OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+
+def jsapi_provider(fake: WechatFakeApi, **overrides: str) -> WechatPayProvider:
+    """The adapter with the official account bound to the merchant (JSAPI orders)."""
+    return WechatPayProvider({**KIT.config(fake.base_url), "HEYON_WECHAT_MP_APPID": MP_APPID, **overrides})
+
+
+def payer_ref(order_no: str) -> OrderRef:
+    return OrderRef(order_no, kit.ORDER_FEN, "Heyon card recharge", f"http://heyon.test/orders/{order_no}",
+                    "203.0.113.7", payer_openid=OPENID)
+
+
+def test_checkout_for_a_payer_is_a_jsapi_order_under_the_official_account(app: Flask, fake: WechatFakeApi,
+                                                                          order_no: str) -> None:
+    """With the payer's openid, whatever the device: a JSAPI order made under the appid the openid
+    belongs to, and pay sheet parameters WeChat's client accepts (signed with the merchant key)."""
+    checkout = jsapi_provider(fake).checkout(payer_ref(order_no), "mobile")
+    assert (checkout.redirect_url, checkout.qr_payload, checkout.provider_ref) == (None, None, None)
+    [(method, path, _)] = fake.seen
+    assert (method, path, fake.refused) == ("POST", "/v3/pay/transactions/jsapi", [])
+    sent = fake.trades[order_no].request
+    assert (sent["appid"], sent["mchid"], sent["out_trade_no"], sent["payer"]) == (
+        MP_APPID, MCHID, order_no, {"openid": OPENID})
+    assert sent["amount"] == {"total": kit.ORDER_FEN, "currency": "CNY"}
+    assert "scene_info" not in sent  # H5's; a JSAPI order names its payer instead
+    sheet = checkout.jsapi
+    assert sheet is not None and pay_sheet_verifies(sheet)
+    assert (sheet["appId"], sheet["signType"]) == (MP_APPID, "RSA")
+    assert fake.prepay_ids[sheet["package"].removeprefix("prepay_id=")] == order_no
+    assert abs(int(sheet["timeStamp"]) - datetime.now(UTC).timestamp()) < 5
+
+
+def test_a_pay_sheet_changed_after_signing_does_not_verify(app: Flask, fake: WechatFakeApi, order_no: str) -> None:
+    """What makes pay_sheet_verifies worth asking: another order's package, under the same sign."""
+    sheet = dict(jsapi_provider(fake).checkout(payer_ref(order_no), "mobile").jsapi or {})
+    assert pay_sheet_verifies(sheet)
+    assert not pay_sheet_verifies({**sheet, "package": "prepay_id=wx" + "0" * 32})
+    assert not pay_sheet_verifies({**sheet, "signType": "MD5"})
+
+
+def test_a_jsapi_checkout_without_an_official_account_asks_nothing(app: Flask, fake: WechatFakeApi,
+                                                                   order_no: str) -> None:
+    with pytest.raises(ProviderUnavailable, match="HEYON_WECHAT_MP_APPID"):
+        WechatPayProvider(KIT.config(fake.base_url)).checkout(payer_ref(order_no), "mobile")
+    assert fake.seen == []
+
+
+@pytest.mark.parametrize("failure", ["down", "unsigned", "other", "stale", "unknown_serial", "tampered", "garbled"])
+def test_a_jsapi_checkout_without_a_usable_answer_is_provider_unavailable(app: Flask, fake: WechatFakeApi,
+                                                                         order_no: str, failure: str) -> None:
+    if failure == "down":
+        fake.fail_next = 1
+    else:
+        fake.answer_with = failure
+    with pytest.raises(ProviderUnavailable):
+        jsapi_provider(fake).checkout(payer_ref(order_no), "mobile")
+
+
+def test_a_jsapi_payment_is_notified_and_queried_under_the_official_account(app: Flask, fake: WechatFakeApi,
+                                                                          order_no: str) -> None:
+    """Notifications and query answers about a JSAPI order carry MP_APPID; the adapter without
+    that account configured still refuses them, so the appid is checked, not ignored."""
+    body, headers = jsapi_notification(order_no, kit.ORDER_FEN, TXN)
+    event = jsapi_provider(fake).parse_callback(body, headers)
+    assert (event.kind, event.order_no, event.txn_id, event.amount_fen) == ("paid", order_no, TXN, kit.ORDER_FEN)
+    with pytest.raises(MalformedCallback, match="appid is not ours"):
+        WechatPayProvider(KIT.config(fake.base_url)).parse_callback(body, headers)
+    txn_id = KIT.pay(fake, order_no, kit.ORDER_FEN)
+    fake.answer_appid = MP_APPID
+    queried = jsapi_provider(fake).query(order_no)
+    assert queried is not None and (queried.kind, queried.txn_id) == ("paid", txn_id)
+    with pytest.raises(ProviderUnavailable, match="another order or merchant"):
+        WechatPayProvider(KIT.config(fake.base_url)).query(order_no)
+
+
+# ------------------------------------------------------------------ WeChat's web sign-in (the openid)
+
+
+@pytest.fixture
+def oauth_api() -> Iterator[WechatOAuthFake]:
+    with serving(oauth_fake()) as api:
+        assert isinstance(api, WechatOAuthFake)
+        yield api
+
+
+def test_the_authorize_address_is_wechats_documented_one(oauth_api: WechatOAuthFake) -> None:
+    url = WechatOAuth(jsapi_config(oauth_api.base_url)).authorize_url("https://heyon.example/wechat/signed-in", "s1")
+    assert url == (f"{oauth_api.base_url}/connect/oauth2/authorize?appid={MP_APPID}"
+                   "&redirect_uri=https%3A%2F%2Fheyon.example%2Fwechat%2Fsigned-in&response_type=code"
+                   "&scope=snsapi_base&state=s1#wechat_redirect")
+
+
+def test_a_code_is_traded_for_the_openid_once(oauth_api: WechatOAuthFake) -> None:
+    oauth = WechatOAuth(jsapi_config(oauth_api.base_url))
+    code = oauth_api.code_for()
+    assert oauth.openid_for(code) == oauth_api.openid
+    with pytest.raises(CodeRefused, match="40163"):  # WeChat's "code been used"
+        oauth.openid_for(code)
+    with pytest.raises(CodeRefused, match="40029"):  # never issued
+        oauth.openid_for("0" * 32)
+
+
+def test_a_code_not_of_wechats_form_is_refused_without_asking(oauth_api: WechatOAuthFake) -> None:
+    oauth = WechatOAuth(jsapi_config(oauth_api.base_url))
+    for code in ("", "a b", "x" * 129, "../../x", "code&secret=1"):
+        with pytest.raises(CodeRefused):
+            oauth.openid_for(code)
+    assert oauth_api.seen == []
+
+
+def test_a_wrong_secret_is_code_refused(oauth_api: WechatOAuthFake) -> None:
+    oauth = WechatOAuth({**jsapi_config(oauth_api.base_url), "HEYON_WECHAT_MP_SECRET": "f" * 32})
+    with pytest.raises(CodeRefused, match="40125"):
+        oauth.openid_for(oauth_api.code_for())
+
+
+def test_wechat_sign_in_unreachable_is_provider_unavailable_and_never_says_the_secret(
+        oauth_api: WechatOAuthFake) -> None:
+    """The secret travels in the request's query string: no error may carry the URL."""
+    answering = WechatOAuth(jsapi_config(oauth_api.base_url))
+    oauth_api.fail_next = 1
+    with pytest.raises(ProviderUnavailable, match="HTTP 503") as failed:
+        answering.openid_for(oauth_api.code_for())
+    assert MP_SECRET not in str(failed.value)
+    nowhere = WechatOAuth({**jsapi_config(oauth_api.base_url), "HEYON_WECHAT_OAUTH_BASE": "http://127.0.0.1:9"})
+    with pytest.raises(ProviderUnavailable) as refused_connection:
+        nowhere.openid_for(oauth_api.code_for())
+    assert MP_SECRET not in str(refused_connection.value)
+    assert refused_connection.value.__cause__ is None and refused_connection.value.__suppress_context__
+
+
+def test_jsapi_is_offered_with_the_official_accounts_settings(database: str, oauth_api: WechatOAuthFake,
+                                                             tmp_path: Path) -> None:
+    """With the account's appid and secret (the secret from a file, as keys are mounted), WeChat's
+    browser pays by JSAPI; without them, or without WeChat Pay, it is not offered."""
+    secret = tmp_path / "mp_secret"
+    secret.write_text(MP_SECRET + "\n")
+    config = {**jsapi_config(oauth_api.base_url), "HEYON_WECHAT_MP_SECRET": "",
+              "HEYON_WECHAT_MP_SECRET_FILE": str(secret)}
+    built = wechat_app(database, "http://127.0.0.1:9", **config)
+    assert isinstance(built.extensions["heyon.wechat_oauth"], WechatOAuth)
+    assert wechat_app(database, "http://127.0.0.1:9").extensions["heyon.wechat_oauth"] is None
+    sandbox_only = create_app({**TEST_CONFIG, "DATABASE_URL": database, **jsapi_config(oauth_api.base_url)})
+    assert sandbox_only.extensions["heyon.wechat_oauth"] is None
+
+
+def test_a_malformed_official_account_appid_is_not_offered_and_says_why(
+        database: str, oauth_api: WechatOAuthFake, provider_log: pytest.LogCaptureFixture) -> None:
+    built = wechat_app(database, "http://127.0.0.1:9",
+                       **{**jsapi_config(oauth_api.base_url), "HEYON_WECHAT_MP_APPID": "gh_0123456789ab"})
+    assert built.extensions["heyon.wechat_oauth"] is None
+    assert "wechat" in built.extensions["heyon.providers"]  # WeChat Pay itself still works
+    assert any("HEYON_WECHAT_MP_APPID" in r.getMessage() for r in provider_log.records)
+    assert MP_SECRET not in provider_log.text
