@@ -9,7 +9,9 @@ from typing import Literal
 #: paid: money came in for the order. closed: the order can no longer be paid (never paid, or,
 #: after a payment, closed by returning all of it). refunded: money went back to the payer; its
 #: ``txn_id`` names that return (the provider's refund id), so each refund is recorded once.
-EventKind = Literal["paid", "closed", "refunded"]
+#: refund_failed: a refund we asked for will not be paid back (WeChat's REFUND.CLOSED, Stripe's
+#: failed or canceled refund).
+EventKind = Literal["paid", "closed", "refunded", "refund_failed"]
 
 
 @dataclass(frozen=True)
@@ -25,3 +27,7 @@ class ProviderEvent:
     txn_id: str
     kind: EventKind
     amount_fen: int
+    #: refunded, refund_failed: our own number of the refund request (out_refund_no,
+    #: out_request_no / out_biz_no, the refund's metadata), when the provider tells it; None for
+    #: a refund made outside this site (in the provider's console), which a person looks at.
+    refund_no: str | None = None

@@ -4,8 +4,26 @@ Checkout makes no API call: ``alipay.trade.wap.pay`` (phones) and ``alipay.trade
 (computers) are signed GET links to the gateway. Notifications are form-encoded POSTs signed
 with Alipay's key over the fields other than ``sign`` and ``sign_type``, sorted by name, joined
 as ``k=v`` with ``&``, empty values left out; they are verified with the configured Alipay public
-key and nothing else (no network). ``alipay.trade.query`` and ``alipay.trade.close`` are signed
-POSTs whose JSON answers are verified over the exact bytes Alipay signed.
+key and nothing else (no network). ``alipay.trade.query``, ``alipay.trade.close``, the refund
+calls and the statement's address are signed POSTs whose JSON answers are verified over the exact
+bytes Alipay signed; an answer that does not verify is no answer (ProviderUnavailable).
+
+Refunds (``alipay.trade.refund``, synchronous) are named by our ``out_request_no``, so sending the
+same request again never pays twice. What decides a refund's state:
+
+- succeeded: the refund answer's ``fund_change`` Y, or the refund query's ``refund_status``
+  REFUND_SUCCESS (with the amount asked);
+- failed: only a signed refusal of the refund request itself (code 40004 with a sub_code in
+  ``REFUND_REFUSED``: a retry would be refused the same way), with the sub_code as detail;
+- pending: everything else that is an answer. A query that finds no finished refund under our
+  number is never taken as "failed" (Alipay's docs: it may be in progress, or the query came too
+  soon). ``refund_status`` then sends the same refund request again, as Alipay advises (same
+  out_request_no, so never paid twice), and that request's answer decides: Y succeeded, a
+  refusal failed, N (accepted, money not moved yet) still pending;
+- ACQ.SYSTEM_ERROR, any other code or sub_code, and unsigned or unreadable answers raise
+  ProviderUnavailable: nothing is known, and the same request is simply sent again.
+
+The daily statement (bill_type ``trade``) is read and written by ``alipay_bill``.
 
 No Alipay SDK: ``python-alipay-sdk`` stamps requests with the server's local time (Alipay reads
 Beijing time) and brings pycryptodomex and pyOpenSSL; the official ``alipay-sdk-python`` signs
@@ -18,7 +36,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
@@ -31,7 +49,7 @@ from flask import url_for
 from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.config import MissingSetting, setting
-from heyon_site.providers import rsa_signature
+from heyon_site.providers import alipay_bill, rsa_signature
 from heyon_site.providers.base import (
     Acknowledgement,
     Checkout,
@@ -41,6 +59,10 @@ from heyon_site.providers.base import (
     NothingToDo,
     OrderRef,
     ProviderUnavailable,
+    RefundRequest,
+    RefundResult,
+    StatementLine,
+    StatementNotReady,
 )
 
 DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
@@ -55,6 +77,36 @@ WAITING_STATUSES = frozenset({"WAIT_BUYER_PAY"})
 MAX_NOTIFY_AGE = timedelta(hours=48)
 MAX_NOTIFY_AHEAD = timedelta(minutes=15)
 TIMEOUT = (5, 10)  # seconds to connect, to read
+REFUND = "alipay.trade.refund"
+REFUND_QUERY = "alipay.trade.fastpay.refund.query"
+BILL_URL_QUERY = "alipay.data.dataservice.bill.downloadurl.query"
+#: Sub_codes (with code 40004) by which Alipay refuses a refund request for good: sending it again
+#: would be refused again, so the refund has failed and a person decides what next. Alipay's list
+#: for alipay.trade.refund, without ACQ.SYSTEM_ERROR ("call again with the same parameters").
+#: DISCORDANT_REPEAT_REQUEST: this out_request_no was used before with other parameters.
+REFUND_REFUSED = frozenset(
+    {
+        "ACQ.TRADE_NOT_EXIST",
+        "ACQ.TRADE_STATUS_ERROR",
+        "ACQ.TRADE_HAS_FINISHED",
+        "ACQ.TRADE_NOT_ALLOW_REFUND",
+        "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+        "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+        "ACQ.REFUND_FEE_ERROR",
+        "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+        "ACQ.REASON_TRADE_BEEN_FREEZEN",
+        "ACQ.DISCORDANT_REPEAT_REQUEST",
+        "ACQ.INVALID_PARAMETER",
+        "ACQ.ONLINE_TRADE_VOUCHER_NOT_ALLOW_REFUND",
+        "ACQ.REFUND_CHARGE_ERROR",
+    }
+)
+#: The statement query's "no bill for that day" (not made yet, or nothing happened that day).
+BILL_NOT_EXIST = "isp.bill_not_exist"
+# A day's statement of this site is kilobytes; a download this large is not one.
+MAX_STATEMENT_BYTES = 64 * 1024 * 1024
+# RefundResult.detail is kept in a column of 120 characters.
+_DETAIL_LENGTH = 120
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TRADE_NO = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -195,7 +247,7 @@ class AlipayProvider:
 
     # ------------------------------------------------------------------ requests we sign
 
-    def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
+    def _signed(self, method: str, biz: Mapping[str, Any], **extra: str) -> dict[str, str]:
         params = {
             "app_id": self._app_id,
             "method": method,
@@ -310,14 +362,17 @@ class AlipayProvider:
         # Keyed by the refund request, so a retry of this notice is a duplicate and the next
         # refund of the same trade is not. Without out_biz_no, the running total names the step:
         # it grows with every refund.
+        # out_biz_no is our out_request_no for a refund this site asked for, so the event names
+        # the refund request it settles; Alipay's own number for a console refund names none of ours.
         request_no = fields.get("out_biz_no", "")
-        which = request_no if _REFUND_NO.fullmatch(request_no) else f"total-{refunded_fen}"
+        refund_no = request_no if _REFUND_NO.fullmatch(request_no) else None
         return ProviderEvent(
             provider=self.name,
             order_no=order_no,
-            txn_id=f"{trade_no}:{which}",
+            txn_id=alipay_bill.refund_id(trade_no, refund_no or f"total-{refunded_fen}"),
             kind="refunded",
             amount_fen=refunded_fen,
+            refund_no=refund_no,
         )
 
     def acknowledge(self) -> Acknowledgement:
@@ -329,9 +384,9 @@ class AlipayProvider:
 
     # ------------------------------------------------------------------ the open API
 
-    def _call(self, method: str, order_no: str) -> dict[str, Any]:
+    def _call(self, method: str, biz: Mapping[str, Any]) -> dict[str, Any]:
         """POST a signed request; the verified ``<method>_response`` object, whatever its code."""
-        params = self._signed(method, {"out_trade_no": order_no})
+        params = self._signed(method, biz)
         try:
             answer = requests.post(self._gateway, data=params, timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
@@ -361,7 +416,7 @@ class AlipayProvider:
         return ProviderUnavailable(f"{method}: {str(answer.get('code'))[:10]} {str(answer.get('sub_code'))[:60]}")
 
     def query(self, order_no: str) -> ProviderEvent | None:
-        answer = self._call("alipay.trade.query", order_no)
+        answer = self._call("alipay.trade.query", {"out_trade_no": order_no})
         if self._no_trade(answer):
             return None  # the buyer has not opened the cashier: no trade yet
         if answer.get("code") != "10000":
@@ -377,7 +432,7 @@ class AlipayProvider:
             raise ProviderUnavailable(f"alipay.trade.query: {exc}") from exc
 
     def close(self, order_no: str) -> None:
-        answer = self._call("alipay.trade.close", order_no)
+        answer = self._call("alipay.trade.close", {"out_trade_no": order_no})
         # No trade: the buyer never opened the cashier, and time_expire keeps the link from being
         # paid later. TRADE_STATUS_ERROR: already paid or closed, nothing left to close; the
         # query that follows a close says which.
@@ -388,3 +443,155 @@ class AlipayProvider:
         ):
             return
         raise self._failure("alipay.trade.close", answer)
+
+    # ------------------------------------------------------------------ refunds
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        sent = self._send_refund(request)
+        if sent is not None:
+            return sent
+        # fund_change N: no money moved by this request. Alipay's docs: an earlier identical
+        # request (an answer we lost) already made the refund, or it is still being made; the
+        # refund query says which.
+        return self._find_refund(request) or _pending()
+
+    def refund_status(self, request: RefundRequest) -> RefundResult:
+        found = self._find_refund(request)
+        if found is not None:
+            return found
+        # No finished refund under this number: not made yet, still being made, or the request
+        # never arrived. Never assumed failed: Alipay advises sending the same request again (the
+        # same out_request_no is never paid twice), and its answer to that decides.
+        return self._send_refund(request) or _pending()
+
+    def _send_refund(self, request: RefundRequest) -> RefundResult | None:
+        """``alipay.trade.refund``: succeeded (fund_change Y), failed (refused for good), or None:
+        accepted without moving money by this request (fund_change N)."""
+        _check_refund(request)
+        biz = {
+            "out_trade_no": request.order_no,
+            "trade_no": request.txn_id,
+            "refund_amount": yuan(request.amount_fen),
+            "out_request_no": request.refund_no,
+        }
+        if request.reason:
+            biz["refund_reason"] = request.reason[:256]  # Alipay's limit
+        answer = self._call(REFUND, biz)
+        code, sub_code = answer.get("code"), answer.get("sub_code")
+        if code == "40004" and sub_code in REFUND_REFUSED:
+            return RefundResult("failed", detail=_detail(str(sub_code), answer.get("sub_msg")))
+        if code != "10000":
+            raise self._failure(REFUND, answer)
+        self._check_same_trade(REFUND, answer, request)
+        if answer.get("fund_change") != "Y":
+            return None
+        return RefundResult(
+            "succeeded",
+            provider_refund_id=alipay_bill.refund_id(request.txn_id, request.refund_no),
+            detail=_detail("fund_change Y", answer.get("gmt_refund_pay")),
+        )
+
+    def _find_refund(self, request: RefundRequest) -> RefundResult | None:
+        """``alipay.trade.fastpay.refund.query``: the refund's result when Alipay has a finished
+        refund under our number, None when it has none (yet)."""
+        _check_refund(request)
+        answer = self._call(
+            REFUND_QUERY,
+            {
+                "out_trade_no": request.order_no,
+                "trade_no": request.txn_id,
+                "out_request_no": request.refund_no,
+                "query_options": ["gmt_refund_pay"],
+            },
+        )
+        if self._no_trade(answer):
+            return None  # so no refund of it either; the refund request says what Alipay thinks
+        if answer.get("code") != "10000":
+            raise self._failure(REFUND_QUERY, answer)
+        self._check_same_trade(REFUND_QUERY, answer, request)
+        # Code 10000 only says the query worked; without REFUND_SUCCESS there is no finished refund.
+        if answer.get("refund_status") != "REFUND_SUCCESS":
+            return None
+        if answer.get("out_request_no", request.refund_no) != request.refund_no:
+            raise ProviderUnavailable(f"{REFUND_QUERY}: the answer is about another refund")
+        try:
+            refunded_fen = _fen(answer, "refund_amount")
+        except MalformedCallback as exc:
+            raise ProviderUnavailable(f"{REFUND_QUERY}: {exc}") from exc
+        if refunded_fen != request.amount_fen:
+            # Money went back under our number, but not the amount asked: not this request's
+            # refund as we know it. A person looks (the detail says what Alipay paid).
+            return RefundResult(
+                "failed",
+                provider_refund_id=alipay_bill.refund_id(request.txn_id, request.refund_no),
+                detail=f"REFUND_SUCCESS of {yuan(refunded_fen)}, not the {yuan(request.amount_fen)} asked",
+            )
+        return RefundResult(
+            "succeeded",
+            provider_refund_id=alipay_bill.refund_id(request.txn_id, request.refund_no),
+            detail=_detail("REFUND_SUCCESS", answer.get("gmt_refund_pay")),
+        )
+
+    @staticmethod
+    def _check_same_trade(method: str, answer: Mapping[str, Any], request: RefundRequest) -> None:
+        """A verified answer is Alipay's, but must still be about the trade we asked about."""
+        if (
+            answer.get("out_trade_no", request.order_no) != request.order_no
+            or answer.get("trade_no", request.txn_id) != request.txn_id
+        ):
+            raise ProviderUnavailable(f"{method}: the answer is about another trade")
+
+    # ------------------------------------------------------------------ the daily statement
+
+    def fetch_statement(self, day: date) -> tuple[str, bytes]:
+        if day >= self._clock().astimezone(BEIJING).date():
+            raise StatementNotReady(f"the statement of {day} is made after that day ends, Beijing time")
+        answer = self._call(BILL_URL_QUERY, {"bill_type": "trade", "bill_date": day.isoformat()})
+        if answer.get("code") == "40004" and answer.get("sub_code") == BILL_NOT_EXIST:
+            raise StatementNotReady(f"Alipay has no statement of {day} (yet): {BILL_NOT_EXIST}")
+        if answer.get("code") != "10000":
+            raise self._failure(BILL_URL_QUERY, answer)
+        url = answer.get("bill_download_url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ProviderUnavailable(f"{BILL_URL_QUERY}: no bill_download_url")
+        return f"alipay_trade_{day:%Y%m%d}.csv.zip", self._download(url)
+
+    @staticmethod
+    def _download(url: str) -> bytes:
+        """The statement file behind a signed answer's link (valid for 30 seconds, a token in
+        it: the link is never logged or put in a message)."""
+        try:
+            with requests.get(url, timeout=TIMEOUT, stream=True) as answer:
+                if answer.status_code != 200:
+                    raise ProviderUnavailable(f"statement download: HTTP {answer.status_code}")
+                data = bytearray()
+                for chunk in answer.iter_content(chunk_size=64 * 1024):
+                    data += chunk
+                    if len(data) > MAX_STATEMENT_BYTES:
+                        raise ProviderUnavailable("statement download: larger than any statement")
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"statement download: {type(exc).__name__}") from None
+        return bytes(data)
+
+    def parse_statement(self, raw: bytes) -> list[StatementLine]:
+        return alipay_bill.parse_statement(raw)
+
+
+def _pending() -> RefundResult:
+    return RefundResult("pending", detail="fund_change N: no finished refund under this number yet")
+
+
+def _detail(words: str, more: object) -> str:
+    """Alipay's words for a state, with its time or message when it gave one, cut to fit."""
+    text = f"{words} {more}" if isinstance(more, str) and more else words
+    return text[:_DETAIL_LENGTH]
+
+
+def _check_refund(request: RefundRequest) -> None:
+    """What this site sends is of Alipay's form; anything else is a bug here, not an answer."""
+    if not _ORDER_NO.fullmatch(request.order_no) or not _TRADE_NO.fullmatch(request.txn_id):
+        raise ValueError("a refund of an order or trade number not of its form")
+    if not _REFUND_NO.fullmatch(request.refund_no):
+        raise ValueError("refund_no is not Alipay's out_request_no form (printable ASCII, at most 64)")
+    if not 0 < request.amount_fen <= request.total_fen:
+        raise ValueError("a refund amount must be positive and at most the payment")

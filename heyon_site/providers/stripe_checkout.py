@@ -12,11 +12,19 @@ the endpoint's ``whsec_`` secret over ``"<t>.<body>"``, at most 300 s old) befor
 the body is read. The event's session id is the transaction id, so each session is credited
 at most once however often, and under whatever event id, Stripe delivers it.
 
-A refund made in Stripe comes as ``charge.refunded`` (sent for every refund, full or partial).
-The charge names our order: Stripe copies the PaymentIntent's metadata, which checkout sets
-(``payment_intent_data.metadata.order_no``), onto the charge the PaymentIntent makes.
-``refund.*`` events carry only a refund and a charge id; tying them to an order would take an
-API call on the notification path, and charge.refunded already says what they say.
+A refund, made here or in Stripe's dashboard, comes as ``charge.refunded`` (sent for every
+refund, full or partial, when it is made). The charge names our order: Stripe copies the
+PaymentIntent's metadata, which checkout sets (``payment_intent_data.metadata.order_no``), onto
+the charge the PaymentIntent makes. It names our refund number only on accounts whose API
+version still puts the charge's ``refunds`` list in the event (before 2022-11-15).
+
+A refund this site asks for (``refund``) carries ``refund_no`` and ``order_no`` in its own
+metadata, so ``refund.updated`` and ``refund.failed`` about it name our order and refund without
+an API call on the notification path: a refund that failed or was cancelled is
+``refund_failed``, one that went from pending to succeeded is ``refunded``. A refund made in the
+dashboard has no such metadata; its refund.* events are acknowledged and ignored, as
+charge.refunded already says what they would. Refunds and the daily statement are read in
+``stripe_refunds`` and ``stripe_statement``, which call nothing.
 
 The module is not called ``stripe.py`` so that ``import stripe`` inside it is the package.
 """
@@ -28,13 +36,15 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import date, timedelta
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import stripe
 from sqlalchemy import select
-from stripe.params.checkout import SessionCreateParams
+from stripe.params import BalanceTransactionListParams, RefundCreateParams, RefundListParams
+from stripe.params.checkout import SessionCreateParams, SessionListParams
 
 from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.billing.money import AmountError, parse_amount
@@ -50,7 +60,24 @@ from heyon_site.providers.base import (
     NothingToDo,
     OrderRef,
     ProviderUnavailable,
+    RefundRequest,
+    RefundResult,
+    StatementLine,
+    StatementNotReady,
 )
+from heyon_site.providers.stripe_refunds import (
+    PAYMENT_INTENT_ID,
+    REFUND_NO,
+    REFUND_OBJECT_EVENTS,
+    REFUSED_CODES,
+    find_ours,
+    latest_refund_no,
+    metadata_refund_no,
+    refund_event,
+    result_of,
+)
+from heyon_site.providers.stripe_statement import OURS, day_bounds, file_name, payment_intent_of
+from heyon_site.providers.stripe_statement import parse_statement as parse_balance_transactions
 
 T = TypeVar("T")
 
@@ -64,6 +91,12 @@ DEFAULT_MIN_AMOUNT = "4.00"
 #: minute more leaves room for a retried request and for clock skew.
 PAY_TIMEOUT = timedelta(minutes=31)
 WEBHOOK_TOLERANCE_SECONDS = 300
+#: The longest a Checkout Session stays payable (Stripe's bound on ``expires_at``): a charge of a
+#: statement day comes from a session made at most this long before the day began.
+SESSION_LIFETIME_MAX = timedelta(hours=24)
+#: Stripe's largest page of a list; and a bound on pages, so a list that never ends is an error.
+PAGE_SIZE = 100
+MAX_PAGES = 1000
 #: Seconds to connect and to read; one retry (same idempotency key) after a dropped connection
 #: or a 5xx. The customer waits for ``checkout``, so the worst case stays well under a minute.
 TIMEOUT = (3.0, 6.0)
@@ -88,7 +121,7 @@ class UnhandledEvent(NothingToDo):
     refusal for days) and kept on record as "ignored"."""
 
 
-HANDLED_EVENTS = PAID_EVENTS | CLOSED_EVENTS | REFUND_EVENTS
+HANDLED_EVENTS = PAID_EVENTS | CLOSED_EVENTS | REFUND_EVENTS | REFUND_OBJECT_EVENTS
 
 
 def _api_base(config: Mapping[str, Any]) -> str:
@@ -217,9 +250,12 @@ class StripeCheckoutProvider:
         kind_of_event = event.get("type")
         if kind_of_event not in HANDLED_EVENTS:
             raise UnhandledEvent(f"event type {str(kind_of_event)[:60]!r} is not handled")
-        session = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
-        if not isinstance(session, dict):
+        data = event.get("data")
+        session = data.get("object") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(session, dict):
             raise MalformedCallback("data.object missing")
+        if kind_of_event in REFUND_OBJECT_EVENTS:
+            return refund_event(self.name, kind_of_event, data)
         if kind_of_event in REFUND_EVENTS:
             return self._refund(session)
         if kind_of_event in PAID_EVENTS:
@@ -248,7 +284,8 @@ class StripeCheckoutProvider:
 
     def _refund(self, charge: Mapping[str, Any]) -> ProviderEvent:
         """The refund a verified ``charge.refunded`` states: ``amount_refunded`` is the charge's
-        total refunded so far, so (charge, total) names each refund of it exactly once."""
+        total refunded so far, so (charge, total) names each refund of it exactly once. Our
+        refund number comes with it when the event carries the charge's refunds."""
         if charge.get("object") != "charge":
             raise MalformedCallback("not a charge")
         charge_id = charge.get("id")
@@ -271,6 +308,7 @@ class StripeCheckoutProvider:
             txn_id=f"{charge_id}:{refunded}",
             kind="refunded",
             amount_fen=refunded,
+            refund_no=latest_refund_no(charge),
         )
 
     def acknowledge(self) -> Acknowledgement:
@@ -317,22 +355,209 @@ class StripeCheckoutProvider:
         if session.get("status") not in ("complete", "expired"):
             raise ProviderUnavailable("stripe expire: refused, and the session is still open")
 
+    # ------------------------------------------------------------------ refunds
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Return money of a payment to its card: ``POST /v1/refunds`` on the PaymentIntent of the
+        payment's Checkout Session, with our numbers in the refund's metadata and ``refund_no``
+        as the idempotency key.
+
+        Stripe keeps an idempotency key for at least 24 hours only, and replays a saved error
+        for as long: the payment's refunds are looked through first, so a request sent again a
+        day later, or after an error, finds the refund it made instead of making a second one.
+        Errors that say the charge cannot give this back (``REFUSED_CODES``) are ``failed``
+        with the code as detail; any other error, 429 and 5xx and a lost connection included,
+        leaves the outcome unknown: ProviderUnavailable."""
+        if request.amount_fen <= 0 or not REFUND_NO.fullmatch(request.refund_no or ""):
+            return RefundResult("failed", detail="invalid_request")
+        intent = self._payment_intent(request)
+        if isinstance(intent, RefundResult):
+            return intent
+        found = find_ours(self._refunds_of(intent), request.refund_no)
+        if found is not None:
+            return result_of(found)
+        params: RefundCreateParams = {
+            "payment_intent": intent,
+            "amount": request.amount_fen,
+            "metadata": {"refund_no": request.refund_no, "order_no": request.order_no},
+        }
+        try:
+            made = self._client.v1.refunds.create(params, {"idempotency_key": request.refund_no})
+        except stripe.InvalidRequestError as exc:
+            if exc.code in REFUSED_CODES:
+                return RefundResult("failed", detail=str(exc.code))
+            raise _unavailable("refund", exc) from None
+        except stripe.StripeError as exc:
+            # Among them IdempotencyError: the number was used before with other parameters.
+            raise _unavailable("refund", exc) from None
+        if not isinstance(made, stripe.StripeObject):
+            raise ProviderUnavailable("stripe refund: unexpected answer")
+        refund = made.to_dict()
+        if metadata_refund_no(refund) != request.refund_no:
+            raise ProviderUnavailable("stripe refund: the answer is about another refund")
+        return result_of(refund)
+
+    def refund_status(self, request: RefundRequest) -> RefundResult:
+        """What became of a refund asked for before: the payment's refund whose metadata names
+        ``refund_no`` (Stripe's refund id is not kept, and the list by PaymentIntent is one call
+        for a payment's few refunds).
+
+        No such refund is ``pending``, never ``failed``: the create may not have reached Stripe
+        (the answer was lost before it was made), and sending ``refund`` again makes it once.
+        Only Stripe saying a refund failed or was cancelled makes it ``failed``; the checks of
+        the payment itself (not a session, another order's, unpaid, not in yuan) answer as
+        ``refund`` does, since no refund of ours can exist on such a payment."""
+        intent = self._payment_intent(request)
+        if isinstance(intent, RefundResult):
+            return intent
+        found = find_ours(self._refunds_of(intent), request.refund_no)
+        if found is None:
+            return RefundResult("pending", detail="not_found")
+        return result_of(found)
+
+    def _payment_intent(self, request: RefundRequest) -> str | RefundResult:
+        """The PaymentIntent that paid the request's Checkout Session (a payment's txn_id here),
+        or the ``failed`` result saying why nothing of it can be refunded this way."""
+        session_id = request.txn_id or ""
+        if not _SESSION_ID.fullmatch(session_id):
+            return RefundResult("failed", detail="not_a_checkout_session")
+        session = self._call("retrieve", lambda: self._client.v1.checkout.sessions.retrieve(session_id))
+        if session.get("client_reference_id") != request.order_no:
+            return RefundResult("failed", detail="session_of_another_order")
+        if session.get("currency") != CURRENCY:
+            # Adaptive Pricing: the charge is in the payer's currency, and fen would be misread.
+            return RefundResult("failed", detail=f"paid_in_{str(session.get('currency'))[:10]}")
+        intent = session.get("payment_intent")
+        if isinstance(intent, dict):
+            intent = intent.get("id")
+        if isinstance(intent, str) and PAYMENT_INTENT_ID.fullmatch(intent):
+            return intent
+        if session.get("payment_status") != "paid":
+            return RefundResult("failed", detail="session_not_paid")
+        raise ProviderUnavailable("stripe retrieve: a paid session without a PaymentIntent")
+
+    def _refunds_of(self, intent: str) -> list[dict[str, Any]]:
+        def page(after: str | None) -> Any:
+            params: RefundListParams = {"payment_intent": intent, "limit": PAGE_SIZE}
+            if after:
+                params["starting_after"] = after
+            return self._client.v1.refunds.list(params)
+
+        return self._pages("refunds", page)
+
+    # ------------------------------------------------------------------ statement
+
+    def fetch_statement(self, day: date) -> tuple[str, bytes]:
+        """The balance transactions created on ``day`` (Beijing time), their sources expanded,
+        over every page, each payment or refund of ours marked with its Checkout Session (see
+        ``stripe_statement``). Stripe writes them as money moves: the day's list is complete
+        once the day is over, and an empty list is a day without any."""
+        start, end = day_bounds(day)
+        if time.time() < end:
+            raise StatementNotReady(f"stripe: {day.isoformat()} is not over yet in Beijing")
+
+        def page(after: str | None) -> Any:
+            params: BalanceTransactionListParams = {
+                "created": {"gte": start, "lt": end},
+                "limit": PAGE_SIZE,
+                "expand": ["data.source"],
+            }
+            if after:
+                params["starting_after"] = after
+            return self._client.v1.balance_transactions.list(params)
+
+        lines = self._pages("balance transactions", page)
+        intents = {intent for line in lines if (intent := payment_intent_of(line)) is not None}
+        sessions: dict[str, dict[str, str]] = {}
+        if intents:
+            # The day's payments in a few pages; a refund of an older payment asks by its own.
+            sessions = self._sessions_made(start - int(SESSION_LIFETIME_MAX.total_seconds()), end, intents)
+            for intent in sorted(intents - sessions.keys()):
+                sessions.update(self._sessions_of(intent))
+        for line in lines:
+            ours = sessions.get(payment_intent_of(line) or "")
+            if ours is not None:
+                line[OURS] = ours
+        return file_name(day), json.dumps(lines, ensure_ascii=False, indent=1, sort_keys=True).encode()
+
+    def parse_statement(self, raw: bytes) -> list[StatementLine]:
+        return parse_balance_transactions(raw)
+
+    def _sessions_made(self, start: int, end: int, intents: set[str]) -> dict[str, dict[str, str]]:
+        """Our completed sessions made in [start, end) whose PaymentIntent is in ``intents``."""
+
+        def page(after: str | None) -> Any:
+            params: SessionListParams = {"created": {"gte": start, "lt": end}, "status": "complete", "limit": PAGE_SIZE}
+            if after:
+                params["starting_after"] = after
+            return self._client.v1.checkout.sessions.list(params)
+
+        return _ours_by_intent(self._pages("checkout sessions", page), intents)
+
+    def _sessions_of(self, intent: str) -> dict[str, dict[str, str]]:
+        params: SessionListParams = {"payment_intent": intent, "limit": 10}
+        answer = self._call("checkout sessions", lambda: self._client.v1.checkout.sessions.list(params), for_json=True)
+        found = answer.get("data")
+        return _ours_by_intent(found if isinstance(found, list) else [], {intent})
+
     # ------------------------------------------------------------------ plumbing
 
-    def _call(self, what: str, request: Callable[[], Any]) -> dict[str, Any]:
-        """A Stripe API call, its answer as plain dicts (the package's objects are not dicts)."""
+    def _call(self, what: str, request: Callable[[], Any], for_json: bool = False) -> dict[str, Any]:
+        """A Stripe API call, its answer as plain dicts (the package's objects are not dicts);
+        ``for_json``: decimals as text, as ``json.dumps`` takes them."""
         try:
             answer = request()
         except stripe.StripeError as exc:
             raise _unavailable(what, exc) from None
         if not isinstance(answer, stripe.StripeObject):
             raise ProviderUnavailable(f"stripe {what}: unexpected answer")
-        return answer.to_dict()
+        return answer.to_dict(for_json=for_json)
+
+    def _pages(self, what: str, page: Callable[[str | None], Any]) -> list[dict[str, Any]]:
+        """Every item of a Stripe list, following ``starting_after`` while ``has_more``."""
+        items: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            answer = self._call(what, partial(page, after), for_json=True)
+            data = answer.get("data")
+            if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+                raise ProviderUnavailable(f"stripe {what}: the answer is not a list")
+            items.extend(data)
+            if answer.get("has_more") is not True:
+                return items
+            last = data[-1].get("id") if data else None
+            if not isinstance(last, str) or last == after:
+                raise ProviderUnavailable(f"stripe {what}: has_more without a next page")
+            after = last
+        raise ProviderUnavailable(f"stripe {what}: more than {MAX_PAGES} pages")
 
 
 def _unavailable(what: str, exc: stripe.StripeError) -> ProviderUnavailable:
     # Type, status and error code only: a message may quote part of the key.
     return ProviderUnavailable(f"stripe {what}: {type(exc).__name__} {exc.http_status or ''} {exc.code or ''}".rstrip())
+
+
+def _ours_by_intent(sessions: list[Any], intents: set[str]) -> dict[str, dict[str, str]]:
+    """PaymentIntent -> what a statement line needs of its session, for sessions this site made."""
+    found: dict[str, dict[str, str]] = {}
+    for session in sessions:
+        if not isinstance(session, dict):
+            continue
+        intent, session_id = session.get("payment_intent"), session.get("id")
+        order_no = session.get("client_reference_id")
+        metadata = session.get("metadata")
+        if (
+            isinstance(intent, str)
+            and intent in intents
+            and isinstance(session_id, str)
+            and _SESSION_ID.fullmatch(session_id)
+            and isinstance(order_no, str)
+            and _ORDER_NO.fullmatch(order_no)
+            and isinstance(metadata, dict)
+            and metadata.get("order_no") == order_no
+        ):
+            found[intent] = {"checkout_session": session_id, "order_no": order_no}
+    return found
 
 
 def _amount_fen(session: Mapping[str, Any]) -> int:

@@ -6,7 +6,9 @@ WeChat's own browser a JSAPI order for the payer's openid (``prepay_id``, whose 
 opens with ``getBrandWCPayRequest``; the parameters are signed here with the merchant key). A
 JSAPI order is made under the official account's appid (``HEYON_WECHAT_MP_APPID``, the one the
 openid belongs to), so notifications and queries may carry either appid.
-``query`` and ``close`` ask by our order number (``out_trade_no``).
+``query`` and ``close`` ask by our order number (``out_trade_no``); ``refund`` and
+``refund_status`` by our refund number (``out_refund_no``); the daily trade bill is fetched and
+read by ``fetch_statement`` and ``parse_statement`` (the reading is in ``wechat_bill``).
 
 Every request we send is signed with the merchant private key (``WECHATPAY2-SHA256-RSA2048``
 over ``METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\nBODY\\n``). Every successful answer, and every
@@ -30,7 +32,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -45,16 +47,21 @@ from flask import url_for
 
 from heyon_site.billing.events import EventKind, ProviderEvent
 from heyon_site.config import MissingSetting, setting
-from heyon_site.providers import rsa_signature
+from heyon_site.providers import rsa_signature, wechat_bill
 from heyon_site.providers.base import (
     Acknowledgement,
     Checkout,
     Device,
     InvalidSignature,
     MalformedCallback,
-    NothingToDo,
+    MalformedStatement,
     OrderRef,
     ProviderUnavailable,
+    RefundRequest,
+    RefundResult,
+    RefundState,
+    StatementLine,
+    StatementNotReady,
 )
 
 DEFAULT_API_BASE = "https://api.mch.weixin.qq.com"
@@ -76,8 +83,34 @@ SETTLED_CLOSE_CODES = frozenset({"ORDER_CLOSED", "ORDERPAID", "ORDER_PAID", "ORD
 #: money is back with the payer; ABNORMAL, it was sent back and bounced (a closed bank card), and
 #: the merchant must send it again by hand at WeChat Pay: it has left this order either way.
 RETURNED_REFUND_STATES = frozenset({"SUCCESS", "ABNORMAL"})
-#: CLOSED: the refund was closed without paying anything back.
+#: CLOSED: the refund was closed without paying anything back (WeChat closes one that waited
+#: seven days for the merchant's balance; it is asked again under a new number, by a person).
 UNPAID_REFUND_STATES = frozenset({"CLOSED"})
+
+REFUNDS_PATH = "/v3/refund/domestic/refunds"
+#: A refund's ``status`` in the answers to 申请退款 and 查询单笔退款, in our terms. ABNORMAL is
+#: "succeeded", as in notifications: the money has left this order (it bounced off the payer's
+#: closed card and waits at WeChat to be sent on by hand); the detail keeps the word for staff.
+REFUND_STATES: dict[str, RefundState] = {
+    "SUCCESS": "succeeded",
+    "ABNORMAL": "succeeded",
+    "PROCESSING": "pending",
+    "CLOSED": "failed",
+}
+#: Answers to 申请退款 that refuse this request and will not change by sending it again as it
+#: is (WeChat's error table: "此状态代表退款申请失败"): the merchant's balance is short
+#: (NOT_ENOUGH), the payer's account is closed (USER_ACCOUNT_ABNORMAL), the trade cannot be
+#: refunded so (INVALID_REQUEST: already refunded in full, more than is left, past a year),
+#: WeChat knows no such paid trade (RESOURCE_NOT_EXISTS), the request is not of its form
+#: (PARAM_ERROR) or refunds are not allowed to this merchant (NO_AUTH). Any other answer
+#: (SYSTEM_ERROR, FREQUENCY_LIMITED, SIGN_ERROR, a network error...) says nothing of the refund:
+#: ProviderUnavailable, and the same out_refund_no is sent again, which WeChat refunds once.
+REFUSED_REFUND_CODES = frozenset(
+    {"NOT_ENOUGH", "USER_ACCOUNT_ABNORMAL", "INVALID_REQUEST", "RESOURCE_NOT_EXISTS", "PARAM_ERROR", "NO_AUTH"}
+)
+#: 申请交易账单's answers for a day without a bill: nothing happened that day, or not made yet
+#: (WeChat makes the bill of a day the next morning, Beijing time).
+NO_BILL_CODES = frozenset({"NO_STATEMENT_EXIST", "STATEMENT_CREATING"})
 
 _ORDER_NO = re.compile(r"\d{1,24}")
 _TXN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -86,6 +119,12 @@ _NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REFUND_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PREPAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: out_refund_no as WeChat admits it: digits, letters and _-|*@, at most 64 (in notifications).
+_REFUND_NO = re.compile(r"[A-Za-z0-9_|*@-]{1,64}")
+#: The part of it we send: it goes into a URL path as it is, and |*@ would be escaped there, which
+#: changes what is signed. Ours are "RF" and digits.
+_SENT_REFUND_NO = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SHA1 = re.compile(r"[0-9A-Fa-f]{40}")
 
 
 class WaitingForPayment(MalformedCallback):
@@ -402,7 +441,9 @@ class WechatPayProvider:
     def _refund(self, refund: Mapping[str, Any], event_type: str) -> ProviderEvent:
         """A refund notification's decrypted resource: mchid, out_trade_no, transaction_id,
         out_refund_no, refund_id, refund_status, amount {total, refund, payer_total, payer_refund}
-        (a refund carries no appid)."""
+        (a refund carries no appid). SUCCESS and ABNORMAL are "refunded", CLOSED "refund_failed";
+        each names our refund request by its out_refund_no (one made in WeChat's console carries
+        a number WeChat made, which matches no request of ours)."""
         if refund.get("mchid") != self._mchid:
             raise MalformedCallback("mchid is not ours")
         state = refund.get("refund_status")
@@ -413,9 +454,15 @@ class WechatPayProvider:
             raise MalformedCallback("out_trade_no missing or not of our form")
         if not isinstance(refund_id, str) or not _REFUND_ID.fullmatch(refund_id):
             raise MalformedCallback("refund_id missing or not of its form")
-        if state in UNPAID_REFUND_STATES:
-            raise NothingToDo(f"refund {refund_id} of order {order_no} closed without paying back")
-        if state not in RETURNED_REFUND_STATES:
+        refund_no = refund.get("out_refund_no")
+        if refund_no is not None and (not isinstance(refund_no, str) or not _REFUND_NO.fullmatch(refund_no)):
+            raise MalformedCallback("out_refund_no not of its form")
+        kind: EventKind
+        if state in RETURNED_REFUND_STATES:
+            kind = "refunded"
+        elif state in UNPAID_REFUND_STATES:
+            kind = "refund_failed"
+        else:
             raise MalformedCallback(f"refund_status {str(state)[:20]!r}")
         amount = refund.get("amount")
         returned = amount.get("refund") if isinstance(amount, dict) else None
@@ -423,8 +470,14 @@ class WechatPayProvider:
             raise MalformedCallback("amount.refund missing or not a whole number of fen")
         # One event per refund and state: a resent notice is a duplicate, and a bounced refund
         # that WeChat later pays out (ABNORMAL, then SUCCESS) is on record twice, as it happened.
+        # CLOSED: amount.refund is what was asked for and never paid back.
         return ProviderEvent(
-            provider=self.name, order_no=order_no, txn_id=f"{refund_id}:{state}", kind="refunded", amount_fen=returned
+            provider=self.name,
+            order_no=order_no,
+            txn_id=f"{refund_id}:{state}",
+            kind=kind,
+            amount_fen=returned,
+            refund_no=refund_no,
         )
 
     def acknowledge(self) -> Acknowledgement:
@@ -474,3 +527,131 @@ class WechatPayProvider:
         if 400 <= answer.status_code < 500 and self._error_code(answer, what) in SETTLED_CLOSE_CODES:
             return
         raise self._failure(answer, what)
+
+    # ------------------------------------------------------------------ refunds
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """申请退款 (``POST /v3/refund/domestic/refunds``). A refusal (REFUSED_REFUND_CODES) is
+        "failed" only once WeChat also says it holds no refund under this number: a request sent
+        again after its first answer was lost is then never read as "not refunded"."""
+        what = "refund"
+        answer = self._call("POST", REFUNDS_PATH, self._refund_payload(request))
+        if answer.status_code == 200:
+            return self._refund_result(answer, request, what)
+        code = self._error_code(answer, what) if 400 <= answer.status_code < 500 else ""
+        if code not in REFUSED_REFUND_CODES:
+            raise self._failure(answer, what)
+        held = self._held_refund(request)
+        return held if held is not None else RefundResult("failed", detail=code)
+
+    def refund_status(self, request: RefundRequest) -> RefundResult:
+        """查询单笔退款 (``GET /v3/refund/domestic/refunds/{out_refund_no}``).
+
+        WeChat answering RESOURCE_NOT_EXISTS is never taken for a failure: the request may not
+        have reached it, or the refund may not be visible to queries yet, moments after it was
+        made. The same request is then sent again (one refund per out_refund_no, WeChat's rule),
+        and its answer is the status: the refund as WeChat now holds it (made now, or found
+        under this number), WeChat's refusal ("failed"), or ProviderUnavailable."""
+        held = self._held_refund(request)
+        return held if held is not None else self.refund(request)
+
+    def _refund_path(self, request: RefundRequest) -> str:
+        # Both go into WeChat's records (and the number into a URL path): checked before sending.
+        if not _SENT_REFUND_NO.fullmatch(request.refund_no) or not _ORDER_NO.fullmatch(request.order_no):
+            raise ProviderUnavailable("not a refund or order number WeChat Pay accepts")
+        return f"{REFUNDS_PATH}/{request.refund_no}"
+
+    def _refund_payload(self, request: RefundRequest) -> dict[str, Any]:
+        self._refund_path(request)
+        payload: dict[str, Any] = {
+            "out_trade_no": request.order_no,
+            "out_refund_no": request.refund_no,
+            # Refund results come to the payments' notify URL (the notice says REFUND.*).
+            "notify_url": self._notify_url or url_for("payments.notify", name=self.name, _external=True),
+            "amount": {"refund": request.amount_fen, "total": request.total_fen, "currency": "CNY"},
+        }
+        if request.reason:
+            # Shown to the payer; WeChat takes at most 80 (counted here in UTF-8 bytes, to be safe).
+            payload["reason"] = request.reason.encode()[:80].decode("utf-8", "ignore")
+        return payload
+
+    def _held_refund(self, request: RefundRequest) -> RefundResult | None:
+        """What WeChat holds under ``request.refund_no``; None when it holds nothing."""
+        what = "refund query"
+        answer = self._call("GET", self._refund_path(request))
+        if answer.status_code == 404 and self._error_code(answer, what) == "RESOURCE_NOT_EXISTS":
+            return None
+        if answer.status_code != 200:
+            raise self._failure(answer, what)
+        return self._refund_result(answer, request, what)
+
+    def _refund_result(self, answer: requests.Response, request: RefundRequest, what: str) -> RefundResult:
+        """A refund as 申请退款 and 查询单笔退款 describe one: refund_id, out_refund_no,
+        out_trade_no, status, amount {total, refund, currency, ...}."""
+        found = self._json(answer, what)
+        if (found.get("out_refund_no"), found.get("out_trade_no")) != (request.refund_no, request.order_no):
+            raise ProviderUnavailable(f"{what}: the answer is about another refund or order")
+        refund_id, status, amount = found.get("refund_id"), found.get("status"), found.get("amount")
+        if not isinstance(refund_id, str) or not _REFUND_ID.fullmatch(refund_id):
+            raise ProviderUnavailable(f"{what}: refund_id missing or not of its form")
+        if not isinstance(amount, dict):
+            amount = {}
+        returned = amount.get("refund")
+        if type(returned) is not int or returned != request.amount_fen or amount.get("currency", "CNY") != "CNY":
+            # The number was used before for another amount: what left is not what is asked about.
+            raise ProviderUnavailable(f"{what}: refund {refund_id} is not of {request.amount_fen} fen CNY")
+        state = REFUND_STATES.get(status) if isinstance(status, str) else None
+        if state is None:
+            raise ProviderUnavailable(f"{what}: refund {refund_id} has status {str(status)[:20]!r}")
+        return RefundResult(state, provider_refund_id=refund_id, detail=str(status))
+
+    # ------------------------------------------------------------------ the daily statement
+
+    def fetch_statement(self, day: date) -> tuple[str, bytes]:
+        """申请交易账单 (``GET /v3/bill/tradebill``, ALL, gzip), then the file from its
+        ``download_url`` with a signed GET. WeChat does not sign the file; the SHA1 it gave in
+        its signed answer is checked instead, and a file that does not match is refused."""
+        bill_date = f"{day:%Y-%m-%d}"
+        what = f"trade bill of {bill_date}"
+        answer = self._call("GET", f"/v3/bill/tradebill?bill_date={bill_date}&bill_type=ALL&tar_type=GZIP")
+        if answer.status_code != 200:
+            code = self._error_code(answer, what) if 400 <= answer.status_code < 500 else ""
+            if code in NO_BILL_CODES:
+                raise StatementNotReady(f"{what}: {code}")
+            raise self._failure(answer, what)
+        found = self._json(answer, what)
+        url, hash_type, digest = (found.get(k) for k in ("download_url", "hash_type", "hash_value"))
+        if hash_type != "SHA1" or not isinstance(digest, str) or not _SHA1.fullmatch(digest):
+            raise ProviderUnavailable(f"{what}: hash_type and hash_value are not a SHA1")
+        raw = self._download(url, what)
+        try:
+            matches = wechat_bill.digest_matches(raw, digest)
+        except MalformedStatement as exc:
+            raise ProviderUnavailable(f"{what}: the download {exc}") from exc
+        if not matches:
+            raise ProviderUnavailable(f"{what}: the download does not match its SHA1 (changed on the way?)")
+        return f"wechat-tradebill-{bill_date}.csv.gz", raw
+
+    def _download(self, url: object, what: str) -> bytes:
+        if not isinstance(url, str):
+            raise ProviderUnavailable(f"{what}: no download_url")
+        parts, base = urlsplit(url), urlsplit(self._api_base)
+        # From a signed answer; still, our signed request goes only over https or to the API itself.
+        if parts.scheme != "https" and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise ProviderUnavailable(f"{what}: download_url is not https")
+        headers = {"Authorization": self.authorization("GET", url, b""), "Accept": "*/*"}
+        raw = bytearray()
+        try:
+            with requests.get(url, headers=headers, timeout=TIMEOUT, allow_redirects=False, stream=True) as answer:
+                if answer.status_code != 200:
+                    raise ProviderUnavailable(f"{what}: download HTTP {answer.status_code}")
+                for chunk in answer.iter_content(chunk_size=1 << 16):
+                    raw += chunk
+                    if len(raw) > wechat_bill.MAX_BILL_BYTES:
+                        raise ProviderUnavailable(f"{what}: the download is over {wechat_bill.MAX_BILL_BYTES} bytes")
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"{what}: download {type(exc).__name__}") from exc
+        return bytes(raw)
+
+    def parse_statement(self, raw: bytes) -> list[StatementLine]:
+        return wechat_bill.parse_tradebill(raw, self._mchid)
