@@ -15,11 +15,13 @@ from heyon_site.faq.cli import faq_cli
 from heyon_site.ops import alarms, backup, logs, metrics
 from heyon_site.ops.cli import ledger_cli
 from heyon_site.payments.cli import payments as payments_cli
+from heyon_site.payments.cli import refunds_group as refunds_cli
 from heyon_site.promos.cli import promos_cli
+from heyon_site.settlement.cli import settlement as settlement_cli
 from heyon_site.staff.cli import staff_cli
 from heyon_site.web import errors, i18n, pages
 
-COMMANDS = (cards, seed_demo, ledger_cli, payments_cli, faq_cli, promos_cli, staff_cli)
+COMMANDS = (cards, seed_demo, ledger_cli, payments_cli, refunds_cli, settlement_cli, faq_cli, promos_cli, staff_cli)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -51,6 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(payments.bp)  # provider callbacks are authenticated by their signatures
     if "sandbox" in app.extensions["heyon.providers"]:
         app.register_blueprint(sandbox.bp)
+        app.extensions["heyon.providers"]["sandbox"].on_refund = sandbox.notify_refund
     for command in COMMANDS:
         app.cli.add_command(command)
     backup.init_app(app)  # `flask db backup`

@@ -224,6 +224,13 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         "HEYON_MIN_AMOUNT": env.get("HEYON_MIN_AMOUNT", "10"),
         "HEYON_MAX_AMOUNT": env.get("HEYON_MAX_AMOUNT", "2000"),
         "HEYON_ORDER_EXPIRY_MINUTES": _int(env, "HEYON_ORDER_EXPIRY_MINUTES", 120),
+        # A payment that can never be credited (a second payment, a payment after the order
+        # closed) is refunded by `flask payments reconcile` this long after it was verified, so
+        # a person can still decide otherwise; 0: at the next run.
+        "HEYON_AUTO_REFUND_MINUTES": _int(env, "HEYON_AUTO_REFUND_MINUTES", 30),
+        # Where `flask settlement run` archives the providers' raw statements (default: the
+        # instance folder's settlements/); back it up with the database.
+        "HEYON_SETTLEMENT_DIR": env.get("HEYON_SETTLEMENT_DIR", ""),
         # What a promotion may give: a bonus at most this percent of the amount paid, a discount at
         # most this percent of the amount (billing.promos checks terms and clamps quotes to them).
         **{name: promo_cap(name, env.get(name)) for name in PROMO_CAPS},

@@ -7,9 +7,21 @@ by the migration) that make ``ledger_entries`` append-only.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from heyon_site.extensions import Model
@@ -18,6 +30,14 @@ ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
 FINAL_STATES = frozenset({"credited", "failed", "expired"})
 LEDGER_KINDS = ("opening", "recharge", "bonus", "adjustment")
 EVENT_KINDS = ("paid", "closed", "refunded")
+REFUND_STATES = ("pending", "succeeded", "failed")
+#: Why a refund was asked for: two people decided (resolution), or a rule did (auto: a second
+#: payment of a credited order, a payment of an order closed or expired).
+REFUND_ORIGINS = ("resolution", "auto")
+RESOLUTION_ACTIONS = ("credit", "refund")
+RESOLUTION_STATES = ("proposed", "approved", "rejected")
+#: Outcomes of a verified payment that credited nothing: each waits for a person or a rule.
+UNCREDITED_OUTCOMES = ("amount_mismatch", "review", "paid_again")
 
 
 def utcnow() -> datetime:
@@ -164,6 +184,7 @@ class LedgerEntry(Model):
     __table_args__ = (
         CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
         CheckConstraint("amount_fen <> 0", name="amount_nonzero"),
+        Index("ix_ledger_entries_created", "created_at", "id"),  # the finance export's date range
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -185,6 +206,7 @@ class PaymentEvent(Model):
     __table_args__ = (
         UniqueConstraint("provider", "provider_txn_id", "kind", name="uq_payment_events_txn"),
         CheckConstraint(_in("kind", EVENT_KINDS), name="kind"),
+        Index("ix_payment_events_created", "created_at", "id"),  # exports, settlement's day
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -195,6 +217,118 @@ class PaymentEvent(Model):
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     outcome: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The day (Beijing) of the provider's statement that named this payment: recorded on another
+    # day (a late notice, reconciliation), it is never "missing" from the day it was recorded on.
+    statement_day: Mapped[date | None] = mapped_column(Date, default=None)
+    # A refunded event about a refund this site asked for (by its refund number): money that left
+    # as two people or a rule decided, not a return someone made in the provider's console. No
+    # foreign key: refunds already point at payment_events, and a cycle of keys makes every
+    # insert and drop order ambiguous; billing.recharge sets it from a refund it just read.
+    refund_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class Resolution(Model):
+    """What to do with a verified payment that credited nothing: proposed by one member of staff,
+    approved or rejected by an admin who is not the proposer. Nothing moves on a proposal."""
+
+    __tablename__ = "payment_resolutions"
+    __table_args__ = (
+        CheckConstraint(_in("action", RESOLUTION_ACTIONS), name="action"),
+        CheckConstraint(_in("state", RESOLUTION_STATES), name="state"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("decided_by IS NULL OR decided_by <> proposed_by", name="two_people"),
+        CheckConstraint("(state = 'proposed') = (decided_by IS NULL)", name="decided_when_not_proposed"),
+        # One open proposal per payment. Resolved once: a credit by its ledger key, a refund by
+        # the refunds' own index (a failed refund lets people decide again).
+        Index(
+            "uq_payment_resolutions_open",
+            "payment_event_id",
+            unique=True,
+            sqlite_where=text("state = 'proposed'"),
+            postgresql_where=text("state = 'proposed'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_event_id: Mapped[int] = mapped_column(ForeignKey("payment_events.id"), index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("recharge_orders.id"), index=True)
+    action: Mapped[str] = mapped_column(String(10))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(10), default="proposed")
+    proposed_by: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Refund(Model):
+    """Money of one verified payment sent back through its provider. ``refund_no`` is ours,
+    unique, and the provider's idempotency key: a retry is the same request. The state moves
+    only by what the provider says (its answer, a notification, a query), never by assumption."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint(_in("status", REFUND_STATES), name="status"),
+        CheckConstraint(_in("origin", REFUND_ORIGINS), name="origin"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("(origin = 'resolution') = (resolution_id IS NOT NULL)", name="resolution_when_decided"),
+        # A payment is returned at most once: a failed refund may be followed by another
+        # decision, never by a second refund while one is pending or done.
+        Index(
+            "uq_refunds_live_payment",
+            "payment_event_id",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'succeeded')"),
+            postgresql_where=text("status IN ('pending', 'succeeded')"),
+        ),
+        Index("ix_refunds_status", "status", "next_attempt_at"),
+        Index("ix_refunds_created", "created_at", "id"),  # the finance export's date range
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refund_no: Mapped[str] = mapped_column(String(32), unique=True)
+    payment_event_id: Mapped[int] = mapped_column(ForeignKey("payment_events.id"), index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("recharge_orders.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    origin: Mapped[str] = mapped_column(String(12))
+    resolution_id: Mapped[int | None] = mapped_column(ForeignKey("payment_resolutions.id"), default=None)
+    provider_refund_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # The provider's own word for the state (a status or error code), for staff.
+    detail: Mapped[str | None] = mapped_column(String(120), default=None)
+    # Whether the provider has accepted the request at least once (then it is asked about, not
+    # asked again), how often it was tried, and when to try next (backoff after no answer).
+    sent: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The day (Beijing) of the provider's statement that named this refund (see PaymentEvent's).
+    statement_day: Mapped[date | None] = mapped_column(Date, default=None)
+
+
+class Settlement(Model):
+    """One provider's statement of one day (Beijing time) matched against our books: the counts,
+    the fees the provider took, where the raw file is archived, and the differences to act on."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (UniqueConstraint("provider", "day", name="uq_settlements_provider_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    day: Mapped[date] = mapped_column(Date)
+    matched: Mapped[int] = mapped_column(Integer)
+    missing_here: Mapped[int] = mapped_column(Integer)
+    missing_there: Mapped[int] = mapped_column(Integer)
+    amount_differs: Mapped[int] = mapped_column(Integer)
+    fees_fen: Mapped[int] = mapped_column(BigInteger)
+    archive: Mapped[str | None] = mapped_column(String(500), default=None)
+    # JSON: one object per difference (what, order_no, reference, ours_fen, theirs_fen).
+    differences: Mapped[str] = mapped_column(Text, default="[]")
+    ran_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ProviderCallback(Model):
@@ -235,6 +369,19 @@ class SandboxPayment(Model):
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))  # TRADE_SUCCESS | TRADE_CLOSED
     notify: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SandboxRefund(Model):
+    """The sandbox gateway's book of refunds, by the merchant's request number (as a real
+    provider keeps them): a request sent again finds its refund and returns nothing twice."""
+
+    __tablename__ = "sandbox_refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refund_no: Mapped[str] = mapped_column(String(64), unique=True)
+    order_no: Mapped[str] = mapped_column(String(24), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.sql.expression import Exists
 
 from heyon_site.billing.promos import PromoCaps
 from heyon_site.database import DbSession, insert_unless_there
-from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, utcnow
+from heyon_site.models import (
+    UNCREDITED_OUTCOMES,
+    Card,
+    LedgerEntry,
+    PaymentEvent,
+    RechargeOrder,
+    Refund,
+    Resolution,
+    utcnow,
+)
 
 
 def credit(s: DbSession, card_id: int, amount_fen: int, kind: str, key: str, order_id: int | None = None) -> bool:
@@ -46,6 +55,11 @@ _RAISE_BALANCE = (
     .where(_CARDS.c.id == bindparam("card"))
     .values(balance_fen=_CARDS.c.balance_fen + bindparam("amount"))
 )
+
+
+def credit_key(event_id: int) -> str:
+    """The key of a payment credited by two people's decision (billing.refunds): one, ever."""
+    return f"payment:{event_id}:credit"
 
 
 def balance_of(s: DbSession, card_id: int) -> int:
@@ -103,7 +117,9 @@ def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verd
             func.max(LedgerEntry.card_id).label("max_card"),
             func.min(LedgerEntry.card_id).label("min_card"),
         )
-        .where(LedgerEntry.order_id.is_not(None))
+        # An adjustment on an order is a payment of it credited by two people's decision
+        # (billing.refunds), checked against its decision below, not against the order's terms.
+        .where(LedgerEntry.order_id.is_not(None), LedgerEntry.kind.in_(("recharge", "bonus")))
         .group_by(LedgerEntry.order_id)
         .subquery()
     )
@@ -167,11 +183,21 @@ def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verd
             select(PaymentEvent.id).where(PaymentEvent.order_id == RechargeOrder.id, PaymentEvent.kind == kind).exists()
         )
 
+    # A refund this site asked for (its event names our refund) was decided by people or a rule.
+    returned_outside = (
+        select(PaymentEvent.id)
+        .where(
+            PaymentEvent.order_id == RechargeOrder.id,
+            PaymentEvent.kind == "refunded",
+            PaymentEvent.refund_id.is_(None),
+        )
+        .exists()
+    )
     unflagged = s.scalars(
         select(RechargeOrder.order_no)
         .where(
             RechargeOrder.attention_at.is_(None),
-            reported("refunded") | ((RechargeOrder.status == "credited") & reported("closed")),
+            returned_outside | ((RechargeOrder.status == "credited") & reported("closed")),
         )
         .limit(limit)
     ).all()
@@ -180,6 +206,7 @@ def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verd
     ]
 
     problems += _over_the_caps(s, caps or PromoCaps(), limit)
+    problems += _payments_accounted_for(s, limit)
 
     kinds_without_order = s.scalar(
         select(func.count())
@@ -233,3 +260,107 @@ def _over_the_caps(s: DbSession, caps: PromoCaps, limit: int) -> list[str]:
                 f"amount ({whose})"
             )
     return problems
+
+
+def _payments_accounted_for(s: DbSession, limit: int) -> list[str]:
+    """Every verified payment is exactly one of: credited (its order, or two people's decision),
+    refunded in full (a succeeded refund of ours), or waiting for a person; and per provider and
+    day, the payments add up to what was credited, refunded and is waiting, each summed from its
+    own table."""
+    problems: list[str] = []
+    paid = PaymentEvent.kind == "paid"
+    uncredited = PaymentEvent.outcome.in_(UNCREDITED_OUTCOMES)
+    approved_credit = (Resolution.state == "approved") & (Resolution.action == "credit")
+
+    # A decided credit has its one ledger entry, of its amount; and every such entry its decision.
+    decided = dict(s.execute(select(Resolution.payment_event_id, Resolution.amount_fen).where(approved_credit)).all())
+    entered = dict(
+        s.execute(
+            select(LedgerEntry.key, LedgerEntry.amount_fen).where(
+                LedgerEntry.kind == "adjustment", LedgerEntry.key.like("payment:%:credit")
+            )
+        ).all()
+    )
+    for event_id, amount in decided.items():
+        if entered.get(credit_key(event_id)) != amount:
+            problems.append(
+                f"payment {event_id}: credit approved for {amount} fen, ledger has {entered.get(credit_key(event_id))}"
+            )
+    keys = {credit_key(e) for e in decided}
+    problems += [f"ledger entry {k}: a payment credited without an approved decision" for k in entered if k not in keys]
+
+    # Refunds: only of payments that credited nothing, of their whole amount when succeeded, and
+    # never of a payment that was also credited.
+    rows = s.execute(
+        select(
+            Refund.refund_no,
+            Refund.amount_fen,
+            Refund.status,
+            PaymentEvent.id,
+            PaymentEvent.amount_fen,
+            PaymentEvent.outcome,
+        )
+        .join(PaymentEvent, PaymentEvent.id == Refund.payment_event_id)
+        .where(Refund.status != "failed")
+    ).all()
+    credited_by_decision = set(decided)
+    for refund_no, amount, status, event_id, paid_fen, outcome in rows:
+        if outcome not in UNCREDITED_OUTCOMES:
+            problems.append(f"refund {refund_no}: of payment {event_id}, which credited the card")
+        elif event_id in credited_by_decision:
+            problems.append(f"refund {refund_no}: payment {event_id} was credited by decision too")
+        elif status == "succeeded" and amount != paid_fen:
+            problems.append(f"refund {refund_no}: {amount} fen returned of a payment of {paid_fen}")
+        if len(problems) > 4 * limit:
+            return problems
+
+    # Per provider and day of the payment: payments = credited + decided credits + refunded + waiting.
+    day = func.date(PaymentEvent.created_at)
+    paid_in = {
+        (p, str(d)): int(t)
+        for p, d, t in s.execute(
+            select(PaymentEvent.provider, day, func.sum(PaymentEvent.amount_fen))
+            .where(paid, (PaymentEvent.outcome == "credited") | uncredited)
+            .group_by(PaymentEvent.provider, day)
+        )
+    }
+    parts: dict[tuple[str, str], int] = {}
+
+    def add(query: Any) -> None:
+        for provider, d, total in s.execute(query):
+            parts[(provider, str(d))] = parts.get((provider, str(d)), 0) + int(total or 0)
+
+    add(  # credited by their order: the order's price, from the order
+        select(PaymentEvent.provider, day, func.sum(RechargeOrder.pay_fen))
+        .join(RechargeOrder, RechargeOrder.id == PaymentEvent.order_id)
+        .where(paid, PaymentEvent.outcome == "credited", RechargeOrder.status == "credited")
+        .group_by(PaymentEvent.provider, day)
+    )
+    add(  # credited by decision: from the decisions
+        select(PaymentEvent.provider, day, func.sum(Resolution.amount_fen))
+        .join(Resolution, Resolution.payment_event_id == PaymentEvent.id)
+        .where(approved_credit)
+        .group_by(PaymentEvent.provider, day)
+    )
+    add(  # refunded: from the refunds
+        select(PaymentEvent.provider, day, func.sum(Refund.amount_fen))
+        .join(Refund, Refund.payment_event_id == PaymentEvent.id)
+        .where(Refund.status == "succeeded")
+        .group_by(PaymentEvent.provider, day)
+    )
+    settled = (
+        select(Resolution.id).where(Resolution.payment_event_id == PaymentEvent.id, approved_credit).exists()
+        | select(Refund.id).where(Refund.payment_event_id == PaymentEvent.id, Refund.status == "succeeded").exists()
+    )
+    add(  # waiting for a person (or a refund under way)
+        select(PaymentEvent.provider, day, func.sum(PaymentEvent.amount_fen))
+        .where(paid, uncredited, ~settled)
+        .group_by(PaymentEvent.provider, day)
+    )
+    for key in sorted(set(paid_in) | set(parts)):
+        if paid_in.get(key, 0) != parts.get(key, 0):
+            problems.append(
+                f"{key[0]} {key[1]}: payments {paid_in.get(key, 0)} fen != credited, refunded and waiting "
+                f"{parts.get(key, 0)} fen"
+            )
+    return problems[: 4 * limit]

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, Update, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from heyon_site.billing import refunds
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import AmountError, parse_amount
@@ -269,7 +270,8 @@ def apply_event(s: DbSession, event: ProviderEvent, now: datetime | None = None)
     """Apply a verified provider event inside the caller's write transaction; return the outcome.
 
     Outcomes: credited, duplicate, unknown_order, amount_mismatch, paid_again, review,
-    failed, refunded, ignored. Only "credited" moves money, and only once per order.
+    failed, refunded, ignored, and for a refund this site asked for (``refund_no``):
+    refund_succeeded, refund_failed. Only "credited" moves money, and only once per order.
     "refunded": the provider says money went back to the payer; the order is flagged for a
     person (``attention``) and nothing is debited: the caller raises the alarm.
     """
@@ -277,6 +279,15 @@ def apply_event(s: DbSession, event: ProviderEvent, now: datetime | None = None)
     order = _due(s, event.order_no)
     if order is None or order.provider != event.provider:
         return "unknown_order"
+    mine = refunds.ours(s, event) if event.kind in ("refunded", "refund_failed") else None
+    covered = None
+    if event.kind == "refunded" and mine is None and event.refund_no is None:
+        covered = refunds.covering(s, event.order_no, event.provider, event.amount_fen)
+    if event.kind == "refund_failed":
+        # Nothing went back: only a refund of ours can be told so (its row is the record).
+        if mine is None:
+            return "ignored"
+        return "refund_failed" if refunds.record_answer(s, mine.id, "failed", now, detail="failed") else "duplicate"
     event_id = _record_event(s, event, order.id, now)
     if event_id is None:
         return "duplicate"
@@ -284,6 +295,16 @@ def apply_event(s: DbSession, event: ProviderEvent, now: datetime | None = None)
         outcome = _paid(s, order, event, now)
     elif event.kind == "closed":
         outcome = _closed(s, order, now)
+    elif mine is not None:
+        # Money went back as two people (or a rule) decided: recorded, nobody to alarm.
+        refunds.record_answer(s, mine.id, "succeeded", now, detail="notified")
+        s.execute(_LINK_REFUND, {"event": event_id, "refund": mine.id})
+        outcome = "refund_succeeded"
+    elif covered is not None:
+        # The same money told again without our number (a total so far): ours, no alarm; its
+        # refund finishes by its own notice or query, never by this ambiguous one.
+        s.execute(_LINK_REFUND, {"event": event_id, "refund": covered.id})
+        outcome = "refund_succeeded"
     else:
         outcome = _refunded(s, order, now)
     s.execute(_SET_OUTCOME, {"event": event_id, "new_outcome": outcome})
@@ -291,6 +312,7 @@ def apply_event(s: DbSession, event: ProviderEvent, now: datetime | None = None)
 
 
 _SET_OUTCOME = update(_EVENTS).where(_EVENTS.c.id == bindparam("event")).values(outcome=bindparam("new_outcome"))
+_LINK_REFUND = update(_EVENTS).where(_EVENTS.c.id == bindparam("event")).values(refund_id=bindparam("refund"))
 
 
 @dataclass(frozen=True)

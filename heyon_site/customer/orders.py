@@ -8,7 +8,7 @@ from datetime import timedelta
 from flask import Response, abort, current_app, request, url_for
 from markupsafe import Markup
 
-from heyon_site.billing import receipts
+from heyon_site.billing import receipts, refunds
 from heyon_site.billing.recharge import accept_terms, find_by_token, switch_method
 from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import (
@@ -52,6 +52,7 @@ def order_page(found: RechargeOrder, status: int = 200, problem: object = None) 
         )
         qr = Markup(receipts.qr_svg(payload))
     begun = bool(found.pay_url or found.pay_qr or found.pay_jsapi or found.provider_ref)
+    returned = refunds.what_became_of(db.session, found.id) if found.status in ("review", "credited") else []
     waiting = pending and not found.needs_confirmation
     others = other_methods(found, context) if waiting and not begun else []
     return no_store(
@@ -73,6 +74,9 @@ def order_page(found: RechargeOrder, status: int = 200, problem: object = None) 
             other_form=OtherMethodForm(formdata=None, methods=others) if others else None,
             method=PROVIDER_LABELS.get(found.provider, found.provider),
             overdue=pending and waited > timedelta(minutes=current_app.config["HEYON_PENDING_HELP_MINUTES"]),
+            # Payments that credited nothing, and what people (or the rule) did with each.
+            returned=returned,
+            returned_done=all(state in ("credited", "refunded", "refunding") for state, _ in returned),
         )
     )
 
@@ -113,6 +117,11 @@ def order_method(token: str) -> Response:
     order_id, method = found.id, form.method.data or ""
     if not in_write_transaction(lambda: switch_method(db.session, order_id, method)):
         return redirect_to(url_for("customer.order", token=token))  # begun, paid or expired meanwhile
+    return _go_on_paying(token)
+
+
+def _go_on_paying(token: str) -> Response:
+    """After a change to the order (terms accepted, method switched): read it again, then pay."""
     db.session.expire_all()
     found = find_by_token(db.session, token) or abort(404)
     try:
@@ -142,12 +151,7 @@ def order_start(token: str) -> Response:
     order_id = found.id
     if not in_write_transaction(lambda: accept_terms(db.session, order_id)):
         return redirect_to(url_for("customer.order", token=token))  # paid, expired, or accepted already
-    db.session.expire_all()
-    found = find_by_token(db.session, token) or abort(404)
-    try:
-        return to_checkout(found)
-    except ProviderUnavailable:
-        return order_page(found, status=503, problem=METHOD_UNAVAILABLE)
+    return _go_on_paying(token)
 
 
 def check_limit() -> str:

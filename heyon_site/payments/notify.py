@@ -20,7 +20,18 @@ bp = Blueprint("payments", __name__, url_prefix="/pay")
 
 # Outcomes after which the provider must stop sending: the event is on record either way.
 SETTLED = frozenset(
-    {"credited", "duplicate", "amount_mismatch", "paid_again", "review", "failed", "ignored", "refunded"}
+    {
+        "credited",
+        "duplicate",
+        "amount_mismatch",
+        "paid_again",
+        "review",
+        "failed",
+        "ignored",
+        "refunded",
+        "refund_succeeded",
+        "refund_failed",
+    }
 )
 
 

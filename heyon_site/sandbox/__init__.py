@@ -1,6 +1,6 @@
 """The sandbox gateway: a simulated hosted payment page, registered only on a site whose only
 provider is the sandbox."""
 
-from heyon_site.sandbox.views import bp
+from heyon_site.sandbox.views import bp, notify_refund
 
-__all__ = ["bp"]
+__all__ = ["bp", "notify_refund"]

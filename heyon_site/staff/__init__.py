@@ -5,8 +5,20 @@ One module per screen, each adding its routes to the blueprint (``blueprint.py``
 package registers them all, so ``create_app`` only registers ``bp``.
 """
 
-from heyon_site.staff import account, accounts, audit, dashboard, faq, orders, promotions, signin
+from heyon_site.staff import (
+    account,
+    accounts,
+    audit,
+    dashboard,
+    exports,
+    faq,
+    orders,
+    promotions,
+    resolutions,
+    settlement,
+    signin,
+)
 from heyon_site.staff.blueprint import bp
 
-SCREENS = (signin, dashboard, orders, faq, promotions, account, accounts, audit)
+SCREENS = (signin, dashboard, orders, exports, resolutions, settlement, faq, promotions, account, accounts, audit)
 __all__ = ["bp"]

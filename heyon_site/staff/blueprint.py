@@ -43,7 +43,9 @@ def datetime_local(moment: datetime | None) -> str:
 # belong to it (endpoint prefixes, first match wins): the link of the page's section is marked.
 SECTIONS = (
     ("staff.dashboard", ("staff.dashboard",)),
-    ("staff.orders", ("staff.order", "staff.print_receipt")),
+    ("staff.orders", ("staff.order", "staff.print_receipt", "staff.reprint", "staff.propose_", "staff.decide_")),
+    ("staff.settlement_list", ("staff.settlement",)),
+    ("staff.exports", ("staff.export",)),
     ("staff.faq_list", ("staff.faq_",)),
     ("staff.promo_list", ("staff.promo_",)),
     ("staff.audit_log", ("staff.audit",)),

@@ -13,6 +13,7 @@ from flask import Response, current_app
 from sqlalchemy import case, func, select
 
 from heyon_site import sitetime
+from heyon_site.billing import refunds
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, StaffUser, utcnow
 from heyon_site.staff.auth import current_staff, require_role
@@ -194,4 +195,6 @@ def dashboard() -> Response:
         if user.role in ("cashier", "admin")
         else None
     )
-    return render("staff/dashboard.html", days=days, chart=chart(days), waiting=waiting)
+    # Verified payments that credited nothing: each waits for people (or a rule) to decide.
+    open_cases = refunds.uncredited(db.session, limit=WAITING_LIMIT) if waiting is not None else []
+    return render("staff/dashboard.html", days=days, chart=chart(days), waiting=waiting, cases=open_cases)

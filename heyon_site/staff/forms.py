@@ -304,3 +304,24 @@ class ApproveForm(Form):
     """The approve button names the terms the admin was shown (``approval_digest``)."""
 
     terms = HiddenField()
+
+
+class ProposeForm(Form):
+    """One person's proposal for a payment that credited nothing: credit it, or refund it."""
+
+    action = SelectField(
+        _l("What to do"),
+        choices=[SelectChoice(code, words.RESOLUTION_ACTION[code]) for code in ("refund", "credit")],
+        validators=[InputRequired(_l("Choose what to do."))],
+    )
+    reason = TextAreaField(
+        _l("Reason"),
+        [InputRequired(_l("Say why: the reason stays with the decision.")), Length(max=500)],
+        render_kw={"maxlength": "500", "rows": "2"},
+    )
+
+
+class DecideForm(Form):
+    """An admin's answer to another person's proposal."""
+
+    decision = HiddenField(validators=[InputRequired(), Regexp(r"^(approve|reject)$")])

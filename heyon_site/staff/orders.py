@@ -11,9 +11,10 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.ops.audit import record
 from heyon_site.staff import queries
-from heyon_site.staff.auth import actor, require_role
+from heyon_site.staff.auth import actor, current_staff, require_role
 from heyon_site.staff.blueprint import bp
-from heyon_site.staff.forms import OrderSearchForm, ReceiptForm
+from heyon_site.staff.cases import cases_of
+from heyon_site.staff.forms import DecideForm, OrderSearchForm, ProposeForm, ReceiptForm
 from heyon_site.web.fragments import redirect_to, render
 
 
@@ -38,8 +39,34 @@ def orders() -> Response:
 @bp.get("/orders/<order_no>")
 @require_role("cashier")
 def order(order_no: str) -> Response:
+    return order_page(order_no)
+
+
+def order_page(
+    order_no: str,
+    status: int = 200,
+    problem: str | None = None,
+    propose_form: ProposeForm | None = None,
+    propose_for: int | None = None,
+) -> Response:
+    """One order's page; ``problem`` and a proposal form sent back with its errors when a
+    decision about one of its payments could not be taken."""
     detail = queries.order_detail(order_no) or abort(404)
-    return render("staff/order.html", detail=detail, receipt_form=receipt_form())
+    staff = current_staff()
+    return render(
+        "staff/order.html",
+        status=status,
+        detail=detail,
+        receipt_form=receipt_form(),
+        cases=cases_of(detail.order.id),
+        propose_form=propose_form,
+        propose_for=propose_for,
+        new_proposal=ProposeForm(formdata=None),
+        decide_form=DecideForm(formdata=None),
+        me=staff.id if staff else None,
+        admin=bool(staff and staff.role == "admin"),
+        problem=problem,
+    )
 
 
 @bp.post("/orders/<order_no>/receipt")

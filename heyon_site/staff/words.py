@@ -20,7 +20,18 @@ from markupsafe import Markup
 from heyon_site.billing.money import yuan
 from heyon_site.billing.promos import Terms
 from heyon_site.customer.forms import PROVIDER_LABELS
-from heyon_site.models import EVENT_KINDS, LEDGER_KINDS, ORDER_STATES, PROMO_KINDS, STAFF_ROLES, PaymentEvent
+from heyon_site.models import (
+    EVENT_KINDS,
+    LEDGER_KINDS,
+    ORDER_STATES,
+    PROMO_KINDS,
+    REFUND_ORIGINS,
+    REFUND_STATES,
+    RESOLUTION_ACTIONS,
+    RESOLUTION_STATES,
+    STAFF_ROLES,
+    PaymentEvent,
+)
 
 ORDER_STATUS = {
     "pending": _l("Waiting for payment"),
@@ -94,6 +105,8 @@ OUTCOME = {
     "review": _l("Paid after the order was closed: held for review"),
     "failed": _l("Marked the order as failed"),
     "refunded": _l("Flagged the order for a person; the card was not debited"),
+    "refund_succeeded": _l("Our refund arrived with the payer"),
+    "refund_failed": _l("Our refund failed at the provider: a person decides again"),
     "ignored": _l("Acknowledged; nothing to do"),
     "bad_signature": _l("Refused: not proven to come from the provider"),
     "malformed": _l("Refused: unreadable"),
@@ -121,6 +134,7 @@ AUDIT_ACTION = {
     "card.unblock": _l("Unblocked a card"),
     "cards.issue": _l("Issued cards"),
     "receipt.print": _l("Printed a receipt"),
+    "export.csv": _l("Downloaded a finance export (CSV)"),
     "faq.create": _l("Added a question"),
     "faq.edit": _l("Edited a question"),
     "faq.publish": _l("Published a question"),
@@ -137,7 +151,34 @@ AUDIT_ACTION = {
     "promo.reject": _l("Rejected a promotion or its change"),
     "promo.publish": _l("Approved and published a promotion"),
     "promo.change_approve": _l("Approved a change to a promotion"),
+    "payment.propose": _l("Proposed what to do with a payment not credited"),
+    "payment.approve": _l("Approved what to do with a payment not credited"),
+    "payment.reject": _l("Rejected a proposal about a payment not credited"),
 }
+
+# Where a payment that credited nothing stands (billing.refunds.state_of).
+CASE_STATE = {
+    "waiting": _l("Waiting for a person"),
+    "proposed": _l("Proposed: waiting for another person's approval"),
+    "refunding": _l("Refund sent: waiting for the provider"),
+    "credited": _l("Credited to the card by decision"),
+    "refunded": _l("Refunded to the payer"),
+    "refund_failed": _l("The refund failed: decide again"),
+}
+REFUND_STATUS = {
+    "pending": _l("Pending at the provider"),
+    "succeeded": _l("Succeeded"),
+    "failed": _l("Failed"),
+}
+SETTLEMENT_DIFFERENCE = {
+    "missing_here": _l("Only at the provider (we asked it about the order)"),
+    "missing_there": _l("Only in our books"),
+    "amount_differs": _l("The amounts differ"),
+}
+STATEMENT_KIND = {"payment": _l("payment"), "refund": _l("refund")}
+RESOLUTION_ACTION = {"credit": _l("Credit the amount paid to the card"), "refund": _l("Refund it to the payer")}
+RESOLUTION_STATE = {"proposed": _l("Proposed"), "approved": _l("Approved"), "rejected": _l("Rejected")}
+REFUND_ORIGIN = {"resolution": _l("decided by two people"), "auto": _l("by rule, automatically")}
 
 # The outcomes of promotion steps, as the audit rows' summaries end with them in parentheses.
 PROMO_STEP = {
@@ -183,6 +224,13 @@ ledger_kind = _reader(LEDGER_KIND)
 outcome = _reader(OUTCOME)
 provider = _reader(PROVIDER_LABELS)  # by the name customers see on the recharge form
 audit_action = _reader(AUDIT_ACTION)
+case_state = _reader(CASE_STATE)
+refund_status = _reader(REFUND_STATUS)
+resolution_action = _reader(RESOLUTION_ACTION)
+resolution_state = _reader(RESOLUTION_STATE)
+refund_origin = _reader(REFUND_ORIGIN)
+settlement_difference = _reader(SETTLEMENT_DIFFERENCE)
+statement_kind = _reader(STATEMENT_KIND)
 
 # How an order's status badge looks: done, waiting, needs a person, over.
 STATUS_TONE = {"credited": "ok", "pending": "warn", "review": "bad", "failed": "", "expired": ""}
@@ -199,6 +247,10 @@ AUDIT_TARGET = {
     "staff": _l("Staff account %(which)s"),
     "order": _l("Order %(which)s"),
     "card": _l("Card %(which)s"),
+    "orders": _l("Orders export %(which)s"),
+    "payments": _l("Payments export %(which)s"),
+    "refunds": _l("Refunds export %(which)s"),
+    "ledger": _l("Ledger export %(which)s"),
 }
 
 
@@ -308,4 +360,8 @@ def every_code() -> dict[str, tuple[str, ...]]:
         "PROMO_KIND": PROMO_KINDS,
         "LEDGER_KIND": LEDGER_KINDS,
         "EVENT_SAID": EVENT_KINDS,
+        "REFUND_STATUS": REFUND_STATES,
+        "RESOLUTION_ACTION": RESOLUTION_ACTIONS,
+        "RESOLUTION_STATE": RESOLUTION_STATES,
+        "REFUND_ORIGIN": REFUND_ORIGINS,
     }

@@ -231,7 +231,11 @@ def test_verify_reports_a_payment_of_another_amount(session: Session, card_id: i
     event = ProviderEvent(provider="sandbox", order_no=order.order_no, txn_id="SBX1", kind="paid", amount_fen=5000)
     assert write(session, lambda: apply_event(session, event)) == "credited"
     raw_sql(session, "UPDATE payment_events SET amount_fen = 1 WHERE order_id = :id", id=order.id)
-    assert violations(session) == [f"order {order.order_no}: credited without a matching verified payment"]
+    found = violations(session)
+    assert found[0] == f"order {order.order_no}: credited without a matching verified payment"
+    # And the day's payments no longer add up to what was credited (summed from the order).
+    assert len(found) == 2 and found[1].startswith("sandbox ") and found[1].endswith(
+        ": payments 1 fen != credited, refunded and waiting 5000 fen"), found
 
 
 def test_verify_reports_entries_on_an_order_that_is_not_credited(session: Session, card_id: int) -> None:

@@ -327,7 +327,10 @@ def test_wechat_refund_closed_without_paying_back_flags_nothing(client: FlaskCli
     assert post(client, provider, closed) == provider.received  # verified, and nothing to do
     assert kit.order(order_no).attention is None and alarms() == []
     [_, kept] = kit.callbacks()
-    assert kept.outcome == "ignored" and "closed without paying back" in (kept.detail or "")
+    # A "refund_failed" event now (no longer NothingToDo): applied to the order, and ignored there,
+    # as it closes no refund this site asked for; no money-returned event is recorded.
+    assert (kept.outcome, kept.order_no) == ("ignored", order_no)
+    assert events(order_no) == [("paid", "credited", kit.ORDER_FEN)]
 
 
 WECHAT_REFUSED = {

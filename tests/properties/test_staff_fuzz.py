@@ -58,10 +58,12 @@ from werkzeug.wrappers import Response
 
 from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, approval_digest, approve, create_promotion
 from heyon_site.billing.promos import NewPromotion, PromoCaps
-from heyon_site.billing.recharge import start_recharge
+from heyon_site.billing import refunds
+from heyon_site.billing.events import ProviderEvent
+from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import FaqEntry, Promotion, StaffUser, utcnow
+from heyon_site.models import FaqEntry, PaymentEvent, Promotion, StaffUser, utcnow
 from heyon_site.staff.auth import SECOND_STEP_KEY, SESSION_KEY, start_session
 from heyon_site.staff.inputs import in_site_range
 from heyon_site.sitetime import day_start
@@ -490,8 +492,20 @@ def build_world(app: Flask, errors: list[str]) -> World:
         admin = db.session.scalar(select(StaffUser).where(StaffUser.username == "admin-user"))
         assert admin is not None
         approve(promos[0].id, PromoCaps(), Editor(admin.id, admin.username), approval_digest(promos[0]) or "")
+        # Two more payments of the credited order, held: one waits for a proposal (the order's
+        # page offers the proposal form), one has a cashier's proposal (the page offers an admin
+        # the approve and reject forms).
+        cashier = db.session.scalar(select(StaffUser.id).where(StaffUser.username == "cashier-user"))
+        assert cashier is not None
+        events = []
+        for n in range(2):
+            assert apply_event(db.session, ProviderEvent("sandbox", order_no, f"SBXFUZZ{n}", "paid", 20000)) \
+                == "paid_again"
+            events.append(db.session.scalar(select(PaymentEvent.id).where(PaymentEvent.provider_txn_id == f"SBXFUZZ{n}")))
+        proposal = refunds.propose(db.session, events[1], "refund", "the payer asked", cashier)
         return {"order_no": order_no, "entry_id": str(entries[0].id), "promo_id": str(promos[0].id),
-                "staff_id": str(target.id)}
+                "staff_id": str(target.id), "event_id": str(events[0]), "resolution_id": str(proposal),
+                "kind": "orders"}
 
     w = World(app, Digest(), in_write_transaction(rows), errors=errors)
     for name in VISITORS:

@@ -4,7 +4,9 @@ Hypothesis drives one card through random sequences of what really happens to or
 customer starts recharges (under whatever promotions run), pays, fails or walks away on the
 sandbox gateway; notifications arrive late, twice, out of order, for amounts that differ, or
 forged; the provider reports payments it never notified; reconciliation runs, now or after the
-orders' expiry; staff start and end promotions and reprint receipts. A model written here (not
+orders' expiry; staff start and end promotions and reprint receipts; two people decide to credit
+or refund a payment that credited nothing, the rule refunds what can never be credited, and the
+day is settled against the gateway's statement. A model written here (not
 imported from the app) says what each step must do, and after every step the database is held
 to it and to ``ledger.verify(db.session)``:
 
@@ -13,7 +15,9 @@ to it and to ``ledger.verify(db.session)``:
 - the card's balance is the opening balance plus what its credited orders brought, and the sum
   of its ledger entries;
 - a forged notification changes nothing;
-- an order's price and bonus are the ones quoted when it was made, whatever promotions do later.
+- an order's price and bonus are the ones quoted when it was made, whatever promotions do later;
+- a payment that credited nothing moves the balance only when two people decide to credit it, and
+  a refund never touches the ledger (money credited to a card is never refunded).
 
 One database per test (each backend), not one per example: every example gets a fresh card and
 ids of its own, and at its end stops the promotions it started and closes its pending orders, so
@@ -27,7 +31,8 @@ import itertools
 import os
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,14 +52,18 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select, update
 
 from heyon_site.billing import ledger
+from heyon_site.billing.refunds import state_of as refund_state
 from heyon_site.cards.numbers import number_digest
 from heyon_site.billing.money import yuan
 from heyon_site.billing.promos import active_promotions
 from heyon_site.promos.lifecycle import end_promotion
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import AuditLog, Card, LedgerEntry, PaymentEvent, Promotion, RechargeOrder, SandboxPayment, utcnow
+from heyon_site.models import (AuditLog, Card, LedgerEntry, PaymentEvent, Promotion, RechargeOrder, Resolution,
+                               SandboxPayment, utcnow)
+from heyon_site.payments import refunds as refunding
 from heyon_site.payments.reconcile import reconcile
+from heyon_site.settlement.run import BEIJING, bounds, settle
 from heyon_site.providers import get as get_provider
 from heyon_site.staff.services import create_staff
 
@@ -99,6 +108,30 @@ class Order:
     bonus_fen: int
     status: str = "pending"
     booked: tuple[str, str, int] | None = None  # the gateway's own book: trade_no, TRADE_*, fen
+    reason: str | None = None  # why it is in review: amount_mismatch, paid_after_close
+    refunded_fen: int = 0  # what the gateway's book has given back of it
+
+
+@dataclass
+class Payment:
+    """A verified payment as the credit path must have taken it."""
+
+    order_no: str
+    txn_id: str
+    fen: int
+    outcome: str  # credited, amount_mismatch, review, paid_again
+    settled: bool = False  # credited by decision, or refunded
+    refund_tried: bool = False  # a refund was asked for (and failed, unless settled)
+    credited_by_decision: bool = False
+
+    @property
+    def state(self) -> str:
+        """Where billing.refunds.state_of must say this payment stands."""
+        if self.credited_by_decision:
+            return "credited"
+        if self.settled:
+            return "refunded"
+        return "refund_failed" if self.refund_tried else "waiting"
 
 
 @dataclass
@@ -108,6 +141,24 @@ class Model:
     promos: dict[int, Promo] = field(default_factory=dict)
     events: set[tuple[str, str]] = field(default_factory=set)  # (txn_id, kind): unique per provider
     audit_rows: int = 0
+    payments: dict[str, Payment] = field(default_factory=dict)  # by txn_id
+    credits: list[tuple[str, int]] = field(default_factory=list)  # (order_no, fen) credited by decision
+
+    @property
+    def adjusted_fen(self) -> int:
+        return sum(fen for _, fen in self.credits)
+
+    def open_payments(self) -> list[Payment]:
+        return [p for p in self.payments.values() if p.outcome != "credited" and not p.settled]
+
+    def refund(self, payment: Payment) -> bool:
+        """A refund of ``payment`` asked of the gateway: settled if its book can give it back."""
+        payment.refund_tried = True
+        if not self.gateway_refunds(payment):
+            return False
+        self.orders[payment.order_no].refunded_fen += payment.fen
+        payment.settled = True
+        return True
 
     @staticmethod
     def within_caps(kind: str, threshold_fen: int, value_fen: int, percent_bp: int) -> bool:
@@ -137,16 +188,35 @@ class Model:
         if kind == "closed":
             if order.status == "pending":
                 order.status = "failed"
-        elif amount_fen != order.pay_fen:
+            return
+        if amount_fen != order.pay_fen:
+            outcome = "amount_mismatch"
             if order.status in ("pending", "failed", "expired"):
-                order.status = "review"
+                order.status, order.reason = "review", "amount_mismatch"
         elif order.status == "pending":
-            order.status = "credited"
+            order.status, outcome = "credited", "credited"
         elif order.status in ("failed", "expired"):
-            order.status = "review"  # money after we gave up on the order: a person decides
+            # money after we gave up on the order: a person decides
+            order.status, order.reason, outcome = "review", "paid_after_close", "review"
+        else:
+            outcome = "paid_again" if order.status == "credited" else "review"
+        self.payments[txn_id] = Payment(order.order_no, txn_id, amount_fen, outcome)
+
+    def refundable_by_rule(self, payment: Payment) -> bool:
+        """A second payment of a credited order, or a payment of an order closed or expired."""
+        order = self.orders[payment.order_no]
+        return payment.outcome == "paid_again" or (payment.outcome == "review" and order.reason == "paid_after_close")
+
+    def gateway_refunds(self, payment: Payment) -> bool:
+        """Whether the gateway's book can give this payment back: it holds a payment of the
+        order, and what it gave back stays within it."""
+        order = self.orders[payment.order_no]
+        return (order.booked is not None and order.booked[1] != "TRADE_CLOSED"
+                and order.refunded_fen + payment.fen <= order.booked[2])
 
     def balance(self) -> int:
-        return self.opening_fen + sum(o.amount_fen + o.bonus_fen for o in self.orders.values() if o.status == "credited")
+        credited = sum(o.amount_fen + o.bonus_fen for o in self.orders.values() if o.status == "credited")
+        return self.opening_fen + credited + self.adjusted_fen
 
 
 def kind_of(trade_status: str) -> str:
@@ -178,6 +248,7 @@ class BooksMachine(RuleBasedStateMachine):
         # Two admins: one drafts promotions, the other approves them (the two-person rule).
         self.staff, self.approver = self.signed_in(f"admin-{self.tag}"), self.signed_in(f"approver-{self.tag}")
         self.staff_token = csrf_from(self.staff.get("/staff/promotions/new").get_data(as_text=True))
+        self.approver_token = csrf_from(self.approver.get("/staff/promotions/new").get_data(as_text=True))
         db.session.rollback()
         self.audit_before = db.session.scalar(select(func.count()).select_from(AuditLog)) or 0
 
@@ -250,8 +321,20 @@ class BooksMachine(RuleBasedStateMachine):
         """A genuine notification arrives: for the first time, again, or after others."""
         r = self.customer.post("/pay/notify/sandbox", data=note)
         assert r.status_code == 200 and r.get_data(as_text=True) == "success"
+        if note["out_trade_no"] not in self.model.orders:
+            return  # a refund notice about an order of an earlier example: not this model's
+        if "refund_fee" in note:  # the gateway's notice of a refund it made: recorded once
+            self.model.events.add((f"refund-{note['out_biz_no']}", "refunded"))
+            return
         self.model.event(self.model.orders[note["out_trade_no"]], kind_of(note["trade_status"]), note["trade_no"],
                          round(float(note["total_amount"]) * 100))
+
+    def deliver_outbox(self) -> None:
+        """Deliver what the gateway sent meanwhile (refund notices), once, now."""
+        sent = [fields for _, fields in self.outbox]
+        self.outbox.clear()
+        for note in sent:
+            self.deliver(note)
 
     @rule(target=notes, order_no=orders, off_by=st.sampled_from((0, 0, 0, 1, -1)),
           status=st.sampled_from(("TRADE_SUCCESS", "TRADE_FINISHED", "TRADE_CLOSED")), txn=st.integers(1, 3))
@@ -299,6 +382,66 @@ class BooksMachine(RuleBasedStateMachine):
                 self.model.event(order, kind_of(status), trade_no, fen)
             elif order.status == "pending" and late:
                 order.status = "expired"
+
+    # -------------------------------------------------------------- money that credited nothing
+
+    # These deliver the gateway's refund notices at once and keep none for redelivery: they also
+    # act on earlier examples' payments (one database for all), so what they send varies between
+    # runs of the same example, and a bundle must not.
+
+    @rule(pick=st.integers(0, 7), action=st.sampled_from(("credit", "refund", "refund")))
+    def people_decide(self, pick: int, action: str) -> None:
+        """One admin proposes to credit or refund a payment that credited nothing; the other
+        approves. Credited: the balance grows by what was paid. Refunded: the gateway gives it
+        back if its book can, and the ledger never moves."""
+        waiting = self.model.open_payments()
+        if not waiting:
+            return
+        payment = waiting[pick % len(waiting)]
+        db.session.rollback()
+        event_id = db.session.scalar(select(PaymentEvent.id).where(
+            PaymentEvent.provider_txn_id == payment.txn_id, PaymentEvent.kind == "paid"))
+        r = self.staff.post(f"/staff/orders/{payment.order_no}/payments/{event_id}/propose",
+                            data={"csrf_token": self.staff_token, "action": action, "reason": "looked at it"})
+        assert r.status_code == 303, r.get_data(as_text=True)[:800]
+        db.session.rollback()
+        proposal = db.session.scalar(select(Resolution.id).where(
+            Resolution.payment_event_id == event_id, Resolution.state == "proposed"))
+        r = self.approver.post(f"/staff/orders/{payment.order_no}/resolutions/{proposal}",
+                               data={"csrf_token": self.approver_token, "decision": "approve"})
+        assert r.status_code == 303, r.get_data(as_text=True)[:800]
+        self.model.audit_rows += 2
+        if action == "credit":
+            self.model.credits.append((payment.order_no, payment.fen))
+            payment.settled = payment.credited_by_decision = True
+        else:
+            self.model.refund(payment)
+        self.deliver_outbox()
+
+    @rule()
+    def the_rule_refunds(self) -> None:
+        """`flask payments reconcile`'s refunds, with no wait: what can never be credited, and
+        nobody decided about, goes back once."""
+        refunding.run(get_provider, timedelta(0))
+        for payment in list(self.model.payments.values()):
+            if self.model.refundable_by_rule(payment) and not payment.settled and not payment.refund_tried:
+                self.model.refund(payment)
+        self.deliver_outbox()
+
+    @rule()
+    def settle_the_day(self) -> None:
+        """The day's statement against our books: a payment only the gateway has is asked about
+        through the normal query, and applied as its answer says."""
+        day = datetime.now(BEIJING).date()
+        settle("sandbox", day)
+        start, end = bounds(day)
+        db.session.rollback()
+        booked_today = set(db.session.scalars(select(SandboxPayment.trade_no).where(
+            SandboxPayment.created_at >= start, SandboxPayment.created_at < end)))
+        for order in self.model.orders.values():
+            if order.booked is not None and order.booked[1] != "TRADE_CLOSED" and order.booked[0] in booked_today \
+                    and (order.booked[0], "paid") not in self.model.events:
+                self.model.event(order, "paid", order.booked[0], order.booked[2])
 
     # -------------------------------------------------------------- staff
 
@@ -374,6 +517,7 @@ class BooksMachine(RuleBasedStateMachine):
                                      .where(LedgerEntry.card_id == self.card_id)).all()
         expected = [(o.order_no, kind, fen) for o in model.orders.values() if o.status == "credited"
                     for kind, fen in (("recharge", o.amount_fen), ("bonus", o.bonus_fen)) if fen]
+        expected += [(order_no, "adjustment", fen) for order_no, fen in model.credits]
         assert sorted(tuple(e) for e in entries) == sorted(expected)
         # The balance: the opening one plus the credits, and the sum of the card's entries.
         balance, total = db.session.execute(
@@ -385,10 +529,19 @@ class BooksMachine(RuleBasedStateMachine):
                                    .join(RechargeOrder, PaymentEvent.order_id == RechargeOrder.id)
                                    .where(RechargeOrder.card_id == self.card_id))
         assert events == len(model.events)
+        # Each payment that credited nothing stands where the model says: waiting, credited by
+        # two people, refunded, or with a failed refund.
+        for payment in model.payments.values():
+            if payment.outcome == "credited":
+                continue
+            event_id = db.session.scalar(select(PaymentEvent.id).where(
+                PaymentEvent.provider_txn_id == payment.txn_id, PaymentEvent.kind == "paid"))
+            assert refund_state(db.session, event_id) == payment.state, (payment, refund_state(db.session, event_id))
         audit_rows = db.session.scalar(select(func.count()).select_from(AuditLog))
         assert audit_rows == self.audit_before + model.audit_rows  # the sign-in is counted in audit_before
 
 
-def test_the_books_hold_whatever_happens(app: Flask) -> None:
+def test_the_books_hold_whatever_happens(app: Flask, tmp_path: Path) -> None:
+    app.config["HEYON_SETTLEMENT_DIR"] = str(tmp_path / "statements")
     machine = type("Machine", (BooksMachine,), {"app": app})
     run_state_machine_as_test(machine, settings=SETTINGS)

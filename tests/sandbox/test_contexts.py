@@ -51,3 +51,22 @@ def test_the_pay_sheet_button_inside_wechat_pays_like_the_others(app: Flask) -> 
     assert paid.status_code == 303
     assert deliver_outbox(app, buyer) == ["success"]
     assert order(number).status == "credited"
+
+
+def test_a_console_refund_on_the_gateway_flags_the_order_for_a_person(app: Flask) -> None:
+    """The sandbox's "refund as from the provider's console": money given back outside this site
+    is never taken for one of ours; the order is put in front of a person, once."""
+    make_card()
+    buyer = new_client(app)
+    number = start_order(buyer)
+    page = buyer.get(gateway_path(number)).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    buyer.post(gateway_path(number), data={"csrf_token": token, "outcome": "pay"})
+    assert deliver_outbox(app, buyer) == ["success"] and order(number).status == "credited"
+    page = buyer.get(gateway_path(number) + "&lang=en").get_data(as_text=True)
+    assert "Refund it, as from the provider's console" in page
+    refund = gateway_path(number).replace("?", "/refund?")
+    assert buyer.post(refund, data={"csrf_token": token}).status_code == 303
+    assert buyer.post(refund, data={"csrf_token": token}).status_code == 303  # nothing left
+    assert deliver_outbox(app, buyer) == ["success"]  # one notice: the second press gave nothing back
+    assert order(number).attention == "money_returned" and order(number).status == "credited"

@@ -1,0 +1,1 @@
+"""Settlement: each provider's daily statement against our books (``flask settlement run``)."""
