@@ -22,9 +22,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	HEYON_PROVIDERS=$${HEYON_PROVIDERS-sandbox} HEYON_SANDBOX_SECRET=$${HEYON_SANDBOX_SECRET-local-sandbox-secret} \
-	  sh -c '$(BIN)/flask db upgrade && $(BIN)/flask seed-demo && $(BIN)/flask faq seed && \
-	  echo "Serving on http://127.0.0.1:$(PORT)" && \
-	  exec $(BIN)/gunicorn -c gunicorn.conf.py -b 127.0.0.1:$(PORT) wsgi:app'
+	  sh -c '$(BIN)/flask db upgrade && $(BIN)/flask seed-demo && $(BIN)/flask faq seed || exit 1; \
+	  $(BIN)/flask outbox work & worker=$$!; trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
+	  echo "Serving on http://127.0.0.1:$(PORT)"; echo "Delivering messages to customers (flask outbox work) beside it"; \
+	  $(BIN)/gunicorn -c gunicorn.conf.py -b 127.0.0.1:$(PORT) wsgi:app'
 
 # ruff (lint and format) on the site, migrations and entry points; mypy --strict on heyon_site/.
 # Settings: pyproject.toml.

@@ -8,7 +8,8 @@ recharge pages. Prints the tables and writes them to bench/results/ (latest.md, 
 
 Settings (environment): BENCH_SECONDS (per endpoint, default 10), BENCH_CONNECTIONS (default 8),
 BENCH_LIGHTHOUSE_RUNS (default 5; 0 skips Lighthouse), BENCH_NOTIFY_ORDERS (pending orders per client for
-the notification row, default 2,500), BENCH_DATABASE_URL.
+the notification row, default 2,500), BENCH_USAGE_BATCHES (usage batches of 1,000 charges per database,
+default 5), BENCH_DATABASE_URL.
 """
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def notification(order_no: str, yuan: str, *, status: str = "TRADE_SUCCESS", tra
 
 def site_env(database_url: str) -> dict[str, str]:
     return {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key",
-            "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1"}
+            "HEYON_PROVIDERS": "sandbox", "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "PYTHONUNBUFFERED": "1",
+            "HEYON_USAGE_CLIENTS": f"{USAGE_CLIENT}:{USAGE_KEY}"}
 
 
 def prepare_database(database_url: str) -> None:
@@ -440,6 +442,121 @@ def argon2_verify_ms() -> float:
     return statistics.median(times) * 1000
 
 
+# ------------------------------------------------------------------ usage from the network
+
+USAGE_CLIENT, USAGE_KEY = "bench-network", "bench-usage-key-0123456789"
+USAGE_BATCHES = int(os.environ.get("BENCH_USAGE_BATCHES", "5"))
+USAGE_BATCH = 1000  # the most one request may carry (README: Interfaces)
+USAGE_CARDS = 200  # the charges of a batch spread over this many cards, as calls of many customers are
+USAGE_KINDS = ("voice", "data", "sms")
+
+
+@dataclass
+class Usage:
+    """Batches of USAGE_BATCH charges sent one after another by one client, as the network's
+    charging system sends them: each answered in full before the next."""
+
+    backend: str
+    name: str
+    batches: int
+    seconds: float
+    p50_ms: float
+    max_ms: float
+    statuses: dict[str, int]
+    errors: int = 0
+    error_sample: str = ""
+
+    @property
+    def batches_per_second(self) -> float:
+        return self.batches / self.seconds if self.seconds else 0.0
+
+    @property
+    def charges_per_second(self) -> float:
+        return self.batches_per_second * USAGE_BATCH
+
+
+def usage_cards(database_url: str) -> list[str]:
+    """USAGE_CARDS new cards holding 1,000 yuan each (enough for every batch), made in this
+    process outside any clock, through the same create_card as `flask cards add`."""
+    from heyon_site import create_app
+    from heyon_site.cards.services import create_card
+    from heyon_site.extensions import db
+
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "bench-secret-key", "HEYON_PROVIDERS": ("sandbox",),
+                      "HEYON_SANDBOX_SECRET": SANDBOX_SECRET, "RATELIMIT_ENABLED": False})
+    numbers = [f"8699{i:012d}" for i in range(USAGE_CARDS)]
+    with app.app_context():
+        for number in numbers:
+            create_card(number, "135790", 100_000)
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return numbers
+
+
+def usage_body(cards: list[str], batch: str) -> str:
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return json.dumps({"charges": [
+        {"id": f"{batch}-{i:04d}", "card": cards[i % len(cards)], "amount": f"0.{1 + i % 9:02d}", "at": at,
+         "kind": USAGE_KINDS[i % len(USAGE_KINDS)], "description": "bench usage"} for i in range(USAGE_BATCH)]})
+
+
+def usage_signed(body: str) -> dict[str, str]:
+    """The client's three headers (README: Interfaces): HMAC-SHA256 of "<timestamp>.<body>"."""
+    stamp = str(int(time.time()))
+    mac = hmac.new(USAGE_KEY.encode(), f"{stamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Heyon-Client": USAGE_CLIENT, "X-Heyon-Timestamp": stamp,
+            "X-Heyon-Signature": mac}
+
+
+def usage_suite(backend: str, base: str, database_url: str) -> list[Usage]:
+    """USAGE_BATCHES new batches (every charge applied), then the same batches sent again (every
+    charge a duplicate, as when the network retries after a lost answer), after one warm-up batch."""
+    log(f"[{backend}] usage: {USAGE_BATCHES} batches of {USAGE_BATCH:,} charges over {USAGE_CARDS} new cards, "
+        "then the same again")
+    cards = usage_cards(database_url)
+    run = uuid.uuid4().hex[:8]
+    send_batches(backend, base, [usage_body(cards, f"{run}-warm")], "applied", "warm-up")
+    bodies = [usage_body(cards, f"{run}-{b}") for b in range(USAGE_BATCHES)]
+    return [send_batches(backend, base, bodies, "applied", f"usage batch of {USAGE_BATCH:,}, applied"),
+            send_batches(backend, base, bodies, "duplicate", f"usage batch of {USAGE_BATCH:,}, sent again")]
+
+
+def send_batches(backend: str, base: str, bodies: list[str], expected: str, name: str) -> Usage:
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors, sample = 0, ""
+    start = time.perf_counter()
+    for body in bodies:
+        t0 = time.perf_counter()
+        r = fetch(base, "POST", "/api/v1/usage", body, usage_signed(body))
+        latencies.append(time.perf_counter() - t0)
+        found = [item["status"] for item in json.loads(r.body)["results"]] if r.status == 200 else []
+        for status in found:
+            statuses[status] = statuses.get(status, 0) + 1
+        if r.status != 200 or found != [expected] * USAGE_BATCH:
+            errors += 1
+            sample = sample or f"{r.status}: {r.body[:200]!r}"
+    elapsed = time.perf_counter() - start
+    return Usage(backend, name, len(bodies), elapsed, statistics.median(latencies) * 1000, max(latencies) * 1000,
+                 statuses, errors, sample)
+
+
+def usage_markdown(usage: list[Usage]) -> list[str]:
+    out = ["", "## Usage from the network (POST /api/v1/usage)", "",
+           f"Batches of {USAGE_BATCH:,} charges over {USAGE_CARDS} cards, sent one after another by one client and "
+           "each answered in full (chunks of 100 charges per write transaction) before the next; then the same "
+           "batches again, every charge a duplicate.", "",
+           "| database | batches | batches/s | charges/s | p50 ms per batch | max ms | answers | errors |",
+           "|---|---|---:|---:|---:|---:|---|---:|"]
+    for u in usage:
+        answers = ", ".join(f"{k} {v:,}" for k, v in sorted(u.statuses.items()))
+        out.append(f"| {u.backend} | {u.name} | {u.batches_per_second:.2f} | {u.charges_per_second:,.0f} | "
+                   f"{u.p50_ms:.0f} | {u.max_ms:.0f} | {answers} | {u.errors} |")
+    out += [f"\nErrors in {u.backend} {u.name}: {u.error_sample}" for u in usage if u.errors]
+    return out
+
+
 # ------------------------------------------------------------------ page weight
 
 
@@ -557,7 +674,7 @@ def lighthouse(base: str, pages: dict[str, str], runs: int) -> list[Lighthouse]:
 
 
 def markdown(loads: list[Load], weights: list[Weight], lighthouses: list[Lighthouse], argon2_ms: float,
-             verdicts: list[tuple[str, str, bool | None]]) -> str:
+             verdicts: list[tuple[str, str, bool | None]], usage: list[Usage]) -> str:
     setup = (f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, gunicorn {WORKERS} sync workers; "
              f"load from the same machine ({CONNECTIONS} connections, {SECONDS:.0f} s per row after a {WARMUP:.0f} s "
              f"warm-up). Requests send `Accept-Encoding: {BROWSER_ENCODINGS}` as a phone browser does. "
@@ -578,6 +695,7 @@ def markdown(loads: list[Load], weights: list[Weight], lighthouses: list[Lightho
                    f"{r.errors} | {ratio} |")
     errors = [r for r in loads if r.errors]
     out += [f"\nErrors in {r.backend} {r.name}: {r.error_sample}" for r in errors]
+    out += usage_markdown(usage)
     out += ["", "## Page weight (bytes as served)", "", "| page | raw | gzip | br |", "|---|---:|---:|---:|"]
     out += [f"| {w.page} | {w.raw} | {w.gzip} | {w.br} |" for w in weights]
     out += ["", "## Lighthouse, mobile (simulated slow 4G, 4x CPU), median of runs", "",
@@ -616,7 +734,8 @@ def order_token_path(base: str, database_url: str) -> str:
     return "/orders/" + pending_orders(database_url, 1, tokens=True)[0]
 
 
-def judge(loads: list[Load], lighthouses: list[Lighthouse], pin_ms: float) -> list[tuple[str, str, bool | None]]:
+def judge(loads: list[Load], lighthouses: list[Lighthouse], pin_ms: float,
+          usage: list[Usage]) -> list[tuple[str, str, bool | None]]:
     verdicts: list[tuple[str, str, bool | None]] = [
         (f"card-PIN check <= {TARGETS['pin_check_ms']:.0f} ms of CPU", f"{pin_ms:.3f} ms",
          pin_ms <= TARGETS["pin_check_ms"])]
@@ -648,6 +767,9 @@ def judge(loads: list[Load], lighthouses: list[Lighthouse], pin_ms: float) -> li
                              f"{r.vs_healthz:.3f}x", r.vs_healthz >= TARGETS["notify_ratio"]))
     total_errors = sum(r.errors for r in loads)
     verdicts.append(("zero errors under load", str(total_errors), total_errors == 0))
+    for u in usage:
+        verdicts.append((f"{u.backend} {u.name}: every charge answered as expected",
+                         f"{u.errors} batches otherwise", u.errors == 0))
     return verdicts
 
 
@@ -669,6 +791,7 @@ def main() -> int:
     loads: list[Load] = []
     weights: list[Weight] = []
     lighthouses: list[Lighthouse] = []
+    usage: list[Usage] = []
     with tempfile.TemporaryDirectory(prefix="heyon-bench-") as tmp:
         logfile = Path(tmp) / "gunicorn.log"
         sqlite_url = f"sqlite:///{tmp}/bench.db"
@@ -678,6 +801,7 @@ def main() -> int:
             weights = page_weights(base)
             lighthouses = lighthouse(base, lighthouse_pages(base, sqlite_url), LIGHTHOUSE_RUNS)
             loads += load_suite("sqlite", base, use_wrk, sqlite_url)
+            usage += usage_suite("sqlite", base, sqlite_url)
         server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
         if server:
             with scratch_postgres(server) as pg_url:
@@ -685,11 +809,12 @@ def main() -> int:
                 prepare_database(pg_url)
                 with serving(pg_url, logfile) as base:
                     loads += load_suite("postgresql", base, use_wrk, pg_url)
+                    usage += usage_suite("postgresql", base, pg_url)
         else:
             log("postgresql: skipped (set BENCH_DATABASE_URL or TEST_DATABASE_URL, e.g. postgresql:///test)")
         argon2_ms, pin_ms = argon2_verify_ms(), pin_check_ms()
-        verdicts = judge(loads, lighthouses, pin_ms)
-        report = markdown(loads, weights, lighthouses, argon2_ms, verdicts)
+        verdicts = judge(loads, lighthouses, pin_ms, usage)
+        report = markdown(loads, weights, lighthouses, argon2_ms, verdicts, usage)
         errors_in_log = [ln for ln in logfile.read_text(errors="replace").splitlines()
                          if "Traceback" in ln or "[ERROR]" in ln]
         if errors_in_log:
@@ -700,6 +825,8 @@ def main() -> int:
         "workers": WORKERS, "argon2_verify_ms": argon2_ms, "pin_check_ms": pin_ms, "load_average_before": LOAD_BEFORE,
         "loads": [{**asdict(r), "rps": r.rps} for r in loads], "weights": [asdict(w) for w in weights],
         "lighthouse": [asdict(lh) for lh in lighthouses],
+        "usage": [{**asdict(u), "batches_per_second": u.batches_per_second, "charges_per_second": u.charges_per_second}
+                  for u in usage],
         "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in verdicts]}, indent=2))
     print(report)
     log(f"written: {RESULTS / 'latest.md'} and latest.json")

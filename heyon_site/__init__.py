@@ -7,13 +7,14 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from heyon_site import config, customer, payments, providers, sandbox, staff
+from heyon_site import api, config, customer, payments, providers, sandbox, staff
 from heyon_site.cards.cli import cards, seed_demo
 from heyon_site.extensions import compress, csrf, db, limiter, migrate
 from heyon_site.extensions import htmx as htmx_ext
 from heyon_site.faq.cli import faq_cli
 from heyon_site.ops import alarms, backup, logs, metrics
 from heyon_site.ops.cli import ledger_cli
+from heyon_site.outbox.cli import outbox as outbox_cli
 from heyon_site.payments.cli import payments as payments_cli
 from heyon_site.payments.cli import refunds_group as refunds_cli
 from heyon_site.promos.cli import promos_cli
@@ -21,7 +22,18 @@ from heyon_site.settlement.cli import settlement as settlement_cli
 from heyon_site.staff.cli import staff_cli
 from heyon_site.web import errors, i18n, pages
 
-COMMANDS = (cards, seed_demo, ledger_cli, payments_cli, refunds_cli, settlement_cli, faq_cli, promos_cli, staff_cli)
+COMMANDS = (
+    cards,
+    seed_demo,
+    ledger_cli,
+    payments_cli,
+    refunds_cli,
+    settlement_cli,
+    outbox_cli,
+    faq_cli,
+    promos_cli,
+    staff_cli,
+)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -48,9 +60,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     metrics.init_app(app)
 
-    for blueprint in (customer.bp, payments.bp, staff.bp):
+    for blueprint in (customer.bp, payments.bp, staff.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(payments.bp)  # provider callbacks are authenticated by their signatures
+    csrf.exempt(api.bp)  # so is every API request (api/auth.py)
     if "sandbox" in app.extensions["heyon.providers"]:
         app.register_blueprint(sandbox.bp)
         app.extensions["heyon.providers"]["sandbox"].on_refund = sandbox.notify_refund

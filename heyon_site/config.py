@@ -104,6 +104,9 @@ def _base_url(env: dict[str, str], name: str) -> str:
 # Each payment provider reads its own settings (``providers/<name>.py`` names them); they pass
 # through from the environment as they are. Keys may be given as a value or as ``NAME_FILE``.
 PROVIDER_SETTING_PREFIXES = ("HEYON_ALIPAY_", "HEYON_WECHAT_", "HEYON_STRIPE_")
+# So do the channels of messages to customers (outbox/email.py, outbox/sms.py; README "Messages
+# to customers"): SMTP, and the SMS provider with its keys and template codes.
+MESSAGE_SETTING_PREFIXES = ("HEYON_SMTP_", "HEYON_SMS_", "HEYON_ALIYUN_", "HEYON_TWILIO_")
 
 
 class MissingSetting(ValueError):
@@ -197,7 +200,7 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The settings taken from ``env`` (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)
     return {
-        **{k: v for k, v in env.items() if k.startswith(PROVIDER_SETTING_PREFIXES)},
+        **{k: v for k, v in env.items() if k.startswith(PROVIDER_SETTING_PREFIXES + MESSAGE_SETTING_PREFIXES)},
         "SECRET_KEY": env.get("SECRET_KEY"),
         # The key of the card-number digests (see card_number_key); set once, never changed.
         "HEYON_CARD_KEY": env.get("HEYON_CARD_KEY", ""),
@@ -231,6 +234,10 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # Where `flask settlement run` archives the providers' raw statements (default: the
         # instance folder's settlements/); back it up with the database.
         "HEYON_SETTLEMENT_DIR": env.get("HEYON_SETTLEMENT_DIR", ""),
+        # Messages to customers: tries before a message is given up into the dead letters.
+        "HEYON_OUTBOX_MAX_TRIES": _int(env, "HEYON_OUTBOX_MAX_TRIES", 8),
+        # Where SMS go: log (nothing is sent; the log shows it), aliyun or twilio (outbox/sms.py).
+        "HEYON_SMS_PROVIDER": (env.get("HEYON_SMS_PROVIDER") or "log").strip().lower(),
         # What a promotion may give: a bonus at most this percent of the amount paid, a discount at
         # most this percent of the amount (billing.promos checks terms and clamps quotes to them).
         **{name: promo_cap(name, env.get(name)) for name in PROMO_CAPS},
@@ -279,6 +286,10 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # private addresses only.
         "HEYON_METRICS_TOKEN": env.get("HEYON_METRICS_TOKEN", ""),
         "HEYON_METRICS_TOKEN_FILE": env.get("HEYON_METRICS_TOKEN_FILE", ""),
+        # The network's charging systems that may call /api/v1 (heyon_site/api/auth.py):
+        # comma-separated name:key pairs, or a file holding them; read once at start-up.
+        "HEYON_USAGE_CLIENTS": env.get("HEYON_USAGE_CLIENTS", ""),
+        "HEYON_USAGE_CLIENTS_FILE": env.get("HEYON_USAGE_CLIENTS_FILE", ""),
     }
 
 

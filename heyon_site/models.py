@@ -28,7 +28,10 @@ from heyon_site.extensions import Model
 
 ORDER_STATES = ("pending", "credited", "failed", "expired", "review")
 FINAL_STATES = frozenset({"credited", "failed", "expired"})
-LEDGER_KINDS = ("opening", "recharge", "bonus", "adjustment")
+LEDGER_KINDS = ("opening", "recharge", "bonus", "adjustment", "usage")
+USAGE_KINDS = ("voice", "data", "sms", "other")
+OUTBOX_CHANNELS = ("email", "sms")
+OUTBOX_STATES = ("pending", "sent", "dead")
 EVENT_KINDS = ("paid", "closed", "refunded")
 REFUND_STATES = ("pending", "succeeded", "failed")
 #: Why a refund was asked for: two people decided (resolution), or a rule did (auto: a second
@@ -69,6 +72,14 @@ class Card(Model):
     # `flask ledger verify` proves the two agree.
     balance_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The card's phone number (E.164), for messages about it: personal data, masked wherever
+    # shown, deleted by `flask cards forget`.
+    msisdn: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Low-balance reminders, asked for on the balance page: below this many fen, at most one a day
+    # (the last day one went out, Beijing time), in the language the customer asked in.
+    low_balance_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    low_balance_locale: Mapped[str | None] = mapped_column(String(10), default=None)
+    low_balance_sent_on: Mapped[date | None] = mapped_column(Date, default=None)
 
 
 class LoginThrottle(Model):
@@ -165,6 +176,9 @@ class RechargeOrder(Model):
     # ledger stay as they were (a credited order stays credited); the staff dashboard lists these.
     attention: Mapped[str | None] = mapped_column(String(32), default=None)
     attention_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    # Where to send "recharge credited" besides the card's phone: given on the recharge form,
+    # personal data (masked wherever shown, deleted by `flask cards forget`).
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
 
     card: Mapped[Card] = relationship(lazy="joined")
 
@@ -308,6 +322,62 @@ class Refund(Model):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     # The day (Beijing) of the provider's statement that named this refund (see PaymentEvent's).
     statement_day: Mapped[date | None] = mapped_column(Date, default=None)
+
+
+class UsageCharge(Model):
+    """One charge the network's charging system posted (``POST /api/v1/usage``), applied once:
+    unique per client and the client's own id. ``applied`` debited the card (a ``usage`` ledger
+    entry keyed by the same pair); ``refused`` did not, and says why."""
+
+    __tablename__ = "usage_charges"
+    __table_args__ = (
+        UniqueConstraint("client", "charge_id", name="uq_usage_charges_client_charge"),
+        CheckConstraint(_in("kind", USAGE_KINDS), name="kind"),
+        CheckConstraint(_in("status", ("applied", "refused")), name="status"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        Index("ix_usage_charges_card", "card_id", "charged_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(40))
+    charge_id: Mapped[str] = mapped_column(String(64))
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), default=None)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    charged_at: Mapped[datetime] = mapped_column()
+    status: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Model):
+    """A message to a customer, written in the same transaction as the change that causes it
+    (a credit, a debit), so none is lost or sent for a change rolled back; delivered by
+    `flask outbox work`. ``key`` is unique and is the idempotency key the provider receives."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        CheckConstraint(_in("channel", OUTBOX_CHANNELS), name="channel"),
+        CheckConstraint(_in("status", OUTBOX_STATES), name="status"),
+        Index("ix_outbox_messages_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    # A phone number or an e-mail address: personal data, masked wherever shown.
+    recipient: Mapped[str] = mapped_column(String(254))
+    template: Mapped[str] = mapped_column(String(32))
+    params: Mapped[str] = mapped_column(Text, default="{}")  # JSON; never a card password
+    locale: Mapped[str] = mapped_column(String(10), default="zh_Hans")
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), index=True, default=None)
+    status: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Settlement(Model):

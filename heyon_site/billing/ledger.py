@@ -18,6 +18,7 @@ from heyon_site.models import (
     RechargeOrder,
     Refund,
     Resolution,
+    UsageCharge,
     utcnow,
 )
 
@@ -207,6 +208,7 @@ def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verd
 
     problems += _over_the_caps(s, caps or PromoCaps(), limit)
     problems += _payments_accounted_for(s, limit)
+    problems += _usage_accounted_for(s, limit)
 
     kinds_without_order = s.scalar(
         select(func.count())
@@ -363,4 +365,36 @@ def _payments_accounted_for(s: DbSession, limit: int) -> list[str]:
                 f"{key[0]} {key[1]}: payments {paid_in.get(key, 0)} fen != credited, refunded and waiting "
                 f"{parts.get(key, 0)} fen"
             )
+    return problems[: 4 * limit]
+
+
+def _usage_accounted_for(s: DbSession, limit: int) -> list[str]:
+    """Every applied usage charge has exactly one ``usage`` entry, of minus its amount, on its
+    card; every ``usage`` entry has its applied charge; a refused charge has none."""
+    charges = {
+        f"usage:{client}:{charge_id}": (status, -amount, card)
+        for client, charge_id, status, amount, card in s.execute(
+            select(
+                UsageCharge.client,
+                UsageCharge.charge_id,
+                UsageCharge.status,
+                UsageCharge.amount_fen,
+                UsageCharge.card_id,
+            )
+        )
+    }
+    entries = {
+        key: (amount, card)
+        for key, amount, card in s.execute(
+            select(LedgerEntry.key, LedgerEntry.amount_fen, LedgerEntry.card_id).where(LedgerEntry.kind == "usage")
+        )
+    }
+    problems = []
+    for key, (status, debit, card) in charges.items():
+        entry = entries.get(key)
+        if status == "applied" and entry != (debit, card):
+            problems.append(f"{key}: applied, but the ledger has {entry} for ({debit}, card {card})")
+        elif status == "refused" and entry is not None:
+            problems.append(f"{key}: refused, but the ledger has a debit")
+    problems += [f"ledger entry {key}: a usage debit without its charge" for key in entries if key not in charges]
     return problems[: 4 * limit]

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, Update, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from heyon_site.billing import refunds
+from heyon_site.billing import notices, refunds
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.ledger import credit
 from heyon_site.billing.money import AmountError, parse_amount
@@ -86,6 +86,7 @@ def start_recharge(
     terms: Quote | None = None,
     form_id: str | None = None,
     needs_confirmation: bool = False,
+    email: str | None = None,
 ) -> RechargeOrder:
     """A pending order for ``amount_fen`` on the quoted ``terms`` (none: pay the face value, no
     bonus); the caller commits. The terms are copied onto the order, so the promise it carries
@@ -122,6 +123,7 @@ def start_recharge(
         updated_at=now,
         submission_key=key,
         needs_confirmation=needs_confirmation,
+        email=email or None,
     )
     if key is None:
         s.add(order)
@@ -356,6 +358,7 @@ def _paid(s: DbSession, order: _Due, event: ProviderEvent, now: datetime) -> str
         credit(s, order.card_id, order.amount_fen, "recharge", key=f"order:{order.id}:recharge", order_id=order.id)
         if order.bonus_fen:
             credit(s, order.card_id, order.bonus_fen, "bonus", key=f"order:{order.id}:bonus", order_id=order.id)
+        notices.recharge_credited(s, order.id, now)  # the message commits with the credit, or neither
         return "credited"
     # Someone else moved it first. A second, different payment of a credited order, or a payment
     # of an order we already gave up on, is real money that needs a person: never credit blindly.

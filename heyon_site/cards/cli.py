@@ -1,4 +1,5 @@
-"""`flask cards` and `flask seed-demo`: create, import, inspect and unblock cards."""
+"""`flask cards` and `flask seed-demo`: create, import, inspect and unblock cards, and forget their
+owners' personal data."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flask.cli import AppGroup
 
 from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.cards.numbers import CardNumberError, find_card, mask, normalise_card_number
-from heyon_site.cards.services import issue_cards, unblock
+from heyon_site.cards.services import PhoneNumberError, forget, issue_cards, normalise_msisdn, unblock
 from heyon_site.database import in_write_transaction
 from heyon_site.ops.audit import COMMAND_LINE
 from heyon_site.security.passwords import normalise_password
@@ -35,6 +36,18 @@ def _amount(text: str) -> int:
         raise click.BadParameter(f"{text!r} is not an amount like 12.34") from None
 
 
+def _msisdn(text: str | None) -> str | None:
+    """A phone number as kept, or None for none given."""
+    if not (text or "").strip():
+        return None
+    try:
+        return normalise_msisdn(text or "")
+    except PhoneNumberError:
+        raise click.BadParameter(
+            "a phone number is + and 6 to 15 digits (+8613800138000), or an 11-digit Chinese mobile number"
+        ) from None
+
+
 def _valid_password(password: str) -> str:
     pin = normalise_password(password)
     if not 4 <= len(pin) <= 64:
@@ -46,16 +59,18 @@ def _valid_password(password: str) -> str:
 @click.argument("number")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The card password (PIN).")
 @click.option("--balance", default="0", help="Opening balance in yuan, e.g. 12.34.")
-def cards_create(number: str, password: str, balance: str) -> None:
+@click.option("--msisdn", default=None, help="The card's phone number, for messages: +8613800138000 or 13800138000.")
+def cards_create(number: str, password: str, balance: str, msisdn: str | None) -> None:
     """Create a card with an opening balance (booked as a ledger entry)."""
     try:
         digits = normalise_card_number(number)
     except CardNumberError:
         raise click.BadParameter("a card number has 10 to 19 digits") from None
-    fen, pin = _amount(balance), _valid_password(password)
+    fen, pin, phone = _amount(balance), _valid_password(password), _msisdn(msisdn)
     if find_card(digits):
         raise click.ClickException(f"card {mask(digits)} exists already")
-    in_write_transaction(lambda: issue_cards(COMMAND_LINE, [(digits, pin, fen)]))
+    phones = {digits: phone} if phone else {}
+    in_write_transaction(lambda: issue_cards(COMMAND_LINE, [(digits, pin, fen)], phones))
     click.echo(f"created card {mask(digits)} with balance {yuan(fen)}")
 
 
@@ -77,8 +92,9 @@ def cards_show(number: str) -> None:
 @cards.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def cards_import(path: Path) -> None:
-    """Import cards from a CSV with a header: number,password[,balance]. All or nothing."""
+    """Import cards from a CSV with a header: number,password[,balance][,msisdn]. All or nothing."""
     rows: list[tuple[str, str, int]] = []
+    phones: dict[str, str] = {}
     errors: list[str] = []
     seen: set[str] = set()
     try:
@@ -94,6 +110,7 @@ def cards_import(path: Path) -> None:
             digits = normalise_card_number(row.get("number") or "")
             pin = _valid_password(row.get("password") or "")
             fen = _amount((row.get("balance") or "0").strip() or "0")
+            phone = _msisdn(row.get("msisdn"))
         except (CardNumberError, click.BadParameter) as exc:
             errors.append(f"line {line}: {getattr(exc, 'message', None) or 'not a card number'}")
             continue
@@ -101,11 +118,13 @@ def cards_import(path: Path) -> None:
             errors.append(f"line {line}: card {mask(digits)} is listed twice or exists already")
         seen.add(digits)
         rows.append((digits, pin, fen))
+        if phone:
+            phones[digits] = phone
     if errors:
         click.echo("\n".join(errors[:50]), err=True)
         raise click.ClickException(f"{len(errors)} line(s) refused; nothing imported")
 
-    in_write_transaction(lambda: issue_cards(COMMAND_LINE, rows))
+    in_write_transaction(lambda: issue_cards(COMMAND_LINE, rows, phones))
     click.echo(f"imported {len(rows)} card(s), total opening balance {yuan(sum(r[2] for r in rows))}")
 
 
@@ -125,6 +144,21 @@ def cards_unblock(number: str) -> None:
     click.echo(f"card {mask(digits)} is active")
     if cleared:
         click.echo(f"password throttle cleared ({cleared} record(s))")
+
+
+@cards.command("forget")
+@click.argument("number")
+def cards_forget(number: str) -> None:
+    """Delete a card owner's personal data: the card's phone number and reminder settings, the
+    e-mail addresses given with its orders, its messages' recipients. One transaction, audited;
+    the card, its money and its orders stay."""
+    try:
+        digits = normalise_card_number(number)
+    except CardNumberError:
+        raise click.BadParameter("a card number has 10 to 19 digits") from None
+    if in_write_transaction(lambda: forget(COMMAND_LINE, digits)) is None:
+        raise click.ClickException("no such card")
+    click.echo(f"card {mask(digits)}: personal data forgotten")
 
 
 @click.command("seed-demo")

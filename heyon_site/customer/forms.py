@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, cast
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from wtforms import HiddenField, PasswordField, RadioField, StringField
+from wtforms import EmailField, HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
-from heyon_site.billing.money import AmountError, yuan
+from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.billing.promos import Quote, quote_token
 from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
 from heyon_site.cards.numbers import CardNumberError, normalise_card_number
@@ -61,8 +62,67 @@ class BalanceForm(CardForm):
     """Card number and password only: the balance is shown after a POST, never in a URL."""
 
 
+REMINDER_MIN_FEN, REMINDER_MAX_FEN = 100, 100000  # reminders below 1 to 1,000 yuan
+_OFF = frozenset({"", "off"})
+
+
+class LowBalanceForm(Form):
+    """The low-balance reminder, offered with a balance result: a threshold in yuan, or none (off).
+    The card is the one the result was for: ``card`` names it and ``grant`` proves the password
+    was given for it minutes ago (customer/balance.py), so neither is ever asked for again."""
+
+    threshold = StringField(
+        _l("Remind me when the balance falls below (yuan)"),
+        [Length(max=20, message=_l("That amount is too long."))],
+        render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": "20"},
+    )
+    card = HiddenField()
+    grant = HiddenField()
+    threshold_fen: int | None = None
+
+    def validate_threshold(self, field: StringField) -> None:
+        text = (field.data or "").strip()
+        if text.lower() in _OFF:
+            self.threshold_fen = None
+            return
+        try:
+            fen = parse_amount(text)
+        except AmountError:
+            raise ValidationError(
+                _l("Enter an amount in yuan, like 10, or leave it empty to turn reminders off.")
+            ) from None
+        if fen and not REMINDER_MIN_FEN <= fen <= REMINDER_MAX_FEN:
+            raise ValidationError(
+                _l(
+                    "A reminder can be set from %(low)s to %(high)s yuan.",
+                    low=yuan(REMINDER_MIN_FEN),
+                    high=yuan(REMINDER_MAX_FEN),
+                )
+            )
+        self.threshold_fen = fen or None  # 0 yuan: never below it, so off
+
+
 OTHER = "other"  # the amount choice whose value is typed in
 _FORM_ID = re.compile(r"[A-Za-z0-9_-]{16,40}")
+MAX_EMAIL = 254  # RFC 5321's limit on a path, and the column's size
+# An e-mail address in the shape mail servers accept, checked here and nowhere else: no DNS
+# lookup (slow, and it fails on a phone's bad network for an address that is right). The local
+# part is the common unquoted form; the domain has at least two labels of letters (any script),
+# digits and inner hyphens, the last at least two characters long.
+_EMAIL = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[^\W_](?:[^\W_]|-){0,61}(?<!-)\.)+[^\W\d_]{2,63})"
+)
+
+
+def normalise_email(text: str) -> str | None:
+    """The address as stored (the domain in lower case), or None when it is not one. Full-width
+    letters and "＠", as a Chinese input method types them, count as their plain forms."""
+    address = unicodedata.normalize("NFKC", text or "").strip()
+    match = _EMAIL.fullmatch(address) if len(address) <= MAX_EMAIL else None
+    if match is None or len(match["local"]) > 64:
+        return None
+    return f"{match['local']}@{match['domain'].lower()}"
 
 
 class RechargeForm(CardForm):
@@ -83,7 +143,20 @@ class RechargeForm(CardForm):
     # saw the terms the order gets.
     offer = HiddenField()
     quoted = HiddenField()
+    # Where to send "recharge credited" besides the card's phone: optional, never shown back on a
+    # cached page (the empty form's is empty for everyone).
+    email = EmailField(
+        _l("E-mail for the receipt (optional)"),
+        [Length(max=MAX_EMAIL, message=_l("That e-mail address is too long."))],
+        render_kw={
+            "autocomplete": "email",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+            "maxlength": str(MAX_EMAIL),
+        },
+    )
     amount_fen: int = 0
+    email_address: str | None = None
 
     def __init__(self, formdata: Any, **kwargs: Any) -> None:
         super().__init__(formdata=formdata, **kwargs)
@@ -137,6 +210,13 @@ class RechargeForm(CardForm):
         choices = cast(list[tuple[str, str]], self.method.choices or [])  # as __init__ sets them
         if field.data not in dict(choices):
             raise ValidationError(_l("Choose a payment method."))
+
+    def validate_email(self, field: EmailField) -> None:
+        if not (field.data or "").strip():
+            return  # optional: no address, no e-mail
+        self.email_address = normalise_email(field.data or "")
+        if self.email_address is None:
+            raise ValidationError(_l("Enter an e-mail address like name@example.com, or leave it empty."))
 
     def one_time_id(self) -> str | None:
         """The form's one-time id as sent, if it is one of ours in shape (else no repeat check)."""

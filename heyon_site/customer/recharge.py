@@ -182,6 +182,7 @@ def recharge_submit() -> Response:
         return recharge_page(form, "recharge_form", refuse(form, auth))
     provider = get_provider(form.method.data or "") or abort(400)
     card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
+    email = form.email_address
     caps = PromoCaps.from_config(current_app.config)
 
     def make_order() -> Started:
@@ -200,6 +201,7 @@ def recharge_submit() -> Response:
             terms=terms,
             form_id=form_id,
             needs_confirmation=not seen,
+            email=email,
         )
         return Started.of(made)
 

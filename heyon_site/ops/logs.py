@@ -9,7 +9,8 @@ itself (``RequestLog``): it knows the request id, and gunicorn's access log is s
 What never reaches a log: card passwords and keys are never passed to a logger; SQL parameters
 are hidden from database errors (``hide_parameters``), and SQLAlchemy's statement and row echo
 stays off whatever the level, because rows hold card numbers and password hashes. As a last
-guard every message, path and traceback has card-number-like digit runs masked to the last four.
+guard every message, path and traceback has card-number-like digit runs masked to the last four,
+and phone numbers and e-mail addresses (customers' personal data) as ``mask_contact`` shows them.
 """
 
 from __future__ import annotations
@@ -81,6 +82,37 @@ def mask_card_numbers(text: str) -> str:
     return _DIGIT_RUN.sub(lambda m: m[0] if _is_order_no(m[0], today) else "****" + m[0][-4:], text)
 
 
+def mask_contact(value: str) -> str:
+    """A phone number or e-mail address as logs and staff lists show it: enough to tell two apart
+    (the last four digits; the first letter and the domain), not enough to reach the person."""
+    if "@" in value:
+        name, _, domain = value.rpartition("@")
+        return f"{name[:1]}***@{domain}"
+    digits = [c for c in value if c.isdigit()]
+    return "****" + "".join(digits[-4:]) if len(digits) > 4 else "****"
+
+
+# An e-mail address as any log line might hold one; its domain is kept, like mask_contact's.
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+# A phone number written in international form ("+86 138-0013-8000"), or a Chinese mobile number
+# in groups ("138 0013 8000"); eleven digits in one run are a card-like run and masked as such.
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d(?:[ -]?\d){5,14}|1[3-9]\d[ -]\d{4}[ -]\d{4})(?![\w])")
+
+
+def mask_contacts(text: str) -> str:
+    """``text`` with every e-mail address and phone number in it masked (``mask_contact``)."""
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: mask_contact(m[0]), text)
+    if "+" in text or " " in text or "-" in text:
+        text = _PHONE.sub(lambda m: mask_contact(m[0]), text)
+    return text
+
+
+def mask_personal(text: str) -> str:
+    """What every log line goes through: contacts, then card-number-like digit runs, masked."""
+    return mask_card_numbers(mask_contacts(text))
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -101,7 +133,7 @@ def _timestamp(created: float) -> str:
 
 def _extra(record: logging.LogRecord) -> dict[str, Any]:
     return {
-        k: mask_card_numbers(v) if isinstance(v, str) else v
+        k: mask_personal(v) if isinstance(v, str) else v
         for k, v in record.__dict__.items()
         if k not in _RECORD_ATTRS and not k.startswith("_")
     }
@@ -112,7 +144,7 @@ def _event(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str,
         "timestamp": _timestamp(record.created),
         "level": record.levelname,
         "logger": record.name,
-        "message": mask_card_numbers(record.getMessage()),
+        "message": mask_personal(record.getMessage()),
     }
     rid = getattr(record, "request_id", None) or current_request_id()
     if rid:
@@ -120,11 +152,11 @@ def _event(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str,
     event.update(_extra(record))
     event["pid"] = record.process
     if record.exc_info:
-        event["exception"] = mask_card_numbers(formatter.formatException(record.exc_info))
+        event["exception"] = mask_personal(formatter.formatException(record.exc_info))
     elif record.exc_text:
-        event["exception"] = mask_card_numbers(record.exc_text)
+        event["exception"] = mask_personal(record.exc_text)
     if record.stack_info:
-        event["stack"] = mask_card_numbers(formatter.formatStack(record.stack_info))
+        event["stack"] = mask_personal(formatter.formatStack(record.stack_info))
     return event
 
 
@@ -252,7 +284,7 @@ def _log_access(environ: dict[str, Any], status: int, started: float) -> None:
     method = str(environ.get("REQUEST_METHOD", "-"))[:16]
     # WSGI hands the path over as latin-1; browsers send UTF-8. Never the query string.
     path = str(environ.get("PATH_INFO", "")).encode("latin-1", "replace").decode("utf-8", "replace")[:512]
-    path = mask_card_numbers(path)  # masked here, not only by the formatter: pytest's handlers see it too
+    path = mask_personal(path)  # masked here, not only by the formatter: pytest's handlers see it too
     level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     access_log.log(

@@ -8,7 +8,8 @@ by all of them, so any worker of any machine answers a scrape with the same, com
 They are numbers for the whole site: scrape one target, or take ``max`` over instances, never
 ``sum``.
 
-What a scrape reads: a grouped count of orders by provider and status, the pending orders, and
+What a scrape reads: a grouped count of orders by provider and status, the pending orders, the
+outbox's messages by status (its index leads with the status), and
 the rows added since the last scrape to the two append-only tables, the ledger and the raw
 callbacks. Those are tallied per process (``Tally``), so the histogram and the callback counter
 do not re-read history on every scrape. ``heyon_metrics_query_seconds`` shows the cost.
@@ -37,7 +38,15 @@ from sqlalchemy import func, select
 
 from heyon_site.config import setting
 from heyon_site.extensions import db
-from heyon_site.models import ORDER_STATES, LedgerEntry, ProviderCallback, RechargeOrder, utcnow
+from heyon_site.models import (
+    ORDER_STATES,
+    OUTBOX_STATES,
+    LedgerEntry,
+    OutboxMessage,
+    ProviderCallback,
+    RechargeOrder,
+    utcnow,
+)
 
 bp = Blueprint("metrics", __name__)
 
@@ -151,6 +160,11 @@ def oldest_pending() -> dict[str, datetime]:
     return {p: oldest for p, oldest in rows}  # noqa: C416 - dict(rows) would take the Result for a mapping (it has keys())
 
 
+def outbox_counts() -> dict[str, int]:
+    m = OutboxMessage
+    return {status: int(n) for status, n in db.session.execute(select(m.status, func.count()).group_by(m.status))}
+
+
 class SiteCollector:
     """A prometheus_client collector whose every sample comes from the database."""
 
@@ -160,7 +174,7 @@ class SiteCollector:
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         now = utcnow()
-        counts, pending = order_counts(), oldest_pending()
+        counts, pending, messages = order_counts(), oldest_pending(), outbox_counts()
         credits, callbacks = (t.read(now) for t in tallies().values())
         db.session.rollback()
         providers = sorted({*self.providers, *(p for p, _ in counts), *(k[0] for k in callbacks)})
@@ -193,9 +207,17 @@ class SiteCollector:
             for outcome in sorted({*WATCHED_OUTCOMES, *(o for q, o in callbacks if q == p)}):
                 received.add_metric([p, outcome], callbacks[p, outcome])
 
+        outbox = GaugeMetricFamily(
+            "heyon_outbox_messages",
+            'Messages to customers by status; status="dead" were given up and wait for a person (/staff/outbox).',
+            labels=["status"],
+        )
+        for status in OUTBOX_STATES:
+            outbox.add_metric([status], messages.get(status, 0))
+
         cost = GaugeMetricFamily("heyon_metrics_query_seconds", "Time this scrape spent reading the database.")
         cost.add_metric([], time.perf_counter() - started)
-        yield from (by_status, oldest, latency, received, cost)
+        yield from (by_status, oldest, latency, received, outbox, cost)
 
 
 # ------------------------------------------------------------------ who may read them

@@ -1,5 +1,5 @@
-"""The staff back office under /staff: sign-in, the dashboard, orders, the FAQ and promotion
-editors, accounts, the audit log.
+"""The staff back office under /staff: sign-in, the dashboard, orders, messages to customers, the
+FAQ and promotion editors, accounts, the audit log.
 
 One module per screen, each adding its routes to the blueprint (``blueprint.py``); importing the
 package registers them all, so ``create_app`` only registers ``bp``.
@@ -13,6 +13,7 @@ from heyon_site.staff import (
     exports,
     faq,
     orders,
+    outbox,
     promotions,
     resolutions,
     settlement,
@@ -20,5 +21,18 @@ from heyon_site.staff import (
 )
 from heyon_site.staff.blueprint import bp
 
-SCREENS = (signin, dashboard, orders, exports, resolutions, settlement, faq, promotions, account, accounts, audit)
+SCREENS = (
+    signin,
+    dashboard,
+    orders,
+    exports,
+    resolutions,
+    settlement,
+    outbox,
+    faq,
+    promotions,
+    account,
+    accounts,
+    audit,
+)
 __all__ = ["bp"]

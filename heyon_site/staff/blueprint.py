@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from heyon_site import sitetime
 from heyon_site.billing.money import yuan_grouped
 from heyon_site.extensions import limiter
+from heyon_site.ops.logs import mask_contact, mask_personal
 from heyon_site.staff import words
 from heyon_site.staff.auth import current_staff
 from heyon_site.staff.forms import LogoutForm
@@ -33,6 +34,19 @@ def _private(response: Response) -> Response:
     return response
 
 
+@bp.app_template_filter("contact")
+def contact(value: str | None) -> str:
+    """A phone number or e-mail address on a staff page: masked, always (personal data)."""
+    return mask_contact(value) if value else ""
+
+
+@bp.app_template_filter("masked")
+def masked(text: str | None) -> str:
+    """Free text from outside (a provider's error) with any card number, phone number or e-mail
+    address in it masked, as the logs show it."""
+    return mask_personal(text) if text else ""
+
+
 @bp.app_template_filter("datetime_local")
 def datetime_local(moment: datetime | None) -> str:
     """A stored UTC time as the site's local time."""
@@ -46,6 +60,7 @@ SECTIONS = (
     ("staff.orders", ("staff.order", "staff.print_receipt", "staff.reprint", "staff.propose_", "staff.decide_")),
     ("staff.settlement_list", ("staff.settlement",)),
     ("staff.exports", ("staff.export",)),
+    ("staff.outbox", ("staff.outbox",)),
     ("staff.faq_list", ("staff.faq_",)),
     ("staff.promo_list", ("staff.promo_",)),
     ("staff.audit_log", ("staff.audit",)),

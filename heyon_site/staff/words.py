@@ -17,6 +17,7 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
+from heyon_site.billing import notices
 from heyon_site.billing.money import yuan
 from heyon_site.billing.promos import Terms
 from heyon_site.customer.forms import PROVIDER_LABELS
@@ -24,6 +25,8 @@ from heyon_site.models import (
     EVENT_KINDS,
     LEDGER_KINDS,
     ORDER_STATES,
+    OUTBOX_CHANNELS,
+    OUTBOX_STATES,
     PROMO_KINDS,
     REFUND_ORIGINS,
     REFUND_STATES,
@@ -76,6 +79,19 @@ LEDGER_KIND = {
     "recharge": _l("Recharge"),
     "bonus": _l("Bonus"),
     "adjustment": _l("Adjustment"),
+    "usage": _l("Usage"),
+}
+
+# Messages to customers (``OutboxMessage``): how they go, where they stand, what they say.
+OUTBOX_CHANNEL = {"sms": _l("SMS"), "email": _l("E-mail")}
+OUTBOX_STATUS = {
+    "pending": _l("Waiting to be sent"),
+    "sent": _l("Sent"),
+    "dead": _l("Given up"),
+}
+OUTBOX_TEMPLATE = {
+    notices.RECHARGE_CREDITED: _l("Recharge credited"),
+    notices.LOW_BALANCE: _l("Balance low"),
 }
 
 # What a verified provider event said (``PaymentEvent.kind``); amounts are filled in.
@@ -132,6 +148,7 @@ AUDIT_ACTION = {
     "staff.password_reset": _l("Set a staff account's password"),
     "staff.totp_reset": _l("Reset a staff account's second factor"),
     "card.unblock": _l("Unblocked a card"),
+    "card.forget": _l("Deleted a card's personal data"),
     "cards.issue": _l("Issued cards"),
     "receipt.print": _l("Printed a receipt"),
     "export.csv": _l("Downloaded a finance export (CSV)"),
@@ -231,6 +248,9 @@ resolution_state = _reader(RESOLUTION_STATE)
 refund_origin = _reader(REFUND_ORIGIN)
 settlement_difference = _reader(SETTLEMENT_DIFFERENCE)
 statement_kind = _reader(STATEMENT_KIND)
+outbox_channel = _reader(OUTBOX_CHANNEL)
+outbox_status = _reader(OUTBOX_STATUS)
+outbox_template = _reader(OUTBOX_TEMPLATE)
 
 # How an order's status badge looks: done, waiting, needs a person, over.
 STATUS_TONE = {"credited": "ok", "pending": "warn", "review": "bad", "failed": "", "expired": ""}
@@ -308,6 +328,10 @@ AUDIT_FIELD = {
     "published": _l("Published"),
     "paper": _l("Paper"),
     "opening_balance": _l("Opening balance"),
+    "with_phone": _l("With a phone number"),
+    "emails_deleted": _l("Orders whose e-mail address was deleted"),
+    "messages_deleted": _l("Messages not sent, deleted"),
+    "recipients_deleted": _l("Messages whose recipient was deleted"),
 }
 FLAG = {"True": _l("Yes"), "False": _l("No"), "true": _l("Yes"), "false": _l("No")}
 
@@ -364,4 +388,7 @@ def every_code() -> dict[str, tuple[str, ...]]:
         "RESOLUTION_ACTION": RESOLUTION_ACTIONS,
         "RESOLUTION_STATE": RESOLUTION_STATES,
         "REFUND_ORIGIN": REFUND_ORIGINS,
+        "OUTBOX_CHANNEL": OUTBOX_CHANNELS,
+        "OUTBOX_STATUS": OUTBOX_STATES,
+        "OUTBOX_TEMPLATE": notices.TEMPLATES,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Flask, Response, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -33,6 +35,9 @@ MESSAGES = {
 def _page(code: int, title: object, detail: object) -> Response:
     if request.blueprint == "payments" or request.path.startswith("/pay/notify/"):
         return Response("fail", status=code, content_type="text/plain")
+    if request.path.startswith("/api/"):  # machines: JSON, even for a route that does not exist
+        body = json.dumps({"error": str(title), "status": code})
+        return Response(body, status=code, content_type="application/json", headers={"Cache-Control": "no-store"})
     response = render("errors/error.html", "content", status=code, code=code, title=title, detail=detail)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -144,9 +144,10 @@ FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-dat
 def _forms_only() -> None:
     """Every page form is a plain form: refuse other bodies (JSON, files) before any view runs.
 
-    Provider callbacks are exempt: they are machine-facing and each adapter reads its own format.
+    Provider callbacks and the API (/api/v1) are exempt: they are machine-facing, and each reads
+    its own format (an adapter its provider's, the API JSON).
     """
-    if request.blueprint == "payments":
+    if request.blueprint in ("payments", "api"):
         return
     if request.method == "POST":
         if request.mimetype not in FORM_TYPES:

@@ -53,6 +53,7 @@ from sqlalchemy import func, select, update
 
 from heyon_site.billing import ledger
 from heyon_site.billing.refunds import state_of as refund_state
+from heyon_site.billing.usage import Charge, apply_charge
 from heyon_site.cards.numbers import number_digest
 from heyon_site.billing.money import yuan
 from heyon_site.billing.promos import active_promotions
@@ -143,6 +144,8 @@ class Model:
     audit_rows: int = 0
     payments: dict[str, Payment] = field(default_factory=dict)  # by txn_id
     credits: list[tuple[str, int]] = field(default_factory=list)  # (order_no, fen) credited by decision
+    debits: dict[str, int] = field(default_factory=dict)  # usage charge id -> fen, applied
+    charges_sent: list[str] = field(default_factory=list)  # every usage charge id, applied or refused
 
     @property
     def adjusted_fen(self) -> int:
@@ -216,7 +219,7 @@ class Model:
 
     def balance(self) -> int:
         credited = sum(o.amount_fen + o.bonus_fen for o in self.orders.values() if o.status == "credited")
-        return self.opening_fen + credited + self.adjusted_fen
+        return self.opening_fen + credited + self.adjusted_fen - sum(self.debits.values())
 
 
 def kind_of(trade_status: str) -> str:
@@ -443,6 +446,26 @@ class BooksMachine(RuleBasedStateMachine):
                     and (order.booked[0], "paid") not in self.model.events:
                 self.model.event(order, "paid", order.booked[0], order.booked[2])
 
+    # -------------------------------------------------------------- the network
+
+    @rule(fen=st.sampled_from((1, 120, 5000, 10**7)), again=st.booleans())
+    def network_charges(self, fen: int, again: bool) -> None:
+        """A usage charge from the charging system (perhaps sent twice): applied once if the
+        balance holds it, refused alone otherwise; never below zero."""
+        sent = self.model.charges_sent
+        charge_id = sent[-1] if again and sent else f"{self.tag}-{len(sent)}"
+        result = in_write_transaction(lambda: apply_charge(db.session, "network", Charge(
+            charge_id, self.card_id, fen, utcnow(), "data"), datetime.now(BEIJING).date()))
+        if charge_id in sent:
+            assert result.status == "duplicate"
+            return
+        sent.append(charge_id)
+        if fen <= self.model.balance():
+            assert result.status == "applied", result
+            self.model.debits[charge_id] = fen
+        else:
+            assert (result.status, result.reason) == ("refused", "insufficient_balance")
+
     # -------------------------------------------------------------- staff
 
     @precondition(lambda self: len(self.model.promos) < MAX_PROMOS)
@@ -518,6 +541,7 @@ class BooksMachine(RuleBasedStateMachine):
         expected = [(o.order_no, kind, fen) for o in model.orders.values() if o.status == "credited"
                     for kind, fen in (("recharge", o.amount_fen), ("bonus", o.bonus_fen)) if fen]
         expected += [(order_no, "adjustment", fen) for order_no, fen in model.credits]
+        # (Usage debits belong to no order: they are in the balance below, not in this list.)
         assert sorted(tuple(e) for e in entries) == sorted(expected)
         # The balance: the opening one plus the credits, and the sum of the card's entries.
         balance, total = db.session.execute(

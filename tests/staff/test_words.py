@@ -148,7 +148,8 @@ def test_every_table_has_words_for_every_code() -> None:
     tables = {"ORDER_STATUS": words.ORDER_STATUS, "ROLE": words.ROLE, "PROMO_KIND": words.PROMO_KIND,
               "LEDGER_KIND": words.LEDGER_KIND, "EVENT_SAID": words.EVENT_SAID, "REFUND_STATUS": words.REFUND_STATUS,
               "RESOLUTION_ACTION": words.RESOLUTION_ACTION, "RESOLUTION_STATE": words.RESOLUTION_STATE,
-              "REFUND_ORIGIN": words.REFUND_ORIGIN}
+              "REFUND_ORIGIN": words.REFUND_ORIGIN, "OUTBOX_CHANNEL": words.OUTBOX_CHANNEL,
+              "OUTBOX_STATUS": words.OUTBOX_STATUS, "OUTBOX_TEMPLATE": words.OUTBOX_TEMPLATE}
     for name, codes in words.every_code().items():
         assert set(codes) <= set(tables[name]), name
 
