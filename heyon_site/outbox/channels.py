@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from heyon_site.ops.logs import mask_contact
 
@@ -61,14 +61,3 @@ class LogChannel:
             message.key,
             message.text,
         )
-
-
-def channels_for(config: Mapping[str, Any]) -> dict[str, Channel]:
-    """The configured channel of each kind: e-mail over SMTP when HEYON_SMTP_URL is set, SMS
-    through HEYON_SMS_PROVIDER (``log``, ``aliyun``, ``twilio``); the log otherwise."""
-    from heyon_site.outbox import email, sms  # they build on this module's types
-
-    return {
-        "email": email.from_config(config) or LogChannel("email"),
-        "sms": sms.from_config(config) or LogChannel("sms"),
-    }

@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from heyon_site.outbox.channels import channels_for
+from heyon_site.outbox.registry import channels_for
 from heyon_site.outbox.worker import work_once
 
 outbox = AppGroup("outbox", help="Messages to customers: deliver the outbox.")

@@ -23,7 +23,8 @@ from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import Card, OutboxMessage, utcnow
 from heyon_site.outbox import email
-from heyon_site.outbox.channels import Channel, Outgoing, channels_for
+from heyon_site.outbox.channels import Channel, Outgoing
+from heyon_site.outbox.registry import channels_for
 from heyon_site.outbox.templates import render
 from heyon_site.outbox.worker import LEASE, backoff, claim, work_once
 from tests.kit import (CARD, OPENING_FEN, PIN, balance, cli, make_card, new_client, notification, order, secrets_in,
