@@ -150,14 +150,15 @@ def test_throttle_rows_made_before_0011_keep_throttling_and_resets_find_them(sit
     """0011 gives every throttle row its subject; the rows of 0009 (unknown devices' counts,
     keyed by the subject itself) get their own key, so the throttle in force survives the
     upgrade and `flask cards unblock` clears it. The staff copy of the throttle is dropped."""
-    from heyon_site.cards.auth import authenticate, throttle_key
-    from heyon_site.cards.services import create_card
-    from heyon_site.cards.auth import clear_throttle
+    from heyon_site.cards.auth import authenticate, clear_throttle, hash_card_pin, throttle_key
     from heyon_site.database import in_write_transaction
 
     upgrade(directory=MIGRATIONS, revision="0009")
-    in_write_transaction(lambda: create_card(CARDS[1], "246810"))
     with db.engine.begin() as conn:
+        # The card as 0009 knew it, in SQL: today's model has columns that schema has not.
+        conn.execute(text("INSERT INTO cards (number_digest, last4, password_hash, status, balance_fen, created_at) "
+                          "VALUES (:digest, :last4, :hash, 'active', 0, '2026-01-01 08:00:00')"),
+                     {"digest": number_digest(CARDS[1]), "last4": CARDS[1][-4:], "hash": hash_card_pin("246810")})
         conn.execute(text("INSERT INTO login_throttles (key, failures, blocked_until, updated_at) "
                           "VALUES (:key, 9, :until, '2026-01-01 08:00:00')"),
                      {"key": throttle_key(CARDS[1]), "until": "2999-01-01 00:00:00"})
