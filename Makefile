@@ -39,10 +39,12 @@ test: $(VENV)/.dev lint
 
 # Throughput, latency, page weight and Lighthouse on this machine (a few minutes; not part of
 # `make test`). Also on PostgreSQL when BENCH_DATABASE_URL or TEST_DATABASE_URL is set. Results:
-# bench/results/latest.md and .json; README "Benchmarks" explains them. Then the password spray
+# bench/results/latest.md and .json; README "Benchmarks" explains them. Then a batch of 100,000
+# vouchers made and exported (bench/vouchers.py: time and peak memory). Then the password spray
 # (bench/spray.py, about 90 s; BENCH_SPRAY=0 skips it). BENCH_SCALE=1 adds bench-scale.
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/vouchers.py
 	$(if $(filter 0,$(BENCH_SPRAY)),,$(BIN)/python bench/spray.py)
 	$(if $(filter 1,$(BENCH_SCALE)),$(BIN)/python bench/scale.py)
 

@@ -20,6 +20,7 @@ from heyon_site.payments.cli import refunds_group as refunds_cli
 from heyon_site.promos.cli import promos_cli
 from heyon_site.settlement.cli import settlement as settlement_cli
 from heyon_site.staff.cli import staff_cli
+from heyon_site.vouchers.cli import vouchers_cli
 from heyon_site.web import errors, i18n, pages
 
 COMMANDS = (
@@ -33,6 +34,7 @@ COMMANDS = (
     faq_cli,
     promos_cli,
     staff_cli,
+    vouchers_cli,
 )
 
 

@@ -158,6 +158,12 @@ def card_pin_key(config: Mapping[str, Any]) -> bytes:
     return _own_or_derived_key(config, "HEYON_PIN_KEY", b"heyon card pin key")
 
 
+def voucher_pin_key(config: Mapping[str, Any]) -> bytes:
+    """The key voucher PINs are kept under (``billing.vouchers.pin_digest``): derived from the card
+    PIN key, so, like card PINs, a copy of the database without it cannot test a single one."""
+    return hmac.new(card_pin_key(config), b"heyon voucher pin digest", hashlib.sha256).digest()
+
+
 def card_number_digest(key: bytes, number: str) -> str:
     """What ``cards.number_digest`` holds for a normalised card number, under ``key``."""
     return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
@@ -231,9 +237,17 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # closed) is refunded by `flask payments reconcile` this long after it was verified, so
         # a person can still decide otherwise; 0: at the next run.
         "HEYON_AUTO_REFUND_MINUTES": _int(env, "HEYON_AUTO_REFUND_MINUTES", 30),
+        # A voucher batch worth more than this many yuan in all is activated by two admins: one
+        # asks, another approves (billing.vouchers.activate). 0: every batch.
+        "HEYON_VOUCHER_TWO_ADMINS_ABOVE": env.get("HEYON_VOUCHER_TWO_ADMINS_ABOVE", "10000"),
         # Where `flask settlement run` archives the providers' raw statements (default: the
         # instance folder's settlements/); back it up with the database.
         "HEYON_SETTLEMENT_DIR": env.get("HEYON_SETTLEMENT_DIR", ""),
+        # The largest invoice PDF staff may upload (bytes); it is kept in the database. The upload
+        # route alone takes a body this much larger than MAX_CONTENT_LENGTH (web/pages.py).
+        "HEYON_INVOICE_MAX_BYTES": _int(env, "HEYON_INVOICE_MAX_BYTES", 5 * 1024 * 1024),
+        # A batch's CSV file is 37 bytes a voucher: 1 MiB holds the sheet's largest batch many times.
+        "HEYON_VOUCHER_SHEET_MAX_BYTES": _int(env, "HEYON_VOUCHER_SHEET_MAX_BYTES", 1024 * 1024),
         # Messages to customers: tries before a message is given up into the dead letters.
         "HEYON_OUTBOX_MAX_TRIES": _int(env, "HEYON_OUTBOX_MAX_TRIES", 8),
         # Where SMS go: log (nothing is sent; the log shows it), aliyun or twilio (outbox/sms.py).
@@ -268,6 +282,8 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
         # Failed card logins across all cards (every worker and machine) above which the log
         # raises a card-number spraying alarm, once a minute.
         "HEYON_CARD_SPRAY_LIMIT": env.get("HEYON_CARD_SPRAY_LIMIT", "200 per minute"),
+        # Voucher PINs that paid nothing, across the site, above which the log raises an alarm.
+        "HEYON_VOUCHER_GUESS_LIMIT": env.get("HEYON_VOUCHER_GUESS_LIMIT", "30 per 10 minutes"),
         # Card-password checks from browsers that never opened that card, across every worker and
         # machine (the rate-limit storage); past it they wait a second, known browsers never do.
         "HEYON_PASSWORD_CHECK_BUDGET": env.get("HEYON_PASSWORD_CHECK_BUDGET", "100 per second"),
@@ -445,6 +461,7 @@ def configure(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
     # the site here rather than failing each lookup.
     app.extensions["heyon.card_key"] = card_number_key(app.config)
     app.extensions["heyon.pin_key"] = card_pin_key(app.config)
+    app.extensions["heyon.voucher_key"] = voucher_pin_key(app.config)
     if app.config["HEYON_HTTPS"]:
         app.config.update(HTTPS_ONLY)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))

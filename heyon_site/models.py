@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -41,6 +42,14 @@ RESOLUTION_ACTIONS = ("credit", "refund")
 RESOLUTION_STATES = ("proposed", "approved", "rejected")
 #: Outcomes of a verified payment that credited nothing: each waits for a person or a rule.
 UNCREDITED_OUTCOMES = ("amount_mismatch", "review", "paid_again")
+#: A voucher batch: made (its PINs printed, not yet sold), active (the shop has it), voided.
+VOUCHER_BATCH_STATES = ("created", "active", "voided")
+#: One voucher: as its batch until used (it credited one order) or voided on its own.
+VOUCHER_STATES = ("created", "active", "used", "voided")
+#: The method of an order paid with a voucher, and the "provider" of its payment event.
+VOUCHER_METHOD = "voucher"
+INVOICE_BUYERS = ("personal", "company")
+INVOICE_STATES = ("requested", "issued", "refused")
 
 
 def utcnow() -> datetime:
@@ -577,3 +586,108 @@ class AuditLog(Model):
     after_summary: Mapped[str | None] = mapped_column(Text, default=None)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def serial_text(batch_id: int, serial: int) -> str:
+    """A voucher's serial as printed and typed to find it (``0012-000034``); also the transaction
+    id of the payment event its use made."""
+    return f"{batch_id:04d}-{serial:06d}"
+
+
+class VoucherBatch(Model):
+    """Recharge vouchers (充值卡) made together: one face value, one expiry, one state. Its
+    total (count times value) is money once it is active; activating a batch above
+    ``HEYON_VOUCHER_TWO_ADMINS_ABOVE`` is asked for by one admin and approved by another."""
+
+    __tablename__ = "voucher_batches"
+    __table_args__ = (
+        CheckConstraint(_in("state", VOUCHER_BATCH_STATES), name="state"),
+        CheckConstraint("value_fen > 0", name="value_positive"),
+        CheckConstraint("count BETWEEN 1 AND 100000", name="count_range"),
+        # Two people: whoever asked for the activation is not who approved it.
+        CheckConstraint(
+            "activation_requested_by_id IS NULL OR activated_by_id IS NULL "
+            "OR activated_by_id <> activation_requested_by_id",
+            name="two_people",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value_fen: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    # The last day (site time) a voucher of the batch can be used.
+    expires_on: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(8), default="created")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who did what, as the audit rows name them ("cli" for the command line); the ids are staff
+    # accounts, for the two-people rule (NULL: the command line's operator).
+    created_by: Mapped[str] = mapped_column(String(64))
+    activation_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    activation_requested_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    activation_requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)
+    activated_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    activated_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    voided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def total_fen(self) -> int:
+        return self.value_fen * self.count
+
+
+class Voucher(Model):
+    """One voucher: a serial printed on it (sequential in its batch, not secret) and a PIN under
+    the scratch panel, kept only as a keyed digest. Used once: the conditional update that marks
+    it used also names the order it credits, and both are unique."""
+
+    __tablename__ = "vouchers"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "serial", name="uq_vouchers_batch_serial"),
+        CheckConstraint(_in("status", VOUCHER_STATES), name="status"),
+        CheckConstraint("serial >= 1", name="serial_positive"),
+        CheckConstraint("(status = 'used') = (order_id IS NOT NULL)", name="order_when_used"),
+        CheckConstraint("(status = 'used') = (card_id IS NOT NULL)", name="card_when_used"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("voucher_batches.id"))
+    serial: Mapped[int] = mapped_column(Integer)
+    pin_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(8), default="created")
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"), default=None)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("recharge_orders.id"), unique=True, default=None)
+    voided_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class InvoiceRequest(Model):
+    """A customer's request for an invoice (发票) of one credited order: recorded here, issued on
+    the tax platform by staff, whose PDF is kept with the request and delivered to the customer."""
+
+    __tablename__ = "invoice_requests"
+    __table_args__ = (
+        CheckConstraint(_in("buyer_kind", INVOICE_BUYERS), name="buyer_kind"),
+        CheckConstraint(_in("state", INVOICE_STATES), name="state"),
+        CheckConstraint("(buyer_kind = 'company') = (tax_id IS NOT NULL)", name="tax_id_when_company"),
+        CheckConstraint("(state = 'issued') = (pdf IS NOT NULL)", name="pdf_when_issued"),
+        Index("ix_invoice_requests_state", "state", "requested_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("recharge_orders.id"), unique=True)  # one per order
+    buyer_kind: Mapped[str] = mapped_column(String(10))
+    buyer_name: Mapped[str] = mapped_column(String(200))
+    tax_id: Mapped[str | None] = mapped_column(String(18), default=None)
+    # Where the invoice goes: personal data, masked on staff pages, deleted by `flask cards forget`.
+    email: Mapped[str] = mapped_column(String(254))
+    state: Mapped[str] = mapped_column(String(10), default="requested")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    refusal_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    # The tax platform's PDF, in the database: every app server can hand it out, and a backup of
+    # the database holds it (at most HEYON_INVOICE_MAX_BYTES).
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
+    pdf_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -12,6 +12,7 @@ from heyon_site.billing.promos import PromoCaps
 from heyon_site.database import DbSession, insert_unless_there
 from heyon_site.models import (
     UNCREDITED_OUTCOMES,
+    VOUCHER_METHOD,
     Card,
     LedgerEntry,
     PaymentEvent,
@@ -19,6 +20,9 @@ from heyon_site.models import (
     Refund,
     Resolution,
     UsageCharge,
+    Voucher,
+    VoucherBatch,
+    serial_text,
     utcnow,
 )
 
@@ -209,6 +213,7 @@ def verify(s: DbSession, limit: int = 50, caps: PromoCaps | None = None) -> Verd
     problems += _over_the_caps(s, caps or PromoCaps(), limit)
     problems += _payments_accounted_for(s, limit)
     problems += _usage_accounted_for(s, limit)
+    problems += _vouchers_accounted_for(s, limit)
 
     kinds_without_order = s.scalar(
         select(func.count())
@@ -398,3 +403,58 @@ def _usage_accounted_for(s: DbSession, limit: int) -> list[str]:
             problems.append(f"{key}: refused, but the ledger has a debit")
     problems += [f"ledger entry {key}: a usage debit without its charge" for key in entries if key not in charges]
     return problems[: 4 * limit]
+
+
+def _vouchers_accounted_for(s: DbSession, limit: int) -> list[str]:
+    """Every used voucher credited exactly one order
+    of its value, on its card, paid by an event naming it; every order paid by voucher has its
+    voucher; no voucher paid twice."""
+    problems: list[str] = []
+    used = s.execute(
+        select(Voucher.batch_id, Voucher.serial, Voucher.card_id, Voucher.order_id, VoucherBatch.value_fen)
+        .join(VoucherBatch, VoucherBatch.id == Voucher.batch_id)
+        .where(Voucher.status == "used")
+    ).all()
+    orders = {
+        oid: (status, card, amount, pay, bonus)
+        for oid, status, card, amount, pay, bonus in s.execute(
+            select(
+                RechargeOrder.id,
+                RechargeOrder.status,
+                RechargeOrder.card_id,
+                RechargeOrder.amount_fen,
+                RechargeOrder.pay_fen,
+                RechargeOrder.bonus_fen,
+            ).where(RechargeOrder.provider == VOUCHER_METHOD)
+        )
+    }
+    events: dict[str, list[int | None]] = {}
+    for txn, event_order in s.execute(
+        select(PaymentEvent.provider_txn_id, PaymentEvent.order_id).where(
+            PaymentEvent.provider == VOUCHER_METHOD, PaymentEvent.kind == "paid"
+        )
+    ):
+        events.setdefault(txn, []).append(event_order)
+    accounted: set[int | None] = set()
+    for batch_id, serial, card_id, order_id, value in used:
+        name = serial_text(batch_id, serial)
+        order = orders.get(order_id) if order_id is not None else None
+        if order is None:
+            problems.append(f"voucher {name}: used, but its order is not an order paid by voucher")
+        elif order != ("credited", card_id, value, value, 0):
+            status, card, amount, pay, bonus = order
+            problems.append(
+                f"voucher {name}: worth {value} fen, but its order is {status} for {amount} + {bonus} fen "
+                f"(paid {pay}) on {'its' if card == card_id else 'another'} card"
+            )
+        if events.get(name) != [order_id]:
+            problems.append(f"voucher {name}: paid by {len(events.get(name, []))} events, not one of its order")
+        accounted.add(order_id)
+        if len(problems) > limit:
+            return problems
+    for order_id, (status, *_rest) in orders.items():
+        if status == "credited" and order_id not in accounted:
+            problems.append(f"order id {order_id}: credited as paid by voucher, but no voucher was used for it")
+    known = {serial_text(b, n) for b, n, *_rest in used}
+    problems += [f"voucher {txn}: a payment event, but the voucher is not used" for txn in events if txn not in known]
+    return problems[: 2 * limit]

@@ -4,8 +4,8 @@ One module per screen, each adding its routes to the blueprint (``blueprint.py``
 package registers them all, so ``create_app`` only registers ``bp``.
 """
 
-from heyon_site.customer import balance, faq, orders, receipt, recharge, wechat
+from heyon_site.customer import balance, faq, invoice, orders, receipt, recharge, wechat
 from heyon_site.customer.blueprint import bp
 
-SCREENS = (recharge, orders, wechat, receipt, balance, faq)
+SCREENS = (recharge, orders, invoice, wechat, receipt, balance, faq)
 __all__ = ["bp"]

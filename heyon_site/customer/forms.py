@@ -14,6 +14,8 @@ from wtforms.validators import InputRequired, Length, ValidationError
 from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.billing.promos import Quote, quote_token
 from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
+from heyon_site.billing.vouchers import METHOD as VOUCHER
+from heyon_site.billing.vouchers import normalise_pin
 from heyon_site.cards.numbers import CardNumberError, normalise_card_number
 from heyon_site.providers import enabled
 from heyon_site.web import page_cache
@@ -24,6 +26,7 @@ PROVIDER_LABELS = {
     "wechat": _l("WeChat Pay"),
     "stripe": _l("Bank card"),
     "sandbox": _l("Sandbox (test payment)"),
+    VOUCHER: _l("Voucher"),
 }
 
 
@@ -155,8 +158,15 @@ class RechargeForm(CardForm):
             "maxlength": str(MAX_EMAIL),
         },
     )
+    # A recharge voucher's PIN, when the method is "voucher": the page shows its box only then
+    # (site.css), and it counts only then. The voucher's own value is what is credited.
+    voucher_pin = StringField(
+        _l("Voucher PIN"),
+        render_kw={"inputmode": "numeric", "autocomplete": "off", "spellcheck": "false", "maxlength": "40"},
+    )
     amount_fen: int = 0
     email_address: str | None = None
+    pin: str = ""
 
     def __init__(self, formdata: Any, **kwargs: Any) -> None:
         super().__init__(formdata=formdata, **kwargs)
@@ -169,19 +179,36 @@ class RechargeForm(CardForm):
             self.amount.data = list(self.presets)[len(self.presets) // 2]
         if blank:
             self.form_id.data = page_cache.one_time_id()
-        self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in enabled()]
+        # The providers first (the first is the default), then a voucher, which is ours.
+        self.method.choices = [(name, PROVIDER_LABELS.get(name, name)) for name in [*enabled(), VOUCHER]]
         if blank and self.method.choices:
             self.method.data = self.method.choices[0][0]
 
+    @property
+    def by_voucher(self) -> bool:
+        return bool(self.method.data == VOUCHER)
+
     def validate_amount(self, field: RadioField) -> None:
-        if field.data != OTHER:
+        # A voucher pays its own value: the amount chosen does not count, and is never an error.
+        if field.data != OTHER and not self.by_voucher:
             self.amount_fen = self.chosen_amount()
 
     def validate_custom_amount(self, field: StringField) -> None:
         # The typed amount is checked only when it is the choice: a value left in the hidden
         # box after picking a preset is ignored, never an error the customer cannot see.
-        if self.amount.data == OTHER:
+        if self.amount.data == OTHER and not self.by_voucher:
             self.amount_fen = self.chosen_amount()
+
+    def validate_voucher_pin(self, field: StringField) -> None:
+        if not self.by_voucher:
+            return  # a PIN left in the hidden box counts only while "Voucher" is the method
+        text = (field.data or "").strip()
+        if not text:
+            raise ValidationError(_l("Enter the voucher PIN, under the scratch panel of the voucher."))
+        pin = normalise_pin(text) if len(text) <= 40 else None
+        if pin is None:
+            raise ValidationError(_l("A voucher PIN has 16 digits; check the digits under the scratch panel."))
+        self.pin = pin
 
     def chosen_amount(self) -> int:
         """The amount in fen, or a ValidationError saying what is wrong with it. Also used alone,
@@ -262,3 +289,70 @@ class OtherMethodForm(Form):
         choices = cast(list[tuple[str, str]], self.method.choices or [])
         if field.data not in dict(choices):
             raise ValidationError(_l("Choose a payment method."))
+
+
+class InvoiceForm(Form):
+    """An invoice (发票) of a credited order: for a person (个人) or a company, which gives its
+    unified social credit code; and where the PDF is announced (customer/invoice.py)."""
+
+    buyer_kind = RadioField(
+        _l("Invoice for"),
+        [InputRequired(_l("Choose a personal or a company invoice."))],
+        default="personal",
+        validate_choice=False,
+    )
+    buyer_name = StringField(
+        _l("Buyer name"),
+        [Length(max=200, message=_l("That name is too long."))],
+        render_kw={"autocomplete": "organization", "maxlength": "200"},
+    )
+    tax_id = StringField(
+        _l("Tax id (统一社会信用代码)"),
+        [Length(max=40, message=_l("That tax id is too long."))],
+        render_kw={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false", "maxlength": "40"},
+    )
+    email = EmailField(
+        _l("E-mail for the invoice"),
+        [InputRequired(_l("Enter the e-mail address the invoice goes to."))],
+        render_kw={"autocomplete": "email", "autocapitalize": "off", "spellcheck": "false", "maxlength": "254"},
+    )
+    code: str | None = None
+    email_address: str = ""
+
+    def __init__(self, formdata: Any, **kwargs: Any) -> None:
+        super().__init__(formdata=formdata, **kwargs)
+        # Set here, as the other forms' choices: WTForms 3.3 warns of choices given as pairs.
+        self.buyer_kind.choices = [("personal", _l("A person (个人)")), ("company", _l("A company"))]
+
+    @property
+    def company(self) -> bool:
+        return bool(self.buyer_kind.data == "company")
+
+    def validate_buyer_kind(self, field: RadioField) -> None:
+        if field.data not in ("personal", "company"):
+            raise ValidationError(_l("Choose a personal or a company invoice."))
+
+    def validate_buyer_name(self, field: StringField) -> None:
+        name = " ".join((field.data or "").split())
+        if name and not name.isprintable():
+            raise ValidationError(_l("Type the name without special characters."))
+        if self.company and not name:
+            raise ValidationError(_l("Enter the company's name as it is registered."))
+
+    def validate_tax_id(self, field: StringField) -> None:
+        from heyon_site.billing.invoices import normalise_tax_id  # here: the imports above are shared
+
+        if not self.company:
+            return  # a person's invoice has no tax id; one left in the box is ignored
+        if not (field.data or "").strip():
+            raise ValidationError(_l("Enter the company's unified social credit code (18 characters)."))
+        self.code = normalise_tax_id(field.data or "")
+        if self.code is None:
+            raise ValidationError(
+                _l("That is not a valid unified social credit code: check its 18 characters, the last one included.")
+            )
+
+    def validate_email(self, field: EmailField) -> None:
+        self.email_address = normalise_email(field.data or "") or ""
+        if not self.email_address:
+            raise ValidationError(_l("Enter an e-mail address like name@example.com."))

@@ -8,7 +8,7 @@ from datetime import timedelta
 from flask import Response, abort, current_app, request, url_for
 from markupsafe import Markup
 
-from heyon_site.billing import receipts, refunds
+from heyon_site.billing import invoices, receipts, refunds
 from heyon_site.billing.recharge import accept_terms, find_by_token, switch_method
 from heyon_site.customer.blueprint import bp, no_store
 from heyon_site.customer.forms import (
@@ -16,6 +16,7 @@ from heyon_site.customer.forms import (
     CheckPaymentForm,
     ConfirmTermsForm,
     ContinuePaymentForm,
+    InvoiceForm,
     OtherMethodForm,
 )
 from heyon_site.customer.recharge import METHOD_UNAVAILABLE, to_checkout
@@ -36,7 +37,14 @@ def order(token: str) -> Response:
     return order_page(find_by_token(db.session, token) or abort(404))
 
 
-def order_page(found: RechargeOrder, status: int = 200, problem: object = None) -> Response:
+def order_page(
+    found: RechargeOrder,
+    status: int = 200,
+    problem: object = None,
+    block: str = "order_status",
+    invoice_form: InvoiceForm | None = None,
+    invoice_problem: object = None,
+) -> Response:
     waited = utcnow() - found.created_at
     context = context_of(request.user_agent.string)
     pending = found.status == "pending"
@@ -55,10 +63,12 @@ def order_page(found: RechargeOrder, status: int = 200, problem: object = None) 
     returned = refunds.what_became_of(db.session, found.id) if found.status in ("review", "credited") else []
     waiting = pending and not found.needs_confirmation
     others = other_methods(found, context) if waiting and not begun else []
+    # A credited order's invoice (customer/invoice.py): the request's state, or the form to ask.
+    invoice = invoices.of_order(db.session, found.id) if found.status == "credited" else None
     return no_store(
         render(
             "customer/order.html",
-            "order_status",
+            block,
             status,
             order=found,
             qr=qr,
@@ -77,6 +87,9 @@ def order_page(found: RechargeOrder, status: int = 200, problem: object = None) 
             # Payments that credited nothing, and what people (or the rule) did with each.
             returned=returned,
             returned_done=all(state in ("credited", "refunded", "refunding") for state, _ in returned),
+            invoice=invoice,
+            invoice_form=invoice_form or (InvoiceForm(formdata=None) if found.status == "credited" else None),
+            invoice_problem=invoice_problem,
         )
     )
 

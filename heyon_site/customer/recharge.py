@@ -12,6 +12,8 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
+from heyon_site import sitetime
+from heyon_site.billing import vouchers
 from heyon_site.billing.promos import (
     PromoCaps,
     Quote,
@@ -30,6 +32,7 @@ from heyon_site.customer.forms import RechargeForm
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
 from heyon_site.models import RechargeOrder, utcnow
+from heyon_site.ops import alarms
 from heyon_site.payments.checkout import begin_payment
 from heyon_site.payments.context import Context, blocked_here, context_of, device_for
 from heyon_site.providers import enabled as enabled_providers
@@ -38,7 +41,11 @@ from heyon_site.providers import wechat_oauth
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
 from heyon_site.web import page_cache
 from heyon_site.web.fragments import is_htmx, redirect_to, render
-from heyon_site.web.limits import checks_secret, ip_limit  # noqa: F401 - ip_limit: the sandbox imports it from here
+from heyon_site.web.limits import (
+    checks_secret,
+    ip_limit,  # noqa: F401 - ip_limit: the sandbox imports it from here
+    secret_failed,
+)
 
 QUOTE_FIELDS = frozenset({"amount", "custom_amount", "method"})
 
@@ -166,6 +173,8 @@ def summary_of(form: RechargeForm) -> Summary | None:
         )
     except ValidationError:
         terms = None
+    if form.by_voucher:
+        terms = None  # a voucher credits its own value, which only the voucher knows
     # The chosen one of the enabled methods, by the label its button shows.
     method = next((str(label) for _, label, chosen, *_ in form.method.iter_choices() if chosen), None)
     return Summary(last4, terms, method) if last4 or terms or method else None
@@ -180,6 +189,8 @@ def recharge_submit() -> Response:
     auth = open_card(form.card_no, form.password.data or "")
     if auth.card_id is None:
         return recharge_page(form, "recharge_form", refuse(form, auth))
+    if form.by_voucher:
+        return pay_by_voucher(form, auth.card_id)
     provider = get_provider(form.method.data or "") or abort(400)
     card_id, amount_fen, locale, form_id = auth.card_id, form.amount_fen, str(get_locale()), form.one_time_id()
     email = form.email_address
@@ -215,6 +226,38 @@ def recharge_submit() -> Response:
     except ProviderUnavailable:
         form.form_errors.append(METHOD_UNAVAILABLE)
         return recharge_page(form, "recharge_form", 503)
+
+
+#: One answer for every voucher that pays nothing (no such PIN, not sold yet, voided, expired,
+#: used): nothing tells a stranger which PINs exist.
+VOUCHER_REFUSED = _l(
+    "This voucher cannot be used. Check the PIN. A voucher pays once, until its expiry date, after the shop "
+    "has sold it; if it still fails, ask the shop or our support."
+)
+
+
+def pay_by_voucher(form: RechargeForm, card_id: int) -> Response:
+    """A voucher pays at once: its value is credited in this request, and the order page shows it
+    credited. A PIN that pays nothing spends the address's failure budget, like a wrong card
+    password, and counts towards the site-wide guessing alarm."""
+    key: bytes = current_app.extensions["heyon.voucher_key"]
+    locale, email, pin = str(get_locale()), form.email_address, form.pin
+    today = sitetime.local_day(utcnow(), sitetime.zone(current_app.config))
+
+    def use() -> tuple[str, str] | None:
+        order = vouchers.redeem(db.session, key, card_id, pin, locale, today, email=email)
+        return None if order is None else (order.order_no, order.token)
+
+    used = in_write_transaction(use)
+    if used is None:
+        secret_failed()
+        alarms.voucher_refused()
+        form.voucher_pin.errors = [VOUCHER_REFUSED]
+        return recharge_page(form, "recharge_form", 422)
+    order_no, token = used
+    own_orders.remember(order_no)
+    own_orders.remember_card(form.card_no)
+    return redirect_to(url_for("customer.order", token=token))
 
 
 METHOD_UNAVAILABLE = _l(

@@ -56,6 +56,27 @@ def card_login_failed() -> bool:
     return True
 
 
+_VOUCHER_KEY = "heyon-voucher-failures"
+
+
+def voucher_refused() -> bool:
+    """Count one voucher PIN that paid nothing, across the whole site; True when this one crossed
+    ``HEYON_VOUCHER_GUESS_LIMIT`` and the alarm was raised (at most once a minute). Customers
+    mistype a PIN now and then; many refusals in a window are someone trying PINs."""
+    limit: str = current_app.config["HEYON_VOUCHER_GUESS_LIMIT"]
+    try:
+        if site_wide_hit(limit, _VOUCHER_KEY) or not site_wide_hit(_ONCE_A_MINUTE, _VOUCHER_KEY, "alarm"):
+            return False
+    except Exception:  # as above: never the customer's answer
+        log.exception("voucher-guess alarm: the counter storage failed")
+        return False
+    log.warning(
+        "ALARM voucher guessing: more than %s voucher PINs refused across the site; see the per-IP refusals",
+        parse(limit),
+    )
+    return True
+
+
 def money_returned(provider: str, order_no: str) -> None:
     """The provider reported money returned to the payer of an order (a refund, or a close after
     payment). The card was not debited: the order waits on the staff dashboard for a person."""

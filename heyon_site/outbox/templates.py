@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from flask_babel import force_locale, gettext
 
+from heyon_site.billing.invoices import INVOICE_ISSUED
 from heyon_site.billing.notices import LOW_BALANCE, RECHARGE_CREDITED
 
 
@@ -31,6 +32,15 @@ def render(template: str, locale: str, params: Mapping[str, str]) -> tuple[str, 
                 gettext("Heyon card: balance low"),
                 gettext(
                     "Heyon card **** %(last4)s: the balance is ¥%(balance)s. Recharge soon to keep your service.",
+                    **params,
+                ),
+            )
+        if template == INVOICE_ISSUED:  # e-mail only: the link is the order page, where the PDF is
+            return (
+                gettext("Heyon card: your invoice is ready"),
+                gettext(
+                    "The invoice of your Heyon card recharge (order %(order_no)s) has been issued. "
+                    "Download it from the order page: %(link)s",
                     **params,
                 ),
             )

@@ -12,12 +12,14 @@ from heyon_site.staff import (
     dashboard,
     exports,
     faq,
+    invoices,
     orders,
     outbox,
     promotions,
     resolutions,
     settlement,
     signin,
+    vouchers,
 )
 from heyon_site.staff.blueprint import bp
 
@@ -29,6 +31,8 @@ SCREENS = (
     resolutions,
     settlement,
     outbox,
+    invoices,
+    vouchers,
     faq,
     promotions,
     account,

@@ -61,6 +61,8 @@ SECTIONS = (
     ("staff.settlement_list", ("staff.settlement",)),
     ("staff.exports", ("staff.export",)),
     ("staff.outbox", ("staff.outbox",)),
+    ("staff.invoices_queue", ("staff.invoice",)),
+    ("staff.voucher_list", ("staff.voucher",)),
     ("staff.faq_list", ("staff.faq_",)),
     ("staff.promo_list", ("staff.promo_",)),
     ("staff.audit_log", ("staff.audit",)),

@@ -5,30 +5,45 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from flask import current_app
 from flask_babel import lazy_gettext as _l
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateField,
     HiddenField,
     IntegerField,
     PasswordField,
+    RadioField,
     SelectField,
     StringField,
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in WTForms 3.3; types-WTForms 3.2 lacks it
-from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import (
+    DataRequired,
+    EqualTo,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from heyon_site import sitetime
 from heyon_site.billing.money import AmountError, parse_amount
 from heyon_site.billing.promos import MAX_TITLE, NewPromotion
 from heyon_site.billing.receipts import PAPERS
+from heyon_site.billing.vouchers import MAX_COUNT, parse_serial
 from heyon_site.faq.editing import EntryFields
 from heyon_site.models import ORDER_STATES, PROMO_KINDS, STAFF_ROLES
 from heyon_site.staff import words
 from heyon_site.staff.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from heyon_site.staff.inputs import SiteDates, site_time_field
 from heyon_site.staff.services import Settings
+from heyon_site.vouchers.services import site_today
+from heyon_site.vouchers.sheet import WEB_SHEET_MAX
 from heyon_site.web.forms import Form
 
 
@@ -325,3 +340,141 @@ class DecideForm(Form):
     """An admin's answer to another person's proposal."""
 
     decision = HiddenField(validators=[InputRequired(), Regexp(r"^(approve|reject)$")])
+
+
+class InvoiceFilterForm(Form):
+    """Which invoice requests the queue shows: all (those waiting first), or one state."""
+
+    class Meta:
+        csrf = False  # a GET search
+
+    state = SelectField(
+        _l("Status"),
+        choices=[
+            SelectChoice("", _l("All")),
+            *(SelectChoice(code, label) for code, label in words.INVOICE_STATE.items()),
+        ],
+        default="",
+    )
+
+
+class IssueInvoiceForm(Form):
+    """The invoice's PDF, as the tax platform produced it (its size and content are checked)."""
+
+    pdf = FileField(
+        _l("Invoice PDF"),
+        [FileRequired(_l("Choose the PDF file of the invoice."))],
+        render_kw={"accept": "application/pdf,.pdf"},
+    )
+
+
+class RefuseInvoiceForm(Form):
+    """Refusing an invoice request: the customer reads the reason on the order page."""
+
+    reason = TextAreaField(
+        _l("Reason (the customer reads it)"),
+        [DataRequired(_l("Say why: the customer reads the reason on the order page.")), Length(max=500)],
+        render_kw={"maxlength": "500", "rows": "2"},
+    )
+
+
+class VoucherBatchForm(Form):
+    """A new batch of recharge vouchers, and how its PINs are handed over: once, in the answer."""
+
+    count = IntegerField(
+        _l("How many vouchers"),
+        [
+            InputRequired(_l("Required.")),
+            NumberRange(1, MAX_COUNT, message=_l("From 1 to %(most)s.", most=f"{MAX_COUNT:,}")),
+        ],
+        render_kw={"inputmode": "numeric", "min": "1", "max": str(MAX_COUNT)},
+    )
+    value = StringField(
+        _l("Value of each voucher (yuan)"),
+        [InputRequired(_l("Required."))],
+        render_kw={"maxlength": "12", "inputmode": "decimal"},
+    )
+    expires = DateField(_l("Last day of use (site time)"), [InputRequired(_l("Required.")), SiteDates()])
+    note = StringField(
+        _l("Note (the shop, the purchase order)"),
+        [Length(max=200, message=_too_long())],
+        filters=[_strip],
+        render_kw={"maxlength": "200"},
+    )
+    output = RadioField(
+        _l("Hand the PINs over as"),
+        [InputRequired(_l("Choose how to hand the PINs over."))],
+        default="csv",
+        validate_choice=False,  # validate_output: the radio_group macro reads choices as pairs
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.output.choices = [
+            ("csv", _l("A CSV file for the printer")),
+            ("sheet", _l("A printable A4 sheet (at most %(most)s vouchers)", most=f"{WEB_SHEET_MAX:,}")),
+        ]
+
+    def validate_value(self, field: StringField) -> None:
+        try:
+            fen = parse_amount(field.data or "")
+        except AmountError:
+            raise ValidationError(_l("Not an amount like 50 or 49.50.")) from None
+        if fen <= 0:
+            raise ValidationError(_l("A voucher is worth more than zero."))
+
+    def validate_expires(self, field: DateField) -> None:
+        if field.data is not None and field.data < site_today(current_app.config):
+            raise ValidationError(_l("The expiry date has passed."))
+
+    def validate_output(self, field: RadioField) -> None:
+        if field.data not in ("csv", "sheet"):
+            raise ValidationError(_l("Choose how to hand the PINs over."))
+        if field.data == "sheet" and isinstance(self.count.data, int) and self.count.data > WEB_SHEET_MAX:
+            raise ValidationError(
+                _l("A sheet made here holds at most %(most)s vouchers: choose the CSV file.", most=f"{WEB_SHEET_MAX:,}")
+            )
+
+    def value_fen(self) -> int:
+        """The value in fen, once the form validated."""
+        return parse_amount(self.value.data or "")
+
+
+class VoucherLookupForm(Form):
+    """A GET form: a serial is printed on the voucher, not secret, and a lookup changes nothing."""
+
+    class Meta:
+        csrf = False
+
+    serial = StringField(
+        _l("Voucher serial"),
+        [InputRequired(_l("Enter the serial printed on the voucher."))],
+        render_kw={"maxlength": "24", "autocomplete": "off", "spellcheck": "false", "placeholder": "0012-000034"},
+    )
+
+    def validate_serial(self, field: StringField) -> None:
+        if parse_serial(field.data or "") is None:
+            raise ValidationError(_l("Not a voucher serial like 0012-000034."))
+
+    def batch_and_serial(self) -> tuple[int, int]:
+        """(batch, serial), once the form validated."""
+        found = parse_serial(self.serial.data or "")
+        assert found is not None
+        return found
+
+
+class VoucherVoidForm(VoucherLookupForm):
+    """Voiding one voucher by its serial: a change, so a POST with its CSRF token."""
+
+    class Meta:
+        csrf = True
+
+
+class VoucherSheetForm(Form):
+    """A batch's CSV file (the printer's), to print its sheet from: nothing is stored."""
+
+    csv = FileField(
+        _l("The batch's CSV file"),
+        [FileRequired(_l("Choose the CSV file of the batch."))],
+        render_kw={"accept": ".csv,text/csv"},
+    )

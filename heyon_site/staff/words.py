@@ -17,12 +17,14 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
-from heyon_site.billing import notices
+from heyon_site.billing import invoices, notices
 from heyon_site.billing.money import yuan
 from heyon_site.billing.promos import Terms
 from heyon_site.customer.forms import PROVIDER_LABELS
 from heyon_site.models import (
     EVENT_KINDS,
+    INVOICE_BUYERS,
+    INVOICE_STATES,
     LEDGER_KINDS,
     ORDER_STATES,
     OUTBOX_CHANNELS,
@@ -33,6 +35,8 @@ from heyon_site.models import (
     RESOLUTION_ACTIONS,
     RESOLUTION_STATES,
     STAFF_ROLES,
+    VOUCHER_BATCH_STATES,
+    VOUCHER_STATES,
     PaymentEvent,
 )
 
@@ -92,6 +96,19 @@ OUTBOX_STATUS = {
 OUTBOX_TEMPLATE = {
     notices.RECHARGE_CREDITED: _l("Recharge credited"),
     notices.LOW_BALANCE: _l("Balance low"),
+    invoices.INVOICE_ISSUED: _l("Invoice issued"),
+}
+# Invoice requests (``InvoiceRequest.state``, ``buyer_kind``).
+INVOICE_STATE = {"requested": _l("Waiting to be issued"), "issued": _l("Issued"), "refused": _l("Refused")}
+INVOICE_BUYER = {"personal": _l("Person"), "company": _l("Company")}
+# Recharge vouchers: a batch's state, and a voucher's (``expired``: an unused one past its last day).
+VOUCHER_BATCH_STATE = {"created": _l("Not active yet"), "active": _l("Active"), "voided": _l("Voided")}
+VOUCHER_STATUS = {
+    "created": _l("Not active yet"),
+    "active": _l("Usable"),
+    "used": _l("Used"),
+    "voided": _l("Voided"),
+    "expired": _l("Expired"),
 }
 
 # What a verified provider event said (``PaymentEvent.kind``); amounts are filled in.
@@ -171,6 +188,15 @@ AUDIT_ACTION = {
     "payment.propose": _l("Proposed what to do with a payment not credited"),
     "payment.approve": _l("Approved what to do with a payment not credited"),
     "payment.reject": _l("Rejected a proposal about a payment not credited"),
+    "voucher.create": _l("Made a batch of vouchers"),
+    "voucher.activate": _l("Activated a batch of vouchers"),
+    "voucher.activate_request": _l("Asked for a batch of vouchers to be activated"),
+    "voucher.activate_approve": _l("Approved the activation of a batch of vouchers"),
+    "voucher.void_batch": _l("Voided a batch of vouchers"),
+    "voucher.void": _l("Voided a voucher"),
+    "voucher.sheet": _l("Printed a voucher sheet from a batch's file"),
+    "invoice.issue": _l("Issued an invoice (uploaded its PDF)"),
+    "invoice.refuse": _l("Refused an invoice request"),
 }
 
 # Where a payment that credited nothing stands (billing.refunds.state_of).
@@ -251,6 +277,10 @@ statement_kind = _reader(STATEMENT_KIND)
 outbox_channel = _reader(OUTBOX_CHANNEL)
 outbox_status = _reader(OUTBOX_STATUS)
 outbox_template = _reader(OUTBOX_TEMPLATE)
+voucher_batch_state = _reader(VOUCHER_BATCH_STATE)
+voucher_status = _reader(VOUCHER_STATUS)
+invoice_state = _reader(INVOICE_STATE)
+invoice_buyer = _reader(INVOICE_BUYER)
 
 # How an order's status badge looks: done, waiting, needs a person, over.
 STATUS_TONE = {"credited": "ok", "pending": "warn", "review": "bad", "failed": "", "expired": ""}
@@ -271,6 +301,8 @@ AUDIT_TARGET = {
     "payments": _l("Payments export %(which)s"),
     "refunds": _l("Refunds export %(which)s"),
     "ledger": _l("Ledger export %(which)s"),
+    "batch": _l("Voucher batch %(which)s"),
+    "voucher": _l("Voucher %(which)s"),
 }
 
 
@@ -332,6 +364,15 @@ AUDIT_FIELD = {
     "emails_deleted": _l("Orders whose e-mail address was deleted"),
     "messages_deleted": _l("Messages not sent, deleted"),
     "recipients_deleted": _l("Messages whose recipient was deleted"),
+    "count": _l("How many"),
+    "value": _l("Value"),
+    "expires": _l("Last day of use"),
+    "total": _l("Total value"),
+    "note": _l("Note"),
+    "voided": _l("Vouchers voided"),
+    "pdf_size": _l("PDF size (bytes)"),
+    "pdf_sha256": _l("PDF SHA-256"),
+    "reason": _l("Reason"),
 }
 FLAG = {"True": _l("Yes"), "False": _l("No"), "true": _l("Yes"), "false": _l("No")}
 
@@ -391,4 +432,8 @@ def every_code() -> dict[str, tuple[str, ...]]:
         "OUTBOX_CHANNEL": OUTBOX_CHANNELS,
         "OUTBOX_STATUS": OUTBOX_STATES,
         "OUTBOX_TEMPLATE": notices.TEMPLATES,
+        "VOUCHER_BATCH_STATE": VOUCHER_BATCH_STATES,
+        "VOUCHER_STATUS": (*VOUCHER_STATES, "expired"),
+        "INVOICE_STATE": INVOICE_STATES,
+        "INVOICE_BUYER": INVOICE_BUYERS,
     }

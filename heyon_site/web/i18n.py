@@ -32,7 +32,7 @@ COOKIE = "lang"
 # behind when the language changes.
 SWITCH_KEEPS = frozenset(
     ("q", "page", "paper", "again", "amount", "custom_amount", "method", "next")
-    + ("order_no", "last4", "date_from", "date_to", "status")
+    + ("order_no", "last4", "date_from", "date_to", "status", "serial")
 )
 # Regions whose readers write Traditional Chinese when the tag names no script.
 HANT_REGIONS = frozenset(("tw", "hk", "mo"))

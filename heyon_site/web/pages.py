@@ -139,6 +139,27 @@ class RowIdConverter(IntegerConverter):
 
 
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# The only forms that take a file, each with the setting that bounds it: their body may be that
+# much larger than MAX_CONTENT_LENGTH (the form's other fields fit in UPLOAD_OVERHEAD). A larger
+# body is refused with 413 as soon as it is read; the view checks the file itself.
+UPLOADS = {
+    "staff.invoice_issue": "HEYON_INVOICE_MAX_BYTES",
+    "staff.voucher_sheet": "HEYON_VOUCHER_SHEET_MAX_BYTES",
+}
+UPLOAD_OVERHEAD = 64 * 1024
+# Werkzeug's multipart parser holds each chunk it reads (64 KiB) with what is left of the last
+# one, file data included, under MAX_FORM_MEMORY_SIZE: at 64 KiB every file of more than one
+# chunk would be refused. The upload's text fields may be this large instead.
+UPLOAD_FORM_MEMORY = 256 * 1024
+
+
+def _bound_uploads(endpoint: str | None, _values: object) -> None:
+    """Before every before_request hook: CSRF protection reads the body first, under the bounds
+    the request has then."""
+    setting = UPLOADS.get(endpoint or "")
+    if setting:
+        request.max_content_length = int(current_app.config[setting]) + UPLOAD_OVERHEAD
+        request.max_form_memory_size = UPLOAD_FORM_MEMORY
 
 
 def _forms_only() -> None:
@@ -152,7 +173,7 @@ def _forms_only() -> None:
     if request.method == "POST":
         if request.mimetype not in FORM_TYPES:
             abort(415)
-        if request.files:
+        if request.files and request.endpoint not in UPLOADS:
             abort(400)
     # Staff forms store free text (FAQ, promotions, names), and PostgreSQL cannot keep a NUL in a
     # text column: refuse it here rather than as a database error deep in a view. Customer forms
@@ -174,6 +195,7 @@ def init_app(app: Flask) -> None:
     # Before any blueprint is registered: a rule takes its converter when it is added.
     app.url_map.converters["int"] = RowIdConverter
     app.register_blueprint(health)
+    app.url_value_preprocessor(_bound_uploads)
     app.before_request(_forms_only)
     app.after_request(_headers)
     app.after_request(_cache_static)

@@ -443,7 +443,7 @@ def test_the_form_notes_what_cannot_pay_here(app: Flask, place: str) -> None:
     """Every method stays on the form; one that cannot pay where the customer is says what will
     happen instead."""
     page = browser(app, place).get("/recharge?lang=en").get_data(as_text=True)
-    assert re.findall(r'name="method" value="([^"]+)"', page) == ["wechat", "alipay", "stripe"]
+    assert re.findall(r'name="method" value="([^"]+)"', page) == ["wechat", "alipay", "stripe", "voucher"]
     assert form_notes(page) == FORM_NOTES[place]
 
 

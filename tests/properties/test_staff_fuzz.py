@@ -58,15 +58,17 @@ from werkzeug.wrappers import Response
 
 from heyon_site.promos.lifecycle import COMMAND_LINE, Editor, approval_digest, approve, create_promotion
 from heyon_site.billing.promos import NewPromotion, PromoCaps
-from heyon_site.billing import refunds
+from heyon_site.billing import invoices, refunds
 from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import FaqEntry, PaymentEvent, Promotion, StaffUser, utcnow
+from heyon_site.ops import audit
+from heyon_site.models import FaqEntry, PaymentEvent, Promotion, RechargeOrder, StaffUser, utcnow
 from heyon_site.staff.auth import SECOND_STEP_KEY, SESSION_KEY, start_session
 from heyon_site.staff.inputs import in_site_range
 from heyon_site.sitetime import day_start
+from heyon_site.vouchers import services as voucher_services
 
 from tests.kit import site_for_tests
 from tests.kit import csrf_from, make_card, notification
@@ -503,6 +505,14 @@ def build_world(app: Flask, errors: list[str]) -> World:
                 == "paid_again"
             events.append(db.session.scalar(select(PaymentEvent.id).where(PaymentEvent.provider_txn_id == f"SBXFUZZ{n}")))
         proposal = refunds.propose(db.session, events[1], "refund", "the payer asked", cashier)
+        # An invoice request of the credited order waits in the queue (issue and refuse forms), a
+        # voucher batch waits for activation (activate and void forms).
+        credited_id = db.session.scalar(select(RechargeOrder.id).where(RechargeOrder.order_no == order_no))
+        assert credited_id is not None
+        invoices.request_invoice(db.session, credited_id, "company", "某某科技有限公司", "91350100M000100Y43",
+                                 "buyer@example.com")
+        voucher_services.create(audit.COMMAND_LINE, 3, 5000, date.today() + timedelta(days=30), "fuzz", lambda _: None,
+                                date.today())
         return {"order_no": order_no, "entry_id": str(entries[0].id), "promo_id": str(promos[0].id),
                 "staff_id": str(target.id), "event_id": str(events[0]), "resolution_id": str(proposal),
                 "kind": "orders"}

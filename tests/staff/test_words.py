@@ -149,7 +149,10 @@ def test_every_table_has_words_for_every_code() -> None:
               "LEDGER_KIND": words.LEDGER_KIND, "EVENT_SAID": words.EVENT_SAID, "REFUND_STATUS": words.REFUND_STATUS,
               "RESOLUTION_ACTION": words.RESOLUTION_ACTION, "RESOLUTION_STATE": words.RESOLUTION_STATE,
               "REFUND_ORIGIN": words.REFUND_ORIGIN, "OUTBOX_CHANNEL": words.OUTBOX_CHANNEL,
-              "OUTBOX_STATUS": words.OUTBOX_STATUS, "OUTBOX_TEMPLATE": words.OUTBOX_TEMPLATE}
+              "OUTBOX_STATUS": words.OUTBOX_STATUS, "OUTBOX_TEMPLATE": words.OUTBOX_TEMPLATE,
+              "VOUCHER_BATCH_STATE": words.VOUCHER_BATCH_STATE, "VOUCHER_STATUS": words.VOUCHER_STATUS,
+              "INVOICE_STATE": words.INVOICE_STATE, "INVOICE_BUYER": words.INVOICE_BUYER}
+    assert set(tables) == set(words.every_code())
     for name, codes in words.every_code().items():
         assert set(codes) <= set(tables[name]), name
 
