@@ -22,6 +22,7 @@ from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.invoices import InvoiceError, normalise_tax_id, pdf_problem, tax_id_valid
 from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.models import Card, InvoiceRequest, OutboxMessage, RechargeOrder, utcnow
+from tests.billing.kit import write
 
 # The standard's own example, and codes of large companies as printed on their invoices and in
 # the national enterprise credit registry.
@@ -32,7 +33,6 @@ CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
 EMAIL = "buyer@example.com"
-T = TypeVar("T")
 
 
 def with_check(first17: str) -> str:
@@ -44,15 +44,6 @@ def with_check(first17: str) -> str:
 def link(token: str) -> str:
     return f"https://pay.example.com/orders/{token}"
 
-
-def write(s: Session, work: Callable[[], T]) -> T:
-    try:
-        result = work()
-        s.commit()
-        return result
-    except BaseException:
-        s.rollback()
-        raise
 
 
 def credited_order(s: Session, amount_fen: int = 5000) -> RechargeOrder:

@@ -20,9 +20,9 @@ from heyon_site.billing.events import ProviderEvent
 from heyon_site.billing.ledger import balance_of, credit
 from heyon_site.billing.recharge import apply_event, start_recharge
 from heyon_site.models import Card, LedgerEntry
+from tests.billing.kit import write
 from tests.kit import CARD, flask_cli
 
-T = TypeVar("T")
 OPENING_FEN = 1000
 LAST4 = CARD[-4:]
 
@@ -47,16 +47,6 @@ def card_id(session: Session) -> int:
     """A card opened with 10.00: one ledger entry, balance 1000 fen."""
     return new_card(session, balance_fen=OPENING_FEN)
 
-
-def write(s: Session, work: Callable[[], T]) -> T:
-    """Run ``work`` and commit, or roll back and raise: one write transaction."""
-    try:
-        result = work()
-        s.commit()
-        return result
-    except BaseException:
-        s.rollback()
-        raise
 
 
 def raw_sql(s: Session, statement: str, **params: Any) -> None:
