@@ -136,3 +136,26 @@ def test_the_summary_before_paying_follows_the_choices_and_never_carries_the_pas
         assert not rec.errors, "\n".join(rec.errors)
     finally:
         context.close()
+
+
+def test_every_box_to_type_in_is_full_width_and_big_enough_to_tap(browser: Browser, site: Site) -> None:
+    """On a 320 px phone each box of the recharge form (the e-mail one too, whose type the
+    stylesheet once forgot) spans the form and is at least 44 px high, the size of a fingertip."""
+    context = new_context(browser, js=False)
+    page = context.new_page()
+    page.set_viewport_size({"width": 320, "height": 640})
+    try:
+        page.goto(site.at("/recharge", "en"))
+        page.locator("label", has_text=re.compile(r"^Voucher$")).click()
+        boxes = page.evaluate(
+            """() => [...document.querySelectorAll('main form input')]
+                .filter(i => !['hidden', 'radio', 'checkbox'].includes(i.type) && i.offsetParent !== null)
+                .map(i => [i.name, i.type, Math.round(i.getBoundingClientRect().width),
+                           Math.round(i.getBoundingClientRect().height)])""")
+        names = {name for name, *_ in boxes}
+        assert {"card_number", "password", "voucher_pin", "email"} <= names, boxes
+        widest = max(width for _, _, width, _ in boxes)
+        small = [b for b in boxes if b[2] < widest or b[3] < 44]
+        assert not small, f"narrower than {widest} px or lower than 44 px: {small}"
+    finally:
+        context.close()
