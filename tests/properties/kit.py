@@ -113,9 +113,11 @@ def answer(request: Callable[[], TestResponse]) -> Response:
 
 
 def masked(html: bytes) -> bytes:
-    """The page with its CSRF tokens and one-time form ids blanked: tokens are signed with the
-    time, so two answers to the same client may differ there by a second; a form id is new in
-    every answer. Nowhere else may two answers differ."""
+    """The page with its CSRF tokens, the balance page's reminder grant and one-time form ids
+    blanked: tokens and grants are signed with the time, so two answers to the same client may
+    differ there by a second; a form id is new in every answer. Nowhere else may two answers
+    differ."""
     html = re.sub(rb'(name="form_id" type="hidden" value=")[^"]+', rb"\1FORM", html)
+    html = re.sub(rb'(name="grant" type="hidden" value=")[^"]+', rb"\1GRANT", html)
     return re.sub(rb'(name="csrf_token" type="hidden" value="|name="csrf_token" value="|"X-CSRFToken": ")[^"]+',
                   rb"\1CSRF", html)
