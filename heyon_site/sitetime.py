@@ -40,6 +40,11 @@ def local_day(moment: datetime, tz: ZoneInfo) -> date:
     return to_local(moment, tz).date()
 
 
+def today(tz: ZoneInfo) -> date:
+    """The calendar day it is now in ``tz``."""
+    return datetime.now(tz).date()
+
+
 def day_start(day: date, tz: ZoneInfo) -> datetime:
     """Midnight at the start of ``day`` in ``tz``, as stored: naive UTC. A day is 23 or 25 hours
     where the zone keeps daylight saving, so day boundaries are computed, never added up."""

@@ -406,9 +406,8 @@ def _usage_accounted_for(s: DbSession, limit: int) -> list[str]:
 
 
 def _vouchers_accounted_for(s: DbSession, limit: int) -> list[str]:
-    """Every used voucher credited exactly one order
-    of its value, on its card, paid by an event naming it; every order paid by voucher has its
-    voucher; no voucher paid twice."""
+    """Every used voucher credited exactly one order of its value, on its card, paid by an event
+    naming it; every order paid by voucher has its voucher; no voucher paid twice."""
     problems: list[str] = []
     used = s.execute(
         select(Voucher.batch_id, Voucher.serial, Voucher.card_id, Voucher.order_id, VoucherBatch.value_fen)

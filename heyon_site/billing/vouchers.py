@@ -240,6 +240,11 @@ class VoucherInfo:
     order_no: str | None
     voided_at: datetime | None
 
+    def state_on(self, today: date) -> str:
+        """Its status, or ``expired`` for one never used and past its last day on ``today``."""
+        lapsed = self.status in ("created", "active") and self.expires_on < today
+        return "expired" if lapsed else self.status
+
 
 def lookup(s: DbSession, batch_id: int, serial: int) -> VoucherInfo | None:
     row = s.execute(

@@ -11,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from wtforms import EmailField, HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import InputRequired, Length, ValidationError
 
+from heyon_site.billing.invoices import normalise_tax_id
 from heyon_site.billing.money import AmountError, parse_amount, yuan
 from heyon_site.billing.promos import Quote, quote_token
 from heyon_site.billing.recharge import AmountOutOfRange, AmountRules
@@ -340,8 +341,6 @@ class InvoiceForm(Form):
             raise ValidationError(_l("Enter the company's name as it is registered."))
 
     def validate_tax_id(self, field: StringField) -> None:
-        from heyon_site.billing.invoices import normalise_tax_id  # here: the imports above are shared
-
         if not self.company:
             return  # a person's invoice has no tax id; one left in the box is ignored
         if not (field.data or "").strip():

@@ -12,7 +12,6 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MultiDict
 from wtforms.validators import ValidationError
 
-from heyon_site import sitetime
 from heyon_site.billing import vouchers
 from heyon_site.billing.promos import (
     PromoCaps,
@@ -39,6 +38,7 @@ from heyon_site.providers import enabled as enabled_providers
 from heyon_site.providers import get as get_provider
 from heyon_site.providers import wechat_oauth
 from heyon_site.providers.base import OrderRef, ProviderUnavailable
+from heyon_site.vouchers import services as voucher_services
 from heyon_site.web import page_cache
 from heyon_site.web.fragments import is_htmx, redirect_to, render
 from heyon_site.web.limits import (
@@ -240,9 +240,8 @@ def pay_by_voucher(form: RechargeForm, card_id: int) -> Response:
     """A voucher pays at once: its value is credited in this request, and the order page shows it
     credited. A PIN that pays nothing spends the address's failure budget, like a wrong card
     password, and counts towards the site-wide guessing alarm."""
-    key: bytes = current_app.extensions["heyon.voucher_key"]
+    key, today = voucher_services.pin_key(), voucher_services.site_today(current_app.config)
     locale, email, pin = str(get_locale()), form.email_address, form.pin
-    today = sitetime.local_day(utcnow(), sitetime.zone(current_app.config))
 
     def use() -> tuple[str, str] | None:
         order = vouchers.redeem(db.session, key, card_id, pin, locale, today, email=email)

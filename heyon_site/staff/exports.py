@@ -31,7 +31,7 @@ from heyon_site import sitetime
 from heyon_site.billing.money import yuan
 from heyon_site.database import in_write_transaction
 from heyon_site.extensions import db
-from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, Refund, utcnow
+from heyon_site.models import Card, LedgerEntry, PaymentEvent, RechargeOrder, Refund
 from heyon_site.ops.audit import record
 from heyon_site.staff.auth import actor, require_role
 from heyon_site.staff.blueprint import bp
@@ -257,7 +257,7 @@ def _page(form: ExportForm, status: int = 200) -> Response:
 def exports() -> Response:
     """The form; once sent, the file's own address (a link finance can bookmark or share)."""
     if not any(name in request.args for name in ("kind", "date_from", "date_to")):
-        today = sitetime.local_day(utcnow(), sitetime.zone(current_app.config))
+        today = sitetime.today(sitetime.zone(current_app.config))
         return _page(ExportForm(formdata=None, kind="orders", date_from=today.replace(day=1), date_to=today))
     form = ExportForm(formdata=request.args)
     if not form.validate():

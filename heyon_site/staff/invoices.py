@@ -58,9 +58,10 @@ def queue_page(
 def order_link(token: str) -> str:
     """The order page as the customer reaches it: on HEYON_SITE_URL when set, never on whatever
     address staff happen to use (an internal name would reach no customer)."""
-    path = url_for("customer.order", token=token)
     site = current_app.config.get("HEYON_SITE_URL") or ""
-    return site + path if site else url_for("customer.order", token=token, _external=True)
+    if site:
+        return site + url_for("customer.order", token=token)
+    return url_for("customer.order", token=token, _external=True)
 
 
 @bp.post("/invoices/<int:request_id>/issue")

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import IO
 
 from flask import Response, abort, current_app, request, stream_with_context, url_for
@@ -56,8 +57,8 @@ def _may_approve(batch: VoucherBatch, me: StaffUser) -> bool:
     return me.role == "admin" and batch.state == "created" and asked_by_another
 
 
-def _rows(me: StaffUser) -> list[BatchRow]:
-    figures = vouchers.outstanding(db.session, services.site_today(current_app.config))
+def _rows(me: StaffUser, today: date) -> list[BatchRow]:
+    figures = vouchers.outstanding(db.session, today)
     found = db.session.scalars(select(VoucherBatch).where(VoucherBatch.id.in_([f.batch_id for f in figures])))
     batches = {b.id: b for b in found}
     return [BatchRow(batches[f.batch_id], f, _may_approve(batches[f.batch_id], me)) for f in figures]
@@ -73,14 +74,14 @@ def _list_page(
     void_form: VoucherVoidForm | None = None,
 ) -> Response:
     """The page, with the form that was refused (and what it said) in place of its empty one."""
-    me = _me()
-    rows = _rows(me)
+    me, today = _me(), services.site_today(current_app.config)
+    rows = _rows(me, today)
     return render(
         "staff/vouchers.html",
         status=status,
         rows=rows,
         total=sum(r.figures.outstanding_fen for r in rows),
-        today=services.site_today(current_app.config),
+        today=today,
         above=services.two_admins_above(current_app.config),
         problem=problem,
         web_sheet_max=WEB_SHEET_MAX,
@@ -271,7 +272,4 @@ def voucher_lookup() -> Response:
 
 def _state(info: VoucherInfo | None) -> str | None:
     """The voucher's state as staff need it: an unused one past its last day is expired."""
-    if info is None:
-        return None
-    lapsed = info.expires_on < services.site_today(current_app.config)
-    return "expired" if info.status in ("created", "active") and lapsed else info.status
+    return None if info is None else info.state_on(services.site_today(current_app.config))

@@ -431,7 +431,7 @@ def every_code() -> dict[str, tuple[str, ...]]:
         "REFUND_ORIGIN": REFUND_ORIGINS,
         "OUTBOX_CHANNEL": OUTBOX_CHANNELS,
         "OUTBOX_STATUS": OUTBOX_STATES,
-        "OUTBOX_TEMPLATE": notices.TEMPLATES,
+        "OUTBOX_TEMPLATE": (*notices.TEMPLATES, invoices.INVOICE_ISSUED),
         "VOUCHER_BATCH_STATE": VOUCHER_BATCH_STATES,
         "VOUCHER_STATUS": (*VOUCHER_STATES, "expired"),
         "INVOICE_STATE": INVOICE_STATES,

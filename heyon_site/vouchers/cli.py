@@ -206,7 +206,7 @@ def vouchers_show(serial: str) -> None:
     if info is None:
         raise click.ClickException(f"there is no voucher {serial_text(batch, number)}")
     tz = sitetime.zone(current_app.config)
-    expired = info.status in ("created", "active") and info.expires_on < services.site_today(current_app.config)
+    expired = info.state_on(services.site_today(current_app.config)) == "expired"
     lines = [
         f"voucher {info.serial}",
         f"state: {info.status}{' (expired)' if expired else ''}",

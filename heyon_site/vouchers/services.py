@@ -14,7 +14,7 @@ from heyon_site import sitetime
 from heyon_site.billing import vouchers
 from heyon_site.billing.money import parse_amount, yuan
 from heyon_site.extensions import db
-from heyon_site.models import VoucherBatch, serial_text, utcnow
+from heyon_site.models import VoucherBatch, serial_text
 from heyon_site.ops.audit import Actor, record, summary
 
 
@@ -26,7 +26,7 @@ def pin_key() -> bytes:
 
 def site_today(config: Mapping[str, Any]) -> date:
     """Today in the site's time zone: a voucher is good until the end of its expiry day there."""
-    return sitetime.local_day(utcnow(), sitetime.zone(config))
+    return sitetime.today(sitetime.zone(config))
 
 
 def two_admins_above(config: Mapping[str, Any]) -> int:

@@ -72,7 +72,6 @@ class PinFile:
 
     def __init__(self, out: IO[str], value_fen: int, expires_on: date) -> None:
         self.out, self.value, self.expires = out, yuan(value_fen), expires_on.isoformat()
-        self.count = 0
         self._csv = csv.writer(out, lineterminator="\n")
 
     def start(self) -> None:
@@ -80,11 +79,9 @@ class PinFile:
         self.out.seek(0)
         self.out.truncate()
         self._csv.writerow(HEADER)
-        self.count = 0
 
     def __call__(self, rows: Sequence[tuple[str, str]]) -> None:
         self._csv.writerows((serial, pin, self.value, self.expires) for serial, pin in rows)
-        self.count += len(rows)
 
 
 def read_pins(lines: Iterable[str]) -> Iterator[PrintedVoucher]:
